@@ -1,0 +1,4 @@
+//! The assembled RegionGPT (paper Fig. 2): vision tower, refiner, mask pooling
+//! and connector feeding the LLaMA-family decoder. It owns the splice that
+//! replaces `<image>` with image tokens and each `<region>` placeholder with its
+//! region embedding, and the checkpoint layout of a full RGPT model.

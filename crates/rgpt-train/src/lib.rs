@@ -1,0 +1,4 @@
+//! Two-stage training (paper Sec. 4): pre-training of refiner and connector
+//! with vision tower and LLM frozen, then fine-tuning that also trains the
+//! LLM; loss on the answers only, cosine schedule with warm-up, resumable
+//! checkpoints and metrics.
