@@ -1,0 +1,2 @@
+//! `rgpt`: the RGPT-rs command line.
+fn main() {}

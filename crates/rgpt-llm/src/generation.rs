@@ -1,0 +1,324 @@
+//! Text generation over the decoder, following transformers' `generate`:
+//! repetition penalty, then temperature, top-k and top-p (the order of its
+//! logits processors and warpers), greedy or multinomial choice, and stopping
+//! on EOS, stop strings or the token budget. Batches of prompts of different
+//! lengths are left-padded; finished sequences keep stepping with the pad id
+//! until all are done, as there.
+use std::time::Instant;
+
+use tch::{Kind, Tensor};
+
+use crate::llama::Llama;
+use crate::tokenizer::Tokenizer;
+use crate::LlmError;
+
+/// How the next token is chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sampling {
+    Greedy,
+    Sample {
+        temperature: f64,
+        top_k: Option<i64>,
+        top_p: Option<f64>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct GenerationConfig {
+    pub max_new_tokens: usize,
+    pub sampling: Sampling,
+    /// 1.0 disables it; >1 discourages tokens already in prompt or output.
+    pub repetition_penalty: f64,
+    /// Seeds libtorch's generator before sampling, for reproducible runs.
+    pub seed: Option<u64>,
+    pub eos_token_ids: Vec<i64>,
+    pub stop_strings: Vec<String>,
+    pub ignore_eos: bool,
+    /// How many of the most likely tokens to report per step (0: none).
+    pub top_logprobs: usize,
+    /// Fed for finished sequences and used to left-pad prompts.
+    pub pad_token_id: i64,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        GenerationConfig {
+            max_new_tokens: 128,
+            sampling: Sampling::Greedy,
+            repetition_penalty: 1.0,
+            seed: None,
+            eos_token_ids: Vec::new(),
+            stop_strings: Vec::new(),
+            ignore_eos: false,
+            top_logprobs: 0,
+            pad_token_id: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct TokenLogprob {
+    pub id: i64,
+    pub logprob: f32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    Eos,
+    StopString,
+    Length,
+}
+
+#[derive(Debug, Clone)]
+pub struct SequenceOutput {
+    /// Generated ids, the EOS that ended it included (as transformers returns).
+    pub token_ids: Vec<i64>,
+    /// Per step, the `top_logprobs` most likely tokens under the model
+    /// (log-softmax of the raw logits, before any sampling transform).
+    pub top_logprobs: Vec<Vec<TokenLogprob>>,
+    pub finish_reason: FinishReason,
+}
+
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Timing {
+    pub prefill_ms: f64,
+    /// Decode steps per second after the first token (each step yields one
+    /// token per sequence).
+    pub decode_tokens_per_s: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct GenerationOutput {
+    pub sequences: Vec<SequenceOutput>,
+    pub timing: Timing,
+}
+
+impl GenerationConfig {
+    fn validate(&self, tokenizer: Option<&Tokenizer>) -> Result<(), LlmError> {
+        let invalid = |m: &str| Err(LlmError::InvalidRequest(m.to_string()));
+        if self.max_new_tokens == 0 {
+            return invalid("max_new_tokens must be at least 1");
+        }
+        if let Sampling::Sample {
+            temperature,
+            top_k,
+            top_p,
+        } = self.sampling
+        {
+            if !(temperature > 0.0 && temperature.is_finite()) {
+                return invalid("temperature must be a positive number (use greedy decoding for 0)");
+            }
+            if top_k.is_some_and(|k| k < 1) {
+                return invalid("top_k must be at least 1");
+            }
+            if top_p.is_some_and(|p| !(p > 0.0 && p <= 1.0)) {
+                return invalid("top_p must be in (0, 1]");
+            }
+        }
+        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
+            return invalid("repetition_penalty must be a positive number");
+        }
+        if !self.stop_strings.is_empty() && tokenizer.is_none() {
+            return invalid("stop strings need a tokenizer to decode the output");
+        }
+        Ok(())
+    }
+}
+
+/// Generates from token-id prompts (each a non-empty list; BOS included if
+/// wanted). `on_token(sequence, id)` is called for every generated token as
+/// soon as it is chosen.
+pub fn generate(
+    model: &Llama,
+    prompts: &[Vec<i64>],
+    config: &GenerationConfig,
+    tokenizer: Option<&Tokenizer>,
+    on_token: &mut dyn FnMut(usize, i64),
+) -> Result<GenerationOutput, LlmError> {
+    if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
+        return Err(LlmError::InvalidRequest("the prompt is empty".into()));
+    }
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let mut ids = Vec::with_capacity(prompts.len() * longest);
+    let mut mask = Vec::with_capacity(prompts.len() * longest);
+    for prompt in prompts {
+        let pad = longest - prompt.len();
+        ids.extend(std::iter::repeat_n(config.pad_token_id, pad).chain(prompt.iter().copied()));
+        mask.extend(std::iter::repeat_n(false, pad).chain(std::iter::repeat_n(true, prompt.len())));
+    }
+    let shape = [prompts.len() as i64, longest as i64];
+    let device = model.device();
+    let ids = Tensor::from_slice(&ids).view(shape).to_device(device);
+    let mask = Tensor::from_slice(&mask).view(shape).to_device(device);
+    let embeds = model.embed(&ids);
+    generate_from_embeds(model, &embeds, &mask, prompts, config, tokenizer, on_token)
+}
+
+/// Generates after prompt embeddings `embeds` [batch, seq, hidden] with
+/// `mask` [batch, seq] (left padding false). `history` holds, per sequence,
+/// the prompt ids the repetition penalty should see (transformers sees none
+/// when it is given embeddings only: pass empty lists for that).
+pub fn generate_from_embeds(
+    model: &Llama,
+    embeds: &Tensor,
+    mask: &Tensor,
+    history: &[Vec<i64>],
+    config: &GenerationConfig,
+    tokenizer: Option<&Tokenizer>,
+    on_token: &mut dyn FnMut(usize, i64),
+) -> Result<GenerationOutput, LlmError> {
+    config.validate(tokenizer)?;
+    let _guard = tch::no_grad_guard();
+    let (batch, prompt_len, _) = embeds.size3()?;
+    let max_positions = model.config().max_position_embeddings;
+    if prompt_len as usize > max_positions {
+        return Err(LlmError::PromptTooLong {
+            prompt_tokens: prompt_len as usize,
+            max_positions,
+        });
+    }
+    // Generation stops at the model's context length rather than failing.
+    let budget = config.max_new_tokens.min(max_positions - prompt_len as usize).max(1);
+    if let Some(seed) = config.seed {
+        tch::manual_seed(seed as i64);
+    }
+    let device = model.device();
+    let vocab = model.config().vocab_size as i64;
+    let mut seen = (config.repetition_penalty != 1.0).then(|| {
+        let seen = Tensor::zeros([batch, vocab], (Kind::Bool, device));
+        for (row, ids) in history.iter().enumerate() {
+            if !ids.is_empty() {
+                let index = Tensor::from_slice(ids).to_device(device);
+                let _ = seen.get(row as i64).index_fill_(0, &index, 1);
+            }
+        }
+        seen
+    });
+
+    let started = Instant::now();
+    let mut cache = model.new_cache(batch, prompt_len + budget as i64);
+    let _prefill = tracing::debug_span!("prefill", batch, prompt_len).entered();
+    let hidden = model.forward_embeds(embeds, Some(mask), &mut cache)?;
+    let mut logits = model.logits(&hidden.select(1, -1));
+    drop(_prefill);
+    let mut prefill_ms = None;
+    let mut decode_started = started;
+    let mut decode_steps = 0usize;
+
+    let mut outputs: Vec<SequenceOutput> = (0..batch)
+        .map(|_| SequenceOutput {
+            token_ids: Vec::new(),
+            top_logprobs: Vec::new(),
+            finish_reason: FinishReason::Length,
+        })
+        .collect();
+    let mut finished = vec![false; batch as usize];
+    for step in 0..budget {
+        let top = (config.top_logprobs > 0).then(|| top_logprobs(&logits, config.top_logprobs as i64));
+        let scores = match seen.as_ref() {
+            Some(seen) => penalize_repetition(&logits, seen, config.repetition_penalty),
+            None => logits.shallow_clone(),
+        };
+        let next = choose(&scores, &config.sampling);
+        let next_ids: Vec<i64> = Vec::try_from(&next)?;
+        if prefill_ms.is_none() {
+            prefill_ms = Some(started.elapsed().as_secs_f64() * 1e3);
+            decode_started = Instant::now();
+        }
+        for (row, &id) in next_ids.iter().enumerate() {
+            if finished[row] {
+                continue;
+            }
+            let out = &mut outputs[row];
+            out.token_ids.push(id);
+            if let Some(top) = &top {
+                out.top_logprobs.push(top[row].clone());
+            }
+            on_token(row, id);
+            if !config.ignore_eos && config.eos_token_ids.contains(&id) {
+                out.finish_reason = FinishReason::Eos;
+                finished[row] = true;
+            } else if let Some(tokenizer) = tokenizer.filter(|_| !config.stop_strings.is_empty()) {
+                let text = tokenizer.decode(&out.token_ids, false)?;
+                if config.stop_strings.iter().any(|s| text.contains(s.as_str())) {
+                    out.finish_reason = FinishReason::StopString;
+                    finished[row] = true;
+                }
+            }
+        }
+        if step + 1 == budget || finished.iter().all(|&f| f) {
+            break;
+        }
+        let done = Tensor::from_slice(&finished).to_device(device);
+        let fed = next.masked_fill(&done, config.pad_token_id).view([batch, 1]);
+        if let Some(seen) = seen.as_mut() {
+            let _ = seen.scatter_(1, &fed, &Tensor::ones([batch, 1], (Kind::Bool, device)));
+        }
+        let _decode = tracing::trace_span!("decode_step", step).entered();
+        logits = model.forward(&fed, None, &mut cache)?;
+        decode_steps += 1;
+    }
+    let decode_s = decode_started.elapsed().as_secs_f64();
+    Ok(GenerationOutput {
+        sequences: outputs,
+        timing: Timing {
+            prefill_ms: prefill_ms.unwrap_or(0.0),
+            decode_tokens_per_s: if decode_steps > 0 && decode_s > 0.0 {
+                decode_steps as f64 / decode_s
+            } else {
+                0.0
+            },
+        },
+    })
+}
+
+/// transformers' `RepetitionPenaltyLogitsProcessor`: divide positive and
+/// multiply negative logits of already-seen tokens by the penalty.
+fn penalize_repetition(logits: &Tensor, seen: &Tensor, penalty: f64) -> Tensor {
+    let penalized = logits.where_self(&logits.lt(0.0).logical_not(), &(logits * penalty));
+    let penalized = (&penalized / penalty).where_self(&logits.ge(0.0), &penalized);
+    penalized.where_self(seen, logits)
+}
+
+fn choose(scores: &Tensor, sampling: &Sampling) -> Tensor {
+    match *sampling {
+        Sampling::Greedy => scores.argmax(-1, false),
+        Sampling::Sample {
+            temperature,
+            top_k,
+            top_p,
+        } => {
+            let mut scores = scores / temperature;
+            if let Some(k) = top_k {
+                let k = k.min(scores.size()[1]);
+                let kth = scores.topk(k, -1, true, true).0.narrow(1, k - 1, 1);
+                scores = scores.masked_fill(&scores.lt_tensor(&kth), f64::NEG_INFINITY);
+            }
+            if let Some(p) = top_p.filter(|&p| p < 1.0) {
+                // TopPLogitsWarper: drop the least likely tokens whose total
+                // probability stays within 1 - p, always keeping the top one.
+                let (sorted, indices) = scores.sort(-1, false);
+                let cumulative = sorted.softmax(-1, Kind::Float).cumsum(-1, Kind::Float);
+                let remove = cumulative.le(1.0 - p);
+                let last = remove.size()[1] - 1;
+                let _ = remove.narrow(1, last, 1).fill_(0);
+                let remove = remove.scatter(1, &indices, &remove);
+                scores = scores.masked_fill(&remove, f64::NEG_INFINITY);
+            }
+            scores.softmax(-1, Kind::Float).multinomial(1, false).squeeze_dim(1)
+        }
+    }
+}
+
+fn top_logprobs(logits: &Tensor, k: i64) -> Vec<Vec<TokenLogprob>> {
+    let k = k.min(logits.size()[1]);
+    let (values, indices) = logits.log_softmax(-1, Kind::Float).topk(k, -1, true, true);
+    let values: Vec<Vec<f32>> = Vec::try_from(&values.to_device(tch::Device::Cpu)).unwrap_or_default();
+    let indices: Vec<Vec<i64>> = Vec::try_from(&indices.to_device(tch::Device::Cpu)).unwrap_or_default();
+    values
+        .into_iter()
+        .zip(indices)
+        .map(|(v, i)| i.into_iter().zip(v).map(|(id, logprob)| TokenLogprob { id, logprob }).collect())
+        .collect()
+}

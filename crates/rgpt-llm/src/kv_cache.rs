@@ -1,0 +1,148 @@
+//! A preallocated key/value cache. Each step writes its keys and values in
+//! place (no `cat` per token) and attention reads a view of the filled
+//! prefix. Sequences of different lengths share one cache through left
+//! padding: the cache keeps which slots hold real tokens, from which it
+//! derives position ids and the attention mask exactly as transformers'
+//! `generate` does (`cumsum(mask) - 1`).
+use tch::{Device, Kind, Tensor};
+
+use crate::config::LlamaConfig;
+use crate::LlmError;
+
+#[derive(Debug)]
+pub struct KvCache {
+    layers: Vec<(Tensor, Tensor)>, // each [batch, kv_heads, capacity, head_dim]
+    mask: Tensor,                  // [batch, capacity] bool: slot holds a real token
+    seen: Tensor,                  // [batch] i64: real tokens written per sequence
+    len: i64,
+    capacity: i64,
+    padded: bool,
+}
+
+/// What one forward pass needs from the cache to attend correctly.
+#[derive(Debug)]
+pub struct StepLayout {
+    pub start: i64,
+    pub position_ids: Tensor,     // [batch, seq]
+    pub attn_mask: Option<Tensor>, // [batch, 1, seq, start + seq] bool, None when plain causal
+    pub is_causal: bool,
+}
+
+impl KvCache {
+    pub fn new(config: &LlamaConfig, batch: i64, capacity: i64, kind: Kind, device: Device) -> Self {
+        let shape = [batch, config.num_key_value_heads() as i64, capacity, config.head_dim() as i64];
+        let layers = (0..config.num_hidden_layers)
+            .map(|_| (Tensor::zeros(shape, (kind, device)), Tensor::zeros(shape, (kind, device))))
+            .collect();
+        KvCache {
+            layers,
+            mask: Tensor::zeros([batch, capacity], (Kind::Bool, device)),
+            seen: Tensor::zeros([batch], (Kind::Int64, device)),
+            len: 0,
+            capacity,
+            padded: false,
+        }
+    }
+
+    /// Tokens (padding included) written so far.
+    pub fn len(&self) -> i64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> i64 {
+        self.capacity
+    }
+
+    pub fn batch_size(&self) -> i64 {
+        self.mask.size()[0]
+    }
+
+    /// Forgets every token; the buffers are kept for reuse.
+    pub fn reset(&mut self) {
+        let _ = self.mask.zero_();
+        let _ = self.seen.zero_();
+        self.len = 0;
+        self.padded = false;
+    }
+
+    /// A deep copy, e.g. to branch several continuations off one prefix.
+    pub fn try_clone(&self) -> Self {
+        KvCache {
+            layers: self.layers.iter().map(|(k, v)| (k.copy(), v.copy())).collect(),
+            mask: self.mask.copy(),
+            seen: self.seen.copy(),
+            len: self.len,
+            capacity: self.capacity,
+            padded: self.padded,
+        }
+    }
+
+    /// Registers `seq` new slots whose validity is `mask` ([batch, seq] bool;
+    /// None = all real) and returns their positions and attention mask. Call
+    /// once per forward pass, before the layers write; `commit` afterwards.
+    pub fn begin_step(&mut self, seq: i64, mask: Option<&Tensor>) -> Result<StepLayout, LlmError> {
+        if self.len + seq > self.capacity {
+            return Err(LlmError::InvalidRequest(format!(
+                "the KV cache holds {} tokens; {} more do not fit after {}",
+                self.capacity, seq, self.len
+            )));
+        }
+        let batch = self.batch_size();
+        let device = self.mask.device();
+        let start = self.len;
+        let new_mask = match mask {
+            Some(m) => m.to_kind(Kind::Bool),
+            None => Tensor::ones([batch, seq], (Kind::Bool, device)),
+        };
+        if mask.is_some() && !bool::try_from(new_mask.all()).unwrap_or(false) {
+            self.padded = true;
+        }
+        self.mask.narrow(1, start, seq).copy_(&new_mask);
+        let counts = new_mask.to_kind(Kind::Int64).cumsum(1, Kind::Int64);
+        let position_ids = (&counts + self.seen.unsqueeze(1) - 1).masked_fill(&new_mask.logical_not(), 1);
+        self.seen += counts.select(1, seq - 1);
+
+        let total = start + seq;
+        let (attn_mask, is_causal) = if !self.padded && (seq == 1 || start == 0) {
+            // Without padding, SDPA's own causal masking (or none for a single
+            // query) is exact and lets it pick its fastest kernel.
+            (None, seq > 1)
+        } else {
+            let keys = Tensor::arange(total, (Kind::Int64, device));
+            let queries = Tensor::arange_start(start, total, (Kind::Int64, device));
+            let causal = keys.unsqueeze(0).le_tensor(&queries.unsqueeze(1)); // [seq, total]
+            let valid = self.mask.narrow(1, 0, total).unsqueeze(1); // [batch, 1, total]
+            // A padding query attends to itself only: its output is unused, but
+            // a fully masked row would make SDPA produce NaNs that then leak
+            // into real rows through the values.
+            let diagonal = keys.unsqueeze(0).eq_tensor(&queries.unsqueeze(1));
+            let allowed = causal.unsqueeze(0).logical_and(&valid).logical_or(&diagonal.unsqueeze(0));
+            (Some(allowed.unsqueeze(1)), false)
+        };
+        Ok(StepLayout {
+            start,
+            position_ids,
+            attn_mask,
+            is_causal,
+        })
+    }
+
+    /// Writes one layer's new keys/values ([batch, kv_heads, seq, head_dim])
+    /// at `start` and returns views of everything cached for that layer.
+    pub fn update(&mut self, layer: usize, start: i64, k: &Tensor, v: &Tensor) -> (Tensor, Tensor) {
+        let seq = k.size()[2];
+        let (keys, values) = &mut self.layers[layer];
+        keys.narrow(2, start, seq).copy_(k);
+        values.narrow(2, start, seq).copy_(v);
+        (keys.narrow(2, 0, start + seq), values.narrow(2, 0, start + seq))
+    }
+
+    /// Ends the forward pass begun by `begin_step`.
+    pub fn commit(&mut self, seq: i64) {
+        self.len += seq;
+    }
+}

@@ -1,0 +1,26 @@
+//! The language decoder of RegionGPT: a LLaMA-family model (Vicuna-7B in the
+//! paper, Sec. 3.1) on libtorch, configured from a Hugging Face `config.json`
+//! and loaded from HF weights as they are. It owns the decoder itself, its
+//! preallocated KV cache, text generation, tokenizers (`tokenizer.json` or a
+//! SentencePiece `tokenizer.model`) and the conversation templates RGPT uses.
+
+pub mod config;
+pub mod conversation;
+pub mod device;
+mod error;
+pub mod generation;
+pub mod kv_cache;
+pub mod llama;
+pub mod pipeline;
+mod rope;
+pub mod sentencepiece;
+pub mod tokenizer;
+
+pub use config::LlamaConfig;
+pub use conversation::{Conversation, Role, Template};
+pub use error::LlmError;
+pub use generation::{generate, generate_from_embeds, GenerationConfig, GenerationOutput, Sampling};
+pub use kv_cache::KvCache;
+pub use llama::Llama;
+pub use tokenizer::{StreamDecoder, Tokenizer};
+pub use pipeline::{Completion, TextGenerator};

@@ -1,0 +1,286 @@
+//! The LLaMA decoder, after transformers' `modeling_llama.py` (v5.23):
+//! pre-norm blocks of RMSNorm, grouped-query attention with RoPE, and a SwiGLU
+//! MLP, then a final RMSNorm and the LM head (tied to the embeddings when the
+//! config says so). Variable paths are the HF tensor names
+//! (`model.layers.{i}.self_attn.q_proj.weight`, ...), so checkpoints load
+//! as they are. The forward takes input embeddings, because RegionGPT splices
+//! image and region embeddings into the sequence; mutable state (the KV
+//! cache) is an argument, so the model itself is shared read-only.
+use std::path::Path;
+
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::config::LlamaConfig;
+use crate::kv_cache::KvCache;
+use crate::rope::{apply_rotary, RotaryEmbedding};
+use crate::LlmError;
+
+#[derive(Debug)]
+struct Linear {
+    weight: Tensor, // [out, in]
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn new(vs: nn::Path, in_dim: usize, out_dim: usize, bias: bool) -> Self {
+        let weight = vs.zeros_no_train("weight", &[out_dim as i64, in_dim as i64]);
+        let bias = bias.then(|| vs.zeros_no_train("bias", &[out_dim as i64]));
+        Linear { weight, bias }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, self.bias.as_ref())
+    }
+}
+
+/// `LlamaRMSNorm`: normalises in f32 and casts back before the weight, as HF
+/// does, so bf16/f16 runs round like the reference.
+#[derive(Debug)]
+struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn new(vs: nn::Path, dim: usize, eps: f64) -> Self {
+        RmsNorm {
+            weight: vs.ones_no_train("weight", &[dim as i64]),
+            eps,
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let kind = x.kind();
+        let x32 = x.to_kind(Kind::Float);
+        let variance = x32.square().mean_dim(-1, true, Kind::Float);
+        let normed = x32 * (variance + self.eps).rsqrt();
+        &self.weight * normed.to_kind(kind)
+    }
+}
+
+#[derive(Debug)]
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    num_heads: i64,
+    num_kv_heads: i64,
+    head_dim: i64,
+}
+
+impl Attention {
+    fn new(vs: nn::Path, cfg: &LlamaConfig) -> Self {
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim());
+        let (nh, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads());
+        Attention {
+            q_proj: Linear::new(&vs / "q_proj", h, nh * hd, cfg.attention_bias),
+            k_proj: Linear::new(&vs / "k_proj", h, nkv * hd, cfg.attention_bias),
+            v_proj: Linear::new(&vs / "v_proj", h, nkv * hd, cfg.attention_bias),
+            o_proj: Linear::new(&vs / "o_proj", nh * hd, h, cfg.attention_bias),
+            num_heads: nh as i64,
+            num_kv_heads: nkv as i64,
+            head_dim: hd as i64,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, step: &Step, layer: usize, cache: &mut KvCache) -> Tensor {
+        let (b, t, _) = x.size3().expect("hidden states are [batch, seq, hidden]");
+        // [batch, heads, seq, head_dim]
+        let heads = |y: Tensor, n: i64| y.view([b, t, n, self.head_dim]).transpose(1, 2);
+        let q = heads(self.q_proj.forward(x), self.num_heads);
+        let k = heads(self.k_proj.forward(x), self.num_kv_heads);
+        let v = heads(self.v_proj.forward(x), self.num_kv_heads);
+        let q = apply_rotary(&q, &step.cos, &step.sin);
+        let k = apply_rotary(&k, &step.cos, &step.sin);
+        let (k, v) = cache.update(layer, step.layout.start, &k, &v);
+        let gqa = self.num_heads != self.num_kv_heads;
+        let out = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            step.layout.attn_mask.as_ref(),
+            0.0,
+            step.layout.is_causal,
+            None,
+            gqa,
+        );
+        let out = out.transpose(1, 2).reshape([b, t, self.num_heads * self.head_dim]);
+        self.o_proj.forward(&out)
+    }
+}
+
+/// SwiGLU: `down(silu(gate(x)) * up(x))`.
+#[derive(Debug)]
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn new(vs: nn::Path, cfg: &LlamaConfig) -> Self {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Mlp {
+            gate_proj: Linear::new(&vs / "gate_proj", h, i, cfg.mlp_bias),
+            up_proj: Linear::new(&vs / "up_proj", h, i, cfg.mlp_bias),
+            down_proj: Linear::new(&vs / "down_proj", i, h, cfg.mlp_bias),
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let gate = self.gate_proj.forward(x).silu();
+        self.down_proj.forward(&(gate * self.up_proj.forward(x)))
+    }
+}
+
+#[derive(Debug)]
+struct DecoderLayer {
+    self_attn: Attention,
+    mlp: Mlp,
+    input_layernorm: RmsNorm,
+    post_attention_layernorm: RmsNorm,
+}
+
+impl DecoderLayer {
+    fn new(vs: nn::Path, cfg: &LlamaConfig) -> Self {
+        DecoderLayer {
+            self_attn: Attention::new(&vs / "self_attn", cfg),
+            mlp: Mlp::new(&vs / "mlp", cfg),
+            input_layernorm: RmsNorm::new(&vs / "input_layernorm", cfg.hidden_size, cfg.rms_norm_eps),
+            post_attention_layernorm: RmsNorm::new(
+                &vs / "post_attention_layernorm",
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+            ),
+        }
+    }
+
+    fn forward(&self, x: &Tensor, step: &Step, layer: usize, cache: &mut KvCache) -> Tensor {
+        let h = x + self.self_attn.forward(&self.input_layernorm.forward(x), step, layer, cache);
+        &h + self.mlp.forward(&self.post_attention_layernorm.forward(&h))
+    }
+}
+
+/// Per-forward state shared by all layers.
+struct Step {
+    layout: crate::kv_cache::StepLayout,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// `LlamaForCausalLM`.
+#[derive(Debug)]
+pub struct Llama {
+    embed_tokens: Tensor, // [vocab, hidden]
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Tensor, // [vocab, hidden]; the embedding matrix when tied
+    rotary: RotaryEmbedding,
+    config: LlamaConfig,
+}
+
+impl Llama {
+    /// Declares the model's variables under `vs` (the VarStore root), with
+    /// the HF names. Weights are zeros until a checkpoint is loaded.
+    pub fn new(vs: &nn::Path, config: &LlamaConfig) -> Result<Self, LlmError> {
+        let scaling = config.rope_scaling_kind().map_err(LlmError::InvalidRequest)?;
+        let model = vs / "model";
+        let embed_tokens = (&model / "embed_tokens")
+            .zeros_no_train("weight", &[config.vocab_size as i64, config.hidden_size as i64]);
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| DecoderLayer::new(&model / "layers" / i, config))
+            .collect();
+        let norm = RmsNorm::new(&model / "norm", config.hidden_size, config.rms_norm_eps);
+        let lm_head = if config.tie_word_embeddings {
+            embed_tokens.shallow_clone()
+        } else {
+            (vs / "lm_head").zeros_no_train("weight", &[config.vocab_size as i64, config.hidden_size as i64])
+        };
+        Ok(Llama {
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rotary: RotaryEmbedding::new(config, &scaling, vs.device()),
+            config: config.clone(),
+        })
+    }
+
+    /// Loads `config.json` and the weights of an HF model directory, casting
+    /// them once to `kind` on `device`.
+    pub fn from_pretrained(dir: &Path, device: Device, kind: Kind) -> Result<(Self, nn::VarStore), LlmError> {
+        let _span = tracing::info_span!("load_llama", dir = %dir.display()).entered();
+        if !dir.is_dir() {
+            return Err(LlmError::MissingModelDir(dir.to_path_buf()));
+        }
+        let config = LlamaConfig::from_file(&dir.join("config.json"))?;
+        let checkpoint = rgpt_weights::Checkpoint::open(dir)?;
+        let mut vs = nn::VarStore::new(device);
+        vs.set_kind(kind);
+        let model = Llama::new(&vs.root(), &config)?;
+        checkpoint.load_into(&vs)?;
+        Ok((model, vs))
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> Device {
+        self.embed_tokens.device()
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.embed_tokens.kind()
+    }
+
+    /// A cache for `batch` sequences of up to `capacity` tokens each.
+    pub fn new_cache(&self, batch: i64, capacity: i64) -> KvCache {
+        KvCache::new(&self.config, batch, capacity, self.kind(), self.device())
+    }
+
+    /// Token embeddings for ids [batch, seq] -> [batch, seq, hidden].
+    pub fn embed(&self, input_ids: &Tensor) -> Tensor {
+        Tensor::embedding(&self.embed_tokens, input_ids, -1, false, false)
+    }
+
+    /// Runs the decoder over `embeds` [batch, seq, hidden] after what `cache`
+    /// already holds; `mask` [batch, seq] marks real tokens (None: all real).
+    /// Returns the final-normed hidden states [batch, seq, hidden].
+    pub fn forward_embeds(
+        &self,
+        embeds: &Tensor,
+        mask: Option<&Tensor>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor, LlmError> {
+        let (b, t, h) = embeds.size3()?;
+        if h != self.config.hidden_size as i64 || b != cache.batch_size() {
+            return Err(LlmError::InvalidRequest(format!(
+                "embeddings of shape [{b}, {t}, {h}] do not fit a batch of {} with hidden size {}",
+                cache.batch_size(),
+                self.config.hidden_size
+            )));
+        }
+        let layout = cache.begin_step(t, mask)?;
+        let (cos, sin) = self.rotary.cos_sin(&layout.position_ids, embeds.kind());
+        let step = Step { layout, cos, sin };
+        let mut x = embeds.shallow_clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(&x, &step, i, cache);
+        }
+        cache.commit(t);
+        Ok(self.norm.forward(&x))
+    }
+
+    /// LM-head logits of hidden states, in f32 for stable softmax/sampling.
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
+        hidden.linear::<&Tensor>(&self.lm_head, None).to_kind(Kind::Float)
+    }
+
+    /// Ids in, logits of the last position out ([batch, vocab]).
+    pub fn forward(&self, input_ids: &Tensor, mask: Option<&Tensor>, cache: &mut KvCache) -> Result<Tensor, LlmError> {
+        let hidden = self.forward_embeds(&self.embed(input_ids), mask, cache)?;
+        Ok(self.logits(&hidden.select(1, -1)))
+    }
+}

@@ -1,0 +1,117 @@
+//! Text in, text out: a loaded model directory (decoder + tokenizer) and one
+//! call that templates, tokenizes, generates and streams decoded text. This is
+//! what `rgpt generate` runs; other front ends (the server) use it too.
+use std::path::Path;
+
+use tch::{nn, Device, Kind};
+
+use crate::conversation::{Conversation, Template};
+use crate::generation::{generate, GenerationConfig, SequenceOutput, Timing};
+use crate::tokenizer::{StreamDecoder, Tokenizer};
+use crate::{Llama, LlmError};
+
+/// A model directory loaded for generation.
+pub struct TextGenerator {
+    pub model: Llama,
+    pub tokenizer: Tokenizer,
+    _vs: nn::VarStore,
+}
+
+/// The result of one prompt.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub prompt_ids: Vec<i64>,
+    pub output: SequenceOutput,
+    pub text: String,
+    pub timing: Timing,
+}
+
+impl TextGenerator {
+    pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self, LlmError> {
+        if !dir.is_dir() {
+            return Err(LlmError::MissingModelDir(dir.to_path_buf()));
+        }
+        let tokenizer = Tokenizer::from_dir(dir)?;
+        let (model, vs) = Llama::from_pretrained(dir, device, kind)?;
+        Ok(TextGenerator { model, tokenizer, _vs: vs })
+    }
+
+    /// EOS ids from the config, else the tokenizer's `</s>`.
+    pub fn eos_token_ids(&self) -> Vec<i64> {
+        let ids = self.model.config().eos_token_ids();
+        if ids.is_empty() {
+            self.tokenizer.token_to_id("</s>").into_iter().collect()
+        } else {
+            ids
+        }
+    }
+
+    /// A generation config with this model's EOS and pad ids filled in.
+    pub fn default_config(&self) -> GenerationConfig {
+        let pad = self
+            .model
+            .config()
+            .pad_token_id
+            .as_ref()
+            .and_then(|p| p.to_vec().first().copied())
+            .unwrap_or(0);
+        GenerationConfig {
+            eos_token_ids: self.eos_token_ids(),
+            pad_token_id: pad,
+            ..GenerationConfig::default()
+        }
+    }
+
+    /// Renders `prompt` with `template`, generates, and calls `on_text` with
+    /// each piece of decoded text as soon as it is complete.
+    pub fn complete(
+        &self,
+        prompt: &str,
+        template: Template,
+        config: &GenerationConfig,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Completion, LlmError> {
+        if prompt.trim().is_empty() {
+            return Err(LlmError::InvalidRequest("the prompt is empty".into()));
+        }
+        let text = Conversation::single_turn(template, prompt).prompt();
+        let prompt_ids = self.tokenizer.encode(&text, true)?;
+        let max_positions = self.model.config().max_position_embeddings;
+        if prompt_ids.len() > max_positions {
+            return Err(LlmError::PromptTooLong {
+                prompt_tokens: prompt_ids.len(),
+                max_positions,
+            });
+        }
+        let mut stream = StreamDecoder::new();
+        let mut stream_error = None;
+        let mut on_token = |_: usize, id: i64| match stream.push(&self.tokenizer, id) {
+            Ok(Some(delta)) => on_text(&delta),
+            Ok(None) => {}
+            Err(e) => stream_error = Some(e),
+        };
+        let result = generate(
+            &self.model,
+            std::slice::from_ref(&prompt_ids),
+            config,
+            Some(&self.tokenizer),
+            &mut on_token,
+        )?;
+        if let Some(e) = stream_error {
+            return Err(e);
+        }
+        if let Some(rest) = stream.finish(&self.tokenizer)? {
+            on_text(&rest);
+        }
+        let output = result.sequences.into_iter().next().ok_or_else(|| {
+            LlmError::InvalidRequest("generation returned no sequence".into())
+        })?;
+        let text = self.tokenizer.decode(&output.token_ids, true)?;
+        Ok(Completion {
+            prompt_ids,
+            output,
+            text,
+            timing: result.timing,
+        })
+    }
+}

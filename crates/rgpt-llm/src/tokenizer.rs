@@ -1,0 +1,114 @@
+//! The text side of the decoder: a `tokenizers` tokenizer loaded from
+//! `tokenizer.json` (BOS/EOS as its post-processor says), or converted from a
+//! SentencePiece `tokenizer.model` when that is all a checkpoint ships.
+use std::path::{Path, PathBuf};
+
+use crate::sentencepiece::tokenizer_from_sentencepiece;
+use crate::LlmError;
+
+#[derive(Debug, Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    source: PathBuf,
+}
+
+impl Tokenizer {
+    /// Loads the tokenizer of a model directory, preferring `tokenizer.json`
+    /// as transformers does.
+    pub fn from_dir(dir: &Path) -> Result<Self, LlmError> {
+        let json = dir.join("tokenizer.json");
+        if json.is_file() {
+            let inner = tokenizers::Tokenizer::from_file(&json).map_err(|e| LlmError::Tokenizer {
+                path: json.clone(),
+                message: e.to_string(),
+            })?;
+            return Ok(Tokenizer { inner, source: json });
+        }
+        let spm = dir.join("tokenizer.model");
+        if spm.is_file() {
+            let inner = tokenizer_from_sentencepiece(&spm)?;
+            return Ok(Tokenizer { inner, source: spm });
+        }
+        Err(LlmError::MissingTokenizer(dir.to_path_buf()))
+    }
+
+    pub fn from_tokenizers(inner: tokenizers::Tokenizer) -> Self {
+        Tokenizer {
+            inner,
+            source: PathBuf::new(),
+        }
+    }
+
+    /// The file the tokenizer was read from.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Token ids of `text`; with `add_special_tokens` the post-processor adds
+    /// BOS (for LLaMA) exactly as transformers' `tokenizer(text)` does.
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<i64>, LlmError> {
+        let encoding = self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(|e| LlmError::Encode(e.to_string()))?;
+        Ok(encoding.get_ids().iter().map(|&id| id as i64).collect())
+    }
+
+    pub fn decode(&self, ids: &[i64], skip_special_tokens: bool) -> Result<String, LlmError> {
+        let ids: Vec<u32> = ids.iter().map(|&id| id as u32).collect();
+        self.inner
+            .decode(&ids, skip_special_tokens)
+            .map_err(|e| LlmError::Encode(e.to_string()))
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<i64> {
+        self.inner.token_to_id(token).map(i64::from)
+    }
+}
+
+/// Turns a stream of generated ids into text deltas. Decoding the whole
+/// prefix each time (as transformers' `TextStreamer` does) keeps merges and
+/// byte-fallback sequences right; a delta is held back while it ends in an
+/// incomplete UTF-8 sequence.
+#[derive(Debug, Default)]
+pub struct StreamDecoder {
+    ids: Vec<i64>,
+    emitted: usize,
+}
+
+impl StreamDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one id; returns the new text, if any is complete.
+    pub fn push(&mut self, tokenizer: &Tokenizer, id: i64) -> Result<Option<String>, LlmError> {
+        self.ids.push(id);
+        let text = tokenizer.decode(&self.ids, true)?;
+        if text.ends_with('\u{FFFD}') || text.len() <= self.emitted || !text.is_char_boundary(self.emitted) {
+            return Ok(None);
+        }
+        let delta = text[self.emitted..].to_string();
+        self.emitted = text.len();
+        Ok(Some(delta))
+    }
+
+    /// Whatever is left once generation ends.
+    pub fn finish(&mut self, tokenizer: &Tokenizer) -> Result<Option<String>, LlmError> {
+        let text = tokenizer.decode(&self.ids, true)?;
+        if text.len() <= self.emitted || !text.is_char_boundary(self.emitted) {
+            return Ok(None);
+        }
+        let delta = text[self.emitted..].to_string();
+        self.emitted = text.len();
+        Ok(Some(delta))
+    }
+}

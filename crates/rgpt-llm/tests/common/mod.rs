@@ -1,0 +1,45 @@
+//! Shared helpers for the rgpt-llm integration tests.
+#![allow(dead_code)]
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The committed fixtures (see scripts/gen_fixtures.py).
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name)
+}
+
+pub const MODEL_FIXTURES: [&str; 5] = [
+    "llama-mha-tied",
+    "llama-gqa-theta",
+    "llama-rope-llama3",
+    "llama-rope-linear",
+    "llama-sharded-bin",
+];
+
+#[derive(Debug, Deserialize)]
+pub struct Expected {
+    pub produced_by: String,
+    pub cases: Vec<Case>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Case {
+    pub prompt: String,
+    pub prompt_ids: Vec<i64>,
+    pub greedy_tokens: Vec<i64>,
+    pub top_logprobs: Vec<Vec<TopLogprob>>,
+    pub last_hidden_state: Vec<Vec<f32>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TopLogprob {
+    pub id: i64,
+    pub logprob: f32,
+}
+
+pub fn expected(name: &str) -> Expected {
+    let path = fixture(name).join("expected.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}

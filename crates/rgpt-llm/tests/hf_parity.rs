@@ -1,0 +1,79 @@
+//! Parity with Hugging Face transformers on the tiny random-weight fixtures.
+//!
+//! Reference: `scripts/gen_fixtures.py` (transformers 5.23.0, torch 2.11.0,
+//! f32, one thread), which saves each fixture and records, from the model as
+//! transformers reloads it, the prompt ids, greedy tokens, top-5 log-probs
+//! per step and the last hidden state. Tolerances (f32): log-probs 1e-4
+//! absolute, hidden states 1e-4 relative L2 norm; both are far above the
+//! ~1e-6 reordering noise between two f32 BLAS paths and far below any real
+//! bug (a wrong RoPE or mask moves them by >1e-2).
+mod common;
+
+use common::{expected, fixture, MODEL_FIXTURES};
+use rgpt_llm::generation::GenerationConfig;
+use rgpt_llm::{generate, Llama, Tokenizer};
+use tch::{Device, Kind, Tensor};
+
+fn load(name: &str) -> (Llama, Tokenizer, tch::nn::VarStore) {
+    let dir = fixture(name);
+    let tokenizer = Tokenizer::from_dir(&dir).unwrap();
+    let (model, vs) = Llama::from_pretrained(&dir, Device::Cpu, Kind::Float).unwrap();
+    (model, tokenizer, vs)
+}
+
+#[test]
+fn prompts_tokenize_as_transformers() {
+    for name in MODEL_FIXTURES {
+        let (_, tokenizer, _) = load(name);
+        for case in expected(name).cases {
+            assert_eq!(tokenizer.encode(&case.prompt, true).unwrap(), case.prompt_ids, "{name}: {}", case.prompt);
+        }
+    }
+}
+
+#[test]
+fn last_hidden_state_matches_transformers() {
+    let _guard = tch::no_grad_guard();
+    for name in MODEL_FIXTURES {
+        let (model, _, _) = load(name);
+        for case in expected(name).cases {
+            let ids = Tensor::from_slice(&case.prompt_ids).unsqueeze(0);
+            let mut cache = model.new_cache(1, ids.size()[1]);
+            let hidden = model.forward_embeds(&model.embed(&ids), None, &mut cache).unwrap().squeeze_dim(0);
+            let rows: Vec<f32> = case.last_hidden_state.concat();
+            let reference = Tensor::from_slice(&rows).view([case.prompt_ids.len() as i64, -1]);
+            let rel = f64::try_from((&hidden - &reference).norm() / reference.norm()).unwrap();
+            assert!(rel < 1e-4, "{name}: relative error {rel:e} on {:?}", case.prompt);
+        }
+    }
+}
+
+#[test]
+fn greedy_tokens_and_top5_logprobs_match_transformers() {
+    for name in MODEL_FIXTURES {
+        let (model, tokenizer, _) = load(name);
+        for case in expected(name).cases {
+            let config = GenerationConfig {
+                max_new_tokens: case.greedy_tokens.len(),
+                ignore_eos: true,
+                top_logprobs: 5,
+                ..GenerationConfig::default()
+            };
+            let out = generate(&model, &[case.prompt_ids.clone()], &config, Some(&tokenizer), &mut |_, _| {}).unwrap();
+            let seq = &out.sequences[0];
+            assert_eq!(seq.token_ids, case.greedy_tokens, "{name}: {:?}", case.prompt);
+            assert_eq!(seq.top_logprobs.len(), case.top_logprobs.len());
+            for (step, (ours, theirs)) in seq.top_logprobs.iter().zip(&case.top_logprobs).enumerate() {
+                for (o, t) in ours.iter().zip(theirs) {
+                    assert_eq!(o.id, t.id, "{name} step {step}");
+                    assert!(
+                        (o.logprob - t.logprob).abs() < 1e-4,
+                        "{name} step {step}: logprob {} vs {}",
+                        o.logprob,
+                        t.logprob
+                    );
+                }
+            }
+        }
+    }
+}
