@@ -1,2 +1,153 @@
-//! `rgpt`: the RGPT-rs command line.
-fn main() {}
+//! `rgpt`: the RGPT-rs command line. Each subcommand parses its arguments,
+//! calls one library function and formats the result.
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use rgpt_llm::device::{parse_device, parse_dtype};
+use rgpt_llm::generation::Sampling;
+use rgpt_llm::{Template, TextGenerator};
+
+#[derive(Parser)]
+#[command(
+    name = "rgpt",
+    version,
+    about = "RegionGPT in Rust: region-level vision-language models on libtorch"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text with a LLaMA-family Hugging Face checkpoint.
+    Generate(GenerateArgs),
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// Hugging Face model directory (config.json, weights, tokenizer).
+    #[arg(long)]
+    model: PathBuf,
+    /// The prompt; wrapped in the vicuna_v1 conversation template unless --raw.
+    #[arg(long)]
+    prompt: String,
+    /// Feed the prompt as it is, without the conversation template.
+    #[arg(long)]
+    raw: bool,
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    max_new_tokens: u32,
+    /// Always take the most likely token (the default unless --temperature is given).
+    #[arg(long, conflicts_with_all = ["temperature", "top_p", "top_k"])]
+    greedy: bool,
+    /// Sample with this temperature.
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Nucleus sampling: keep the most likely tokens whose probabilities sum to P.
+    #[arg(long, requires = "temperature")]
+    top_p: Option<f64>,
+    /// Keep only the K most likely tokens when sampling.
+    #[arg(long, requires = "temperature")]
+    top_k: Option<i64>,
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f64,
+    /// Seed for sampling.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop when the output contains this text (repeatable).
+    #[arg(long = "stop")]
+    stop: Vec<String>,
+    /// Keep generating past the end-of-sequence token.
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Report the K most likely tokens of every step (with --json).
+    #[arg(long, default_value_t = 0)]
+    top_logprobs: usize,
+    /// f32, bf16 or f16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// libtorch intra-op threads (default: libtorch's choice).
+    #[arg(long)]
+    threads: Option<i32>,
+    /// Print one JSON object instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("RGPT_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(args) => run_generate(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
+    if let Some(threads) = args.threads {
+        tch::set_num_threads(threads);
+    }
+    let device = parse_device(&args.device)?;
+    let kind = parse_dtype(&args.dtype)?;
+    let generator = TextGenerator::load(&args.model, device, kind)
+        .with_context(|| format!("while loading {}", args.model.display()))?;
+    let mut config = generator.default_config();
+    config.max_new_tokens = args.max_new_tokens as usize;
+    config.sampling = match args.temperature {
+        Some(temperature) if !args.greedy => Sampling::Sample {
+            temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+        },
+        _ => Sampling::Greedy,
+    };
+    config.repetition_penalty = args.repetition_penalty;
+    config.seed = args.seed;
+    config.stop_strings = args.stop;
+    config.ignore_eos = args.ignore_eos;
+    config.top_logprobs = args.top_logprobs;
+    let template = if args.raw {
+        Template::Raw
+    } else {
+        Template::VicunaV1
+    };
+
+    let stdout = std::io::stdout();
+    let stream = !args.json;
+    let completion = generator.complete(&args.prompt, template, &config, &mut |text| {
+        if stream {
+            let mut out = stdout.lock();
+            // A closed pipe (e.g. `| head`) must not abort generation.
+            let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+        }
+    })?;
+    if args.json {
+        let report = serde_json::json!({
+            "prompt_ids": completion.prompt_ids,
+            "token_ids": completion.output.token_ids,
+            "text": completion.text,
+            "finish_reason": completion.output.finish_reason,
+            "top_logprobs": completion.output.top_logprobs,
+            "timing": completion.timing,
+        });
+        println!("{report}");
+    } else {
+        println!();
+    }
+    Ok(())
+}

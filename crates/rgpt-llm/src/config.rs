@@ -171,7 +171,9 @@ impl LlamaConfig {
                 self.hidden_act
             )));
         }
-        if self.num_attention_heads == 0 || self.num_attention_heads % self.num_key_value_heads() != 0 {
+        if self.num_attention_heads == 0
+            || self.num_attention_heads % self.num_key_value_heads() != 0
+        {
             return Err(invalid(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 self.num_attention_heads,
@@ -193,7 +195,8 @@ impl LlamaConfig {
     }
 
     pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
     }
 
     fn rope(&self) -> Option<&RopeParameters> {
@@ -213,7 +216,12 @@ impl LlamaConfig {
             return Ok(RopeScaling::Default);
         };
         let need = |v: Option<f64>, key: &str| {
-            v.ok_or_else(|| format!("rope scaling `{}` needs `{key}`", rope.rope_type.as_deref().unwrap_or("?")))
+            v.ok_or_else(|| {
+                format!(
+                    "rope scaling `{}` needs `{key}`",
+                    rope.rope_type.as_deref().unwrap_or("?")
+                )
+            })
         };
         match rope.rope_type.as_deref().unwrap_or("default") {
             "default" => Ok(RopeScaling::Default),
@@ -235,6 +243,9 @@ impl LlamaConfig {
     }
 
     pub fn eos_token_ids(&self) -> Vec<i64> {
-        self.eos_token_id.as_ref().map(TokenIds::to_vec).unwrap_or_default()
+        self.eos_token_id
+            .as_ref()
+            .map(TokenIds::to_vec)
+            .unwrap_or_default()
     }
 }

@@ -15,7 +15,8 @@ pub enum Role {
     Assistant,
 }
 
-const VICUNA_V1_SYSTEM: &str = "A chat between a curious user and an artificial intelligence assistant. \
+const VICUNA_V1_SYSTEM: &str =
+    "A chat between a curious user and an artificial intelligence assistant. \
 The assistant gives helpful, detailed, and polite answers to the user's questions.";
 
 impl Template {
@@ -65,7 +66,11 @@ impl Conversation {
 
     pub fn prompt(&self) -> String {
         match self.template {
-            Template::Raw => self.turns.iter().filter_map(|(_, m)| m.as_deref()).collect(),
+            Template::Raw => self
+                .turns
+                .iter()
+                .filter_map(|(_, m)| m.as_deref())
+                .collect(),
             Template::VicunaV1 => {
                 let mut out = format!("{VICUNA_V1_SYSTEM} ");
                 for (role, message) in &self.turns {
@@ -115,6 +120,9 @@ mod tests {
 
     #[test]
     fn raw_passes_text_through() {
-        assert_eq!(Conversation::single_turn(Template::Raw, "Once upon").prompt(), "Once upon");
+        assert_eq!(
+            Conversation::single_turn(Template::Raw, "Once upon").prompt(),
+            "Once upon"
+        );
     }
 }

@@ -7,9 +7,16 @@ use crate::LlmError;
 pub fn parse_device(spec: &str) -> Result<Device, LlmError> {
     match spec {
         "cpu" => Ok(Device::Cpu),
-        "auto" => Ok(if cuda_available() { Device::Cuda(0) } else { Device::Cpu }),
+        "auto" => Ok(if cuda_available() {
+            Device::Cuda(0)
+        } else {
+            Device::Cpu
+        }),
         "cuda" => require_cuda(spec, 0),
-        _ => match spec.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+        _ => match spec
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             Some(index) => require_cuda(spec, index),
             None => Err(LlmError::UnknownDevice(spec.to_string())),
         },

@@ -107,7 +107,9 @@ impl GenerationConfig {
         } = self.sampling
         {
             if !(temperature > 0.0 && temperature.is_finite()) {
-                return invalid("temperature must be a positive number (use greedy decoding for 0)");
+                return invalid(
+                    "temperature must be a positive number (use greedy decoding for 0)",
+                );
             }
             if top_k.is_some_and(|k| k < 1) {
                 return invalid("top_k must be at least 1");
@@ -179,7 +181,10 @@ pub fn generate_from_embeds(
         });
     }
     // Generation stops at the model's context length rather than failing.
-    let budget = config.max_new_tokens.min(max_positions - prompt_len as usize).max(1);
+    let budget = config
+        .max_new_tokens
+        .min(max_positions - prompt_len as usize)
+        .max(1);
     if let Some(seed) = config.seed {
         tch::manual_seed(seed as i64);
     }
@@ -215,7 +220,8 @@ pub fn generate_from_embeds(
         .collect();
     let mut finished = vec![false; batch as usize];
     for step in 0..budget {
-        let top = (config.top_logprobs > 0).then(|| top_logprobs(&logits, config.top_logprobs as i64));
+        let top =
+            (config.top_logprobs > 0).then(|| top_logprobs(&logits, config.top_logprobs as i64));
         let scores = match seen.as_ref() {
             Some(seen) => penalize_repetition(&logits, seen, config.repetition_penalty),
             None => logits.shallow_clone(),
@@ -241,7 +247,11 @@ pub fn generate_from_embeds(
                 finished[row] = true;
             } else if let Some(tokenizer) = tokenizer.filter(|_| !config.stop_strings.is_empty()) {
                 let text = tokenizer.decode(&out.token_ids, false)?;
-                if config.stop_strings.iter().any(|s| text.contains(s.as_str())) {
+                if config
+                    .stop_strings
+                    .iter()
+                    .any(|s| text.contains(s.as_str()))
+                {
                     out.finish_reason = FinishReason::StopString;
                     finished[row] = true;
                 }
@@ -251,7 +261,9 @@ pub fn generate_from_embeds(
             break;
         }
         let done = Tensor::from_slice(&finished).to_device(device);
-        let fed = next.masked_fill(&done, config.pad_token_id).view([batch, 1]);
+        let fed = next
+            .masked_fill(&done, config.pad_token_id)
+            .view([batch, 1]);
         if let Some(seen) = seen.as_mut() {
             let _ = seen.scatter_(1, &fed, &Tensor::ones([batch, 1], (Kind::Bool, device)));
         }
@@ -306,7 +318,10 @@ fn choose(scores: &Tensor, sampling: &Sampling) -> Tensor {
                 let remove = remove.scatter(1, &indices, &remove);
                 scores = scores.masked_fill(&remove, f64::NEG_INFINITY);
             }
-            scores.softmax(-1, Kind::Float).multinomial(1, false).squeeze_dim(1)
+            scores
+                .softmax(-1, Kind::Float)
+                .multinomial(1, false)
+                .squeeze_dim(1)
         }
     }
 }
@@ -314,11 +329,18 @@ fn choose(scores: &Tensor, sampling: &Sampling) -> Tensor {
 fn top_logprobs(logits: &Tensor, k: i64) -> Vec<Vec<TokenLogprob>> {
     let k = k.min(logits.size()[1]);
     let (values, indices) = logits.log_softmax(-1, Kind::Float).topk(k, -1, true, true);
-    let values: Vec<Vec<f32>> = Vec::try_from(&values.to_device(tch::Device::Cpu)).unwrap_or_default();
-    let indices: Vec<Vec<i64>> = Vec::try_from(&indices.to_device(tch::Device::Cpu)).unwrap_or_default();
+    let values: Vec<Vec<f32>> =
+        Vec::try_from(&values.to_device(tch::Device::Cpu)).unwrap_or_default();
+    let indices: Vec<Vec<i64>> =
+        Vec::try_from(&indices.to_device(tch::Device::Cpu)).unwrap_or_default();
     values
         .into_iter()
         .zip(indices)
-        .map(|(v, i)| i.into_iter().zip(v).map(|(id, logprob)| TokenLogprob { id, logprob }).collect())
+        .map(|(v, i)| {
+            i.into_iter()
+                .zip(v)
+                .map(|(id, logprob)| TokenLogprob { id, logprob })
+                .collect()
+        })
         .collect()
 }

@@ -23,16 +23,32 @@ pub struct KvCache {
 #[derive(Debug)]
 pub struct StepLayout {
     pub start: i64,
-    pub position_ids: Tensor,     // [batch, seq]
+    pub position_ids: Tensor,      // [batch, seq]
     pub attn_mask: Option<Tensor>, // [batch, 1, seq, start + seq] bool, None when plain causal
     pub is_causal: bool,
 }
 
 impl KvCache {
-    pub fn new(config: &LlamaConfig, batch: i64, capacity: i64, kind: Kind, device: Device) -> Self {
-        let shape = [batch, config.num_key_value_heads() as i64, capacity, config.head_dim() as i64];
+    pub fn new(
+        config: &LlamaConfig,
+        batch: i64,
+        capacity: i64,
+        kind: Kind,
+        device: Device,
+    ) -> Self {
+        let shape = [
+            batch,
+            config.num_key_value_heads() as i64,
+            capacity,
+            config.head_dim() as i64,
+        ];
         let layers = (0..config.num_hidden_layers)
-            .map(|_| (Tensor::zeros(shape, (kind, device)), Tensor::zeros(shape, (kind, device))))
+            .map(|_| {
+                (
+                    Tensor::zeros(shape, (kind, device)),
+                    Tensor::zeros(shape, (kind, device)),
+                )
+            })
             .collect();
         KvCache {
             layers,
@@ -72,7 +88,11 @@ impl KvCache {
     /// A deep copy, e.g. to branch several continuations off one prefix.
     pub fn try_clone(&self) -> Self {
         KvCache {
-            layers: self.layers.iter().map(|(k, v)| (k.copy(), v.copy())).collect(),
+            layers: self
+                .layers
+                .iter()
+                .map(|(k, v)| (k.copy(), v.copy()))
+                .collect(),
             mask: self.mask.copy(),
             seen: self.seen.copy(),
             len: self.len,
@@ -103,7 +123,8 @@ impl KvCache {
         }
         self.mask.narrow(1, start, seq).copy_(&new_mask);
         let counts = new_mask.to_kind(Kind::Int64).cumsum(1, Kind::Int64);
-        let position_ids = (&counts + self.seen.unsqueeze(1) - 1).masked_fill(&new_mask.logical_not(), 1);
+        let position_ids =
+            (&counts + self.seen.unsqueeze(1) - 1).masked_fill(&new_mask.logical_not(), 1);
         self.seen += counts.select(1, seq - 1);
 
         let total = start + seq;
@@ -116,11 +137,14 @@ impl KvCache {
             let queries = Tensor::arange_start(start, total, (Kind::Int64, device));
             let causal = keys.unsqueeze(0).le_tensor(&queries.unsqueeze(1)); // [seq, total]
             let valid = self.mask.narrow(1, 0, total).unsqueeze(1); // [batch, 1, total]
-            // A padding query attends to itself only: its output is unused, but
-            // a fully masked row would make SDPA produce NaNs that then leak
-            // into real rows through the values.
+                                                                    // A padding query attends to itself only: its output is unused, but
+                                                                    // a fully masked row would make SDPA produce NaNs that then leak
+                                                                    // into real rows through the values.
             let diagonal = keys.unsqueeze(0).eq_tensor(&queries.unsqueeze(1));
-            let allowed = causal.unsqueeze(0).logical_and(&valid).logical_or(&diagonal.unsqueeze(0));
+            let allowed = causal
+                .unsqueeze(0)
+                .logical_and(&valid)
+                .logical_or(&diagonal.unsqueeze(0));
             (Some(allowed.unsqueeze(1)), false)
         };
         Ok(StepLayout {
@@ -138,7 +162,10 @@ impl KvCache {
         let (keys, values) = &mut self.layers[layer];
         keys.narrow(2, start, seq).copy_(k);
         values.narrow(2, start, seq).copy_(v);
-        (keys.narrow(2, 0, start + seq), values.narrow(2, 0, start + seq))
+        (
+            keys.narrow(2, 0, start + seq),
+            values.narrow(2, 0, start + seq),
+        )
     }
 
     /// Ends the forward pass begun by `begin_step`.

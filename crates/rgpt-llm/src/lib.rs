@@ -19,8 +19,10 @@ pub mod tokenizer;
 pub use config::LlamaConfig;
 pub use conversation::{Conversation, Role, Template};
 pub use error::LlmError;
-pub use generation::{generate, generate_from_embeds, GenerationConfig, GenerationOutput, Sampling};
+pub use generation::{
+    generate, generate_from_embeds, GenerationConfig, GenerationOutput, Sampling,
+};
 pub use kv_cache::KvCache;
 pub use llama::Llama;
-pub use tokenizer::{StreamDecoder, Tokenizer};
 pub use pipeline::{Completion, TextGenerator};
+pub use tokenizer::{StreamDecoder, Tokenizer};

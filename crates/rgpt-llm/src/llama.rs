@@ -105,7 +105,9 @@ impl Attention {
             None,
             gqa,
         );
-        let out = out.transpose(1, 2).reshape([b, t, self.num_heads * self.head_dim]);
+        let out = out
+            .transpose(1, 2)
+            .reshape([b, t, self.num_heads * self.head_dim]);
         self.o_proj.forward(&out)
     }
 }
@@ -147,7 +149,11 @@ impl DecoderLayer {
         DecoderLayer {
             self_attn: Attention::new(&vs / "self_attn", cfg),
             mlp: Mlp::new(&vs / "mlp", cfg),
-            input_layernorm: RmsNorm::new(&vs / "input_layernorm", cfg.hidden_size, cfg.rms_norm_eps),
+            input_layernorm: RmsNorm::new(
+                &vs / "input_layernorm",
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+            ),
             post_attention_layernorm: RmsNorm::new(
                 &vs / "post_attention_layernorm",
                 cfg.hidden_size,
@@ -157,7 +163,9 @@ impl DecoderLayer {
     }
 
     fn forward(&self, x: &Tensor, step: &Step, layer: usize, cache: &mut KvCache) -> Tensor {
-        let h = x + self.self_attn.forward(&self.input_layernorm.forward(x), step, layer, cache);
+        let h = x + self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x), step, layer, cache);
         &h + self.mlp.forward(&self.post_attention_layernorm.forward(&h))
     }
 }
@@ -184,10 +192,14 @@ impl Llama {
     /// Declares the model's variables under `vs` (the VarStore root), with
     /// the HF names. Weights are zeros until a checkpoint is loaded.
     pub fn new(vs: &nn::Path, config: &LlamaConfig) -> Result<Self, LlmError> {
-        let scaling = config.rope_scaling_kind().map_err(LlmError::InvalidRequest)?;
+        let scaling = config
+            .rope_scaling_kind()
+            .map_err(LlmError::InvalidRequest)?;
         let model = vs / "model";
-        let embed_tokens = (&model / "embed_tokens")
-            .zeros_no_train("weight", &[config.vocab_size as i64, config.hidden_size as i64]);
+        let embed_tokens = (&model / "embed_tokens").zeros_no_train(
+            "weight",
+            &[config.vocab_size as i64, config.hidden_size as i64],
+        );
         let layers = (0..config.num_hidden_layers)
             .map(|i| DecoderLayer::new(&model / "layers" / i, config))
             .collect();
@@ -195,7 +207,10 @@ impl Llama {
         let lm_head = if config.tie_word_embeddings {
             embed_tokens.shallow_clone()
         } else {
-            (vs / "lm_head").zeros_no_train("weight", &[config.vocab_size as i64, config.hidden_size as i64])
+            (vs / "lm_head").zeros_no_train(
+                "weight",
+                &[config.vocab_size as i64, config.hidden_size as i64],
+            )
         };
         Ok(Llama {
             embed_tokens,
@@ -209,7 +224,11 @@ impl Llama {
 
     /// Loads `config.json` and the weights of an HF model directory, casting
     /// them once to `kind` on `device`.
-    pub fn from_pretrained(dir: &Path, device: Device, kind: Kind) -> Result<(Self, nn::VarStore), LlmError> {
+    pub fn from_pretrained(
+        dir: &Path,
+        device: Device,
+        kind: Kind,
+    ) -> Result<(Self, nn::VarStore), LlmError> {
         let _span = tracing::info_span!("load_llama", dir = %dir.display()).entered();
         if !dir.is_dir() {
             return Err(LlmError::MissingModelDir(dir.to_path_buf()));
@@ -275,11 +294,18 @@ impl Llama {
 
     /// LM-head logits of hidden states, in f32 for stable softmax/sampling.
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
-        hidden.linear::<&Tensor>(&self.lm_head, None).to_kind(Kind::Float)
+        hidden
+            .linear::<&Tensor>(&self.lm_head, None)
+            .to_kind(Kind::Float)
     }
 
     /// Ids in, logits of the last position out ([batch, vocab]).
-    pub fn forward(&self, input_ids: &Tensor, mask: Option<&Tensor>, cache: &mut KvCache) -> Result<Tensor, LlmError> {
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        mask: Option<&Tensor>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor, LlmError> {
         let hidden = self.forward_embeds(&self.embed(input_ids), mask, cache)?;
         Ok(self.logits(&hidden.select(1, -1)))
     }

@@ -33,7 +33,11 @@ impl TextGenerator {
         }
         let tokenizer = Tokenizer::from_dir(dir)?;
         let (model, vs) = Llama::from_pretrained(dir, device, kind)?;
-        Ok(TextGenerator { model, tokenizer, _vs: vs })
+        Ok(TextGenerator {
+            model,
+            tokenizer,
+            _vs: vs,
+        })
     }
 
     /// EOS ids from the config, else the tokenizer's `</s>`.
@@ -103,9 +107,10 @@ impl TextGenerator {
         if let Some(rest) = stream.finish(&self.tokenizer)? {
             on_text(&rest);
         }
-        let output = result.sequences.into_iter().next().ok_or_else(|| {
-            LlmError::InvalidRequest("generation returned no sequence".into())
-        })?;
+        let output =
+            result.sequences.into_iter().next().ok_or_else(|| {
+                LlmError::InvalidRequest("generation returned no sequence".into())
+            })?;
         let text = self.tokenizer.decode(&output.token_ids, true)?;
         Ok(Completion {
             prompt_ids,

@@ -17,7 +17,9 @@ pub struct RotaryEmbedding {
 impl RotaryEmbedding {
     pub fn new(config: &LlamaConfig, scaling: &RopeScaling, device: Device) -> Self {
         let dim = config.head_dim() as i64;
-        let exponent = Tensor::arange_start_step(0, dim, 2, (Kind::Int64, device)).to_kind(Kind::Float) / dim as f64;
+        let exponent = Tensor::arange_start_step(0, dim, 2, (Kind::Int64, device))
+            .to_kind(Kind::Float)
+            / dim as f64;
         let inv_freq = Tensor::pow_scalar(config.rope_theta(), &exponent).reciprocal();
         let inv_freq = match *scaling {
             RopeScaling::Default => inv_freq,
@@ -32,10 +34,14 @@ impl RotaryEmbedding {
                 let low_freq_wavelen = old_context_len / low_freq_factor;
                 let high_freq_wavelen = old_context_len / high_freq_factor;
                 let wavelen = inv_freq.reciprocal() * (2.0 * PI);
-                let scaled = inv_freq.where_self(&wavelen.le(low_freq_wavelen), &(&inv_freq / factor));
-                let smooth = (old_context_len / &wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                let scaled =
+                    inv_freq.where_self(&wavelen.le(low_freq_wavelen), &(&inv_freq / factor));
+                let smooth = (old_context_len / &wavelen - low_freq_factor)
+                    / (high_freq_factor - low_freq_factor);
                 let smoothed = (smooth.neg() + 1.0) * &scaled / factor + &smooth * &scaled;
-                let is_medium = wavelen.ge(high_freq_wavelen).logical_and(&wavelen.le(low_freq_wavelen));
+                let is_medium = wavelen
+                    .ge(high_freq_wavelen)
+                    .logical_and(&wavelen.le(low_freq_wavelen));
                 smoothed.where_self(&is_medium, &scaled)
             }
         };

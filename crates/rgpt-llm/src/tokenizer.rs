@@ -18,11 +18,15 @@ impl Tokenizer {
     pub fn from_dir(dir: &Path) -> Result<Self, LlmError> {
         let json = dir.join("tokenizer.json");
         if json.is_file() {
-            let inner = tokenizers::Tokenizer::from_file(&json).map_err(|e| LlmError::Tokenizer {
-                path: json.clone(),
-                message: e.to_string(),
-            })?;
-            return Ok(Tokenizer { inner, source: json });
+            let inner =
+                tokenizers::Tokenizer::from_file(&json).map_err(|e| LlmError::Tokenizer {
+                    path: json.clone(),
+                    message: e.to_string(),
+                })?;
+            return Ok(Tokenizer {
+                inner,
+                source: json,
+            });
         }
         let spm = dir.join("tokenizer.model");
         if spm.is_file() {
@@ -93,7 +97,10 @@ impl StreamDecoder {
     pub fn push(&mut self, tokenizer: &Tokenizer, id: i64) -> Result<Option<String>, LlmError> {
         self.ids.push(id);
         let text = tokenizer.decode(&self.ids, true)?;
-        if text.ends_with('\u{FFFD}') || text.len() <= self.emitted || !text.is_char_boundary(self.emitted) {
+        if text.ends_with('\u{FFFD}')
+            || text.len() <= self.emitted
+            || !text.is_char_boundary(self.emitted)
+        {
             return Ok(None);
         }
         let delta = text[self.emitted..].to_string();

@@ -26,7 +26,12 @@ fn prompts_tokenize_as_transformers() {
     for name in MODEL_FIXTURES {
         let (_, tokenizer, _) = load(name);
         for case in expected(name).cases {
-            assert_eq!(tokenizer.encode(&case.prompt, true).unwrap(), case.prompt_ids, "{name}: {}", case.prompt);
+            assert_eq!(
+                tokenizer.encode(&case.prompt, true).unwrap(),
+                case.prompt_ids,
+                "{name}: {}",
+                case.prompt
+            );
         }
     }
 }
@@ -39,11 +44,18 @@ fn last_hidden_state_matches_transformers() {
         for case in expected(name).cases {
             let ids = Tensor::from_slice(&case.prompt_ids).unsqueeze(0);
             let mut cache = model.new_cache(1, ids.size()[1]);
-            let hidden = model.forward_embeds(&model.embed(&ids), None, &mut cache).unwrap().squeeze_dim(0);
+            let hidden = model
+                .forward_embeds(&model.embed(&ids), None, &mut cache)
+                .unwrap()
+                .squeeze_dim(0);
             let rows: Vec<f32> = case.last_hidden_state.concat();
             let reference = Tensor::from_slice(&rows).view([case.prompt_ids.len() as i64, -1]);
             let rel = f64::try_from((&hidden - &reference).norm() / reference.norm()).unwrap();
-            assert!(rel < 1e-4, "{name}: relative error {rel:e} on {:?}", case.prompt);
+            assert!(
+                rel < 1e-4,
+                "{name}: relative error {rel:e} on {:?}",
+                case.prompt
+            );
         }
     }
 }
@@ -59,11 +71,24 @@ fn greedy_tokens_and_top5_logprobs_match_transformers() {
                 top_logprobs: 5,
                 ..GenerationConfig::default()
             };
-            let out = generate(&model, &[case.prompt_ids.clone()], &config, Some(&tokenizer), &mut |_, _| {}).unwrap();
+            let out = generate(
+                &model,
+                std::slice::from_ref(&case.prompt_ids),
+                &config,
+                Some(&tokenizer),
+                &mut |_, _| {},
+            )
+            .unwrap();
             let seq = &out.sequences[0];
-            assert_eq!(seq.token_ids, case.greedy_tokens, "{name}: {:?}", case.prompt);
+            assert_eq!(
+                seq.token_ids, case.greedy_tokens,
+                "{name}: {:?}",
+                case.prompt
+            );
             assert_eq!(seq.top_logprobs.len(), case.top_logprobs.len());
-            for (step, (ours, theirs)) in seq.top_logprobs.iter().zip(&case.top_logprobs).enumerate() {
+            for (step, (ours, theirs)) in
+                seq.top_logprobs.iter().zip(&case.top_logprobs).enumerate()
+            {
                 for (o, t) in ours.iter().zip(theirs) {
                     assert_eq!(o.id, t.id, "{name} step {step}");
                     assert!(

@@ -64,9 +64,17 @@ impl Checkpoint {
             });
         }
         let candidates = [
-            ("model.safetensors.index.json", WeightFormat::Safetensors, true),
+            (
+                "model.safetensors.index.json",
+                WeightFormat::Safetensors,
+                true,
+            ),
             ("model.safetensors", WeightFormat::Safetensors, false),
-            ("pytorch_model.bin.index.json", WeightFormat::PytorchBin, true),
+            (
+                "pytorch_model.bin.index.json",
+                WeightFormat::PytorchBin,
+                true,
+            ),
             ("pytorch_model.bin", WeightFormat::PytorchBin, false),
         ];
         for (name, format, sharded) in candidates {
@@ -91,7 +99,8 @@ impl Checkpoint {
         format: WeightFormat,
         paths: &[PathBuf],
     ) -> Result<Self, WeightsError> {
-        let _span = tracing::info_span!("open_checkpoint", location = %location.display()).entered();
+        let _span =
+            tracing::info_span!("open_checkpoint", location = %location.display()).entered();
         let mut files = Vec::with_capacity(paths.len());
         let mut tensors = HashMap::new();
         for (index, path) in paths.iter().enumerate() {
@@ -162,8 +171,11 @@ impl Checkpoint {
         let bytes = &self.files[*file].1[raw.bytes.clone()];
         let numel = (bytes.len() / raw.dtype.size_in_bytes()) as i64;
         let storage = Tensor::f_from_data_size(bytes, &[numel], raw.dtype.kind()).map_err(torch)?;
-        let is_whole_storage = raw.storage_offset == 0 && raw.shape.iter().product::<i64>() == numel;
-        if is_whole_storage && raw.strides == RawTensor::contiguous(raw.dtype, raw.shape.clone(), 0..0).strides {
+        let is_whole_storage =
+            raw.storage_offset == 0 && raw.shape.iter().product::<i64>() == numel;
+        if is_whole_storage
+            && raw.strides == RawTensor::contiguous(raw.dtype, raw.shape.clone(), 0..0).strides
+        {
             return storage.f_reshape(&raw.shape).map_err(torch);
         }
         storage
@@ -176,16 +188,19 @@ impl Checkpoint {
     /// to the variable's dtype and device. Tensors the model does not use are
     /// ignored (old checkpoints carry e.g. `rotary_emb.inv_freq`).
     pub fn load_into(&self, vs: &VarStore) -> Result<(), WeightsError> {
-        let _span = tracing::info_span!("load_weights", location = %self.location.display()).entered();
+        let _span =
+            tracing::info_span!("load_weights", location = %self.location.display()).entered();
         let _guard = tch::no_grad_guard();
         let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         // Stable order: errors and page-cache access are then reproducible.
         variables.sort_by(|a, b| a.0.cmp(&b.0));
         for (name, mut var) in variables {
-            let found = self.shape(&name).ok_or_else(|| WeightsError::MissingTensor {
-                name: name.clone(),
-                checkpoint: self.location.clone(),
-            })?;
+            let found = self
+                .shape(&name)
+                .ok_or_else(|| WeightsError::MissingTensor {
+                    name: name.clone(),
+                    checkpoint: self.location.clone(),
+                })?;
             let expected = var.size();
             if found != expected.as_slice() {
                 return Err(WeightsError::TensorShape {
@@ -195,7 +210,8 @@ impl Checkpoint {
                 });
             }
             let source = self.tensor(&name)?;
-            var.f_copy_(&source).map_err(|source| WeightsError::Torch { name, source })?;
+            var.f_copy_(&source)
+                .map_err(|source| WeightsError::Torch { name, source })?;
         }
         Ok(())
     }
@@ -216,13 +232,19 @@ fn shard_files(index_path: &Path) -> Result<Vec<PathBuf>, WeightsError> {
     if let Some(missing) = files.iter().find(|f| !f.is_file()) {
         return Err(WeightsError::Index {
             path: index_path.to_path_buf(),
-            message: format!("it names the shard {}, which does not exist", missing.display()),
+            message: format!(
+                "it names the shard {}, which does not exist",
+                missing.display()
+            ),
         });
     }
     Ok(files)
 }
 
-fn safetensors_entries(path: &Path, bytes: &[u8]) -> Result<Vec<(String, RawTensor)>, WeightsError> {
+fn safetensors_entries(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Vec<(String, RawTensor)>, WeightsError> {
     let invalid = |message: String| WeightsError::Safetensors {
         path: path.to_path_buf(),
         message,
@@ -256,7 +278,10 @@ fn safetensors_entries(path: &Path, bytes: &[u8]) -> Result<Vec<(String, RawTens
         let start = data.as_ptr() as usize - bytes.as_ptr() as usize;
         debug_assert!(start >= data_start);
         let shape = view.shape().iter().map(|&d| d as i64).collect();
-        entries.push((name, RawTensor::contiguous(dtype, shape, start..start + data.len())));
+        entries.push((
+            name,
+            RawTensor::contiguous(dtype, shape, start..start + data.len()),
+        ));
     }
     Ok(entries)
 }

@@ -14,15 +14,24 @@ pub enum WeightsError {
          pytorch_model.bin or pytorch_model.bin.index.json"
     )]
     NoWeights { dir: PathBuf },
-    #[error("invalid safetensors file {path}: {message} (the file may be truncated; download it again)")]
+    #[error(
+        "invalid safetensors file {path}: {message} (the file may be truncated; download it again)"
+    )]
     Safetensors { path: PathBuf, message: String },
     #[error("invalid PyTorch checkpoint {path}: {message} (the file may be truncated; download it again)")]
     TorchBin { path: PathBuf, message: String },
+    #[error(
+        "{path} is in the legacy (pre-1.6, non-zip) torch.save format, which is not supported: \
+         re-save it with a current torch (`torch.save(torch.load(f), f)`) or convert it to safetensors"
+    )]
+    LegacyTorchBin { path: PathBuf },
     #[error("invalid shard index {path}: {message}")]
     Index { path: PathBuf, message: String },
     #[error("tensor `{name}` is missing from the checkpoint {checkpoint}")]
     MissingTensor { name: String, checkpoint: PathBuf },
-    #[error("tensor `{name}` has shape {found:?} in the checkpoint but the model expects {expected:?}")]
+    #[error(
+        "tensor `{name}` has shape {found:?} in the checkpoint but the model expects {expected:?}"
+    )]
     TensorShape {
         name: String,
         expected: Vec<i64>,

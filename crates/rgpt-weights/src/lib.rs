@@ -10,6 +10,7 @@
 mod checkpoint;
 mod dtype;
 mod error;
+mod pickle;
 mod pytorch_bin;
 mod raw;
 

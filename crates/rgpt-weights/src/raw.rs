@@ -35,7 +35,7 @@ impl RawTensor {
     pub fn in_bounds(&self) -> bool {
         let elem = self.dtype.size_in_bytes() as i64;
         let storage_len = (self.bytes.end - self.bytes.start) as i64 / elem;
-        if self.shape.iter().any(|&d| d == 0) {
+        if self.shape.contains(&0) {
             return self.storage_offset <= storage_len;
         }
         let last = self.storage_offset

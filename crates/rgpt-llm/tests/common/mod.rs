@@ -6,7 +6,9 @@ use serde::Deserialize;
 
 /// The committed fixtures (see scripts/gen_fixtures.py).
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
 }
 
 pub const MODEL_FIXTURES: [&str; 5] = [

@@ -1,0 +1,329 @@
+//! `rgpt generate` end to end: it streams text, prints the JSON report the
+//! issue specifies, and answers bad input with one clear line and a non-zero
+//! exit, never a panic.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tch::Tensor;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
+}
+
+fn rgpt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rgpt"))
+        .args(args)
+        .output()
+        .expect("rgpt runs")
+}
+
+/// A fresh copy of a fixture model under the temp dir, to be damaged.
+fn scratch_copy(name: &str, tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rgpt-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(fixture(name)).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+/// Asserts a failure with a single `error:` line that contains `needle`.
+fn assert_clean_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "panic: {stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() <= 3, "expected a short error, got: {stderr}");
+    assert!(stderr.contains(needle), "expected `{needle}` in: {stderr}");
+}
+
+fn rewrite_weights(dir: &Path, edit: impl Fn(&str, Tensor) -> Option<(String, Tensor)>) {
+    let checkpoint = rgpt_weights::Checkpoint::open(dir).unwrap();
+    let mut names: Vec<String> = checkpoint.names().map(str::to_string).collect();
+    names.sort();
+    let tensors: Vec<(String, Tensor)> = names
+        .iter()
+        .filter_map(|n| edit(n, checkpoint.tensor(n).unwrap()))
+        .collect();
+    drop(checkpoint);
+    Tensor::write_safetensors(&tensors, dir.join("model.safetensors")).unwrap();
+}
+
+#[test]
+fn streams_text_and_reports_json() {
+    let model = fixture("llama-mha-tied");
+    let model = model.to_str().unwrap();
+    let out = rgpt(&[
+        "generate",
+        "--model",
+        model,
+        "--prompt",
+        "Hello there",
+        "--max-new-tokens",
+        "6",
+        "--device",
+        "cpu",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let streamed = String::from_utf8(out.stdout).unwrap();
+
+    let out = rgpt(&[
+        "generate",
+        "--model",
+        model,
+        "--prompt",
+        "Hello there",
+        "--max-new-tokens",
+        "6",
+        "--device",
+        "cpu",
+        "--json",
+        "--top-logprobs",
+        "3",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tokens = report["token_ids"].as_array().unwrap();
+    assert!(!tokens.is_empty() && tokens.len() <= 6);
+    assert_eq!(
+        report["top_logprobs"].as_array().unwrap().len(),
+        tokens.len()
+    );
+    assert_eq!(report["top_logprobs"][0].as_array().unwrap().len(), 3);
+    assert!(report["timing"]["prefill_ms"].as_f64().unwrap() > 0.0);
+    assert!(report["timing"]["decode_tokens_per_s"].is_number());
+    // The vicuna_v1 template wraps the prompt: BOS, the system prompt, then USER:.
+    let prompt_ids = report["prompt_ids"].as_array().unwrap();
+    assert_eq!(prompt_ids[0], 1);
+    assert!(prompt_ids.len() > 20);
+    assert_eq!(
+        streamed.trim_end_matches('\n'),
+        report["text"].as_str().unwrap()
+    );
+
+    let raw = rgpt(&[
+        "generate",
+        "--model",
+        model,
+        "--prompt",
+        "Hello there",
+        "--raw",
+        "--max-new-tokens",
+        "2",
+        "--json",
+    ]);
+    let raw: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let tokenizer = rgpt_llm::Tokenizer::from_dir(&fixture("llama-mha-tied")).unwrap();
+    let expected: Vec<serde_json::Value> = tokenizer
+        .encode("Hello there", true)
+        .unwrap()
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    assert_eq!(
+        raw["prompt_ids"].as_array().unwrap(),
+        &expected,
+        "--raw feeds the prompt untemplated"
+    );
+}
+
+#[test]
+fn missing_model_dir() {
+    let out = rgpt(&[
+        "generate",
+        "--model",
+        "/nonexistent/model",
+        "--prompt",
+        "hi",
+    ]);
+    assert_clean_error(&out, "/nonexistent/model does not exist");
+}
+
+#[test]
+fn missing_config_file() {
+    let dir = scratch_copy("llama-mha-tied", "noconfig");
+    std::fs::remove_file(dir.join("config.json")).unwrap();
+    let out = rgpt(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "hi",
+    ]);
+    assert_clean_error(&out, "config.json");
+}
+
+#[test]
+fn missing_weights() {
+    let dir = scratch_copy("llama-mha-tied", "noweights");
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    let out = rgpt(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "hi",
+    ]);
+    assert_clean_error(&out, "no weights found");
+}
+
+#[test]
+fn unsupported_architecture() {
+    let dir = scratch_copy("llama-mha-tied", "arch");
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["model_type"] = "gpt2".into();
+    std::fs::write(&path, config.to_string()).unwrap();
+    let out = rgpt(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "hi",
+    ]);
+    assert_clean_error(&out, "unsupported architecture `gpt2`");
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let dir = scratch_copy("llama-mha-tied", "missing");
+    rewrite_weights(&dir, |name, t| {
+        (name != "model.layers.1.mlp.up_proj.weight").then(|| (name.to_string(), t))
+    });
+    let out = rgpt(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "hi",
+    ]);
+    assert_clean_error(&out, "`model.layers.1.mlp.up_proj.weight` is missing");
+}
+
+#[test]
+fn misshaped_tensor_names_both_shapes() {
+    let dir = scratch_copy("llama-mha-tied", "shape");
+    rewrite_weights(&dir, |name, t| {
+        let t = if name == "model.layers.0.self_attn.k_proj.weight" {
+            t.narrow(0, 0, 16).contiguous()
+        } else {
+            t
+        };
+        Some((name.to_string(), t))
+    });
+    let out = rgpt(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "hi",
+    ]);
+    assert_clean_error(&out, "`model.layers.0.self_attn.k_proj.weight` has shape [16, 32] in the checkpoint but the model expects [32, 32]");
+}
+
+#[test]
+fn truncated_safetensors() {
+    let dir = scratch_copy("llama-mha-tied", "truncated");
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let out = rgpt(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "hi",
+    ]);
+    assert_clean_error(&out, "invalid safetensors file");
+}
+
+#[test]
+fn empty_prompt() {
+    let out = rgpt(&[
+        "generate",
+        "--model",
+        fixture("llama-mha-tied").to_str().unwrap(),
+        "--prompt",
+        "  ",
+    ]);
+    assert_clean_error(&out, "the prompt is empty");
+}
+
+#[test]
+fn zero_max_new_tokens() {
+    let model = fixture("llama-mha-tied");
+    let out = rgpt(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "hi",
+        "--max-new-tokens",
+        "0",
+    ]);
+    assert_clean_error(&out, "--max-new-tokens");
+}
+
+#[test]
+fn prompt_longer_than_context() {
+    // The fixture's max_position_embeddings is 256.
+    let prompt = "the quick brown fox ".repeat(200);
+    let out = rgpt(&[
+        "generate",
+        "--model",
+        fixture("llama-mha-tied").to_str().unwrap(),
+        "--prompt",
+        &prompt,
+    ]);
+    assert_clean_error(&out, "max_position_embeddings is 256");
+}
+
+#[test]
+fn cuda_without_cuda() {
+    if rgpt_llm::device::cuda_available() {
+        return; // Covered only where there is no GPU; on a GPU the run must succeed.
+    }
+    let out = rgpt(&[
+        "generate",
+        "--model",
+        fixture("llama-mha-tied").to_str().unwrap(),
+        "--prompt",
+        "hi",
+        "--device",
+        "cuda",
+    ]);
+    assert_clean_error(&out, "CUDA is not available");
+}
+
+#[test]
+fn unknown_dtype() {
+    let out = rgpt(&[
+        "generate",
+        "--model",
+        fixture("llama-mha-tied").to_str().unwrap(),
+        "--prompt",
+        "hi",
+        "--dtype",
+        "f8",
+    ]);
+    assert_clean_error(&out, "unknown dtype `f8`");
+}
