@@ -8,6 +8,7 @@
 //! cache) is an argument, so the model itself is shared read-only.
 use std::path::Path;
 
+use tch::nn::Init;
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::LlamaConfig;
@@ -23,8 +24,8 @@ struct Linear {
 
 impl Linear {
     fn new(vs: nn::Path, in_dim: usize, out_dim: usize, bias: bool) -> Self {
-        let weight = vs.zeros_no_train("weight", &[out_dim as i64, in_dim as i64]);
-        let bias = bias.then(|| vs.zeros_no_train("bias", &[out_dim as i64]));
+        let weight = vs.var("weight", &[out_dim as i64, in_dim as i64], Init::Const(0.0));
+        let bias = bias.then(|| vs.var("bias", &[out_dim as i64], Init::Const(0.0)));
         Linear { weight, bias }
     }
 
@@ -44,7 +45,7 @@ struct RmsNorm {
 impl RmsNorm {
     fn new(vs: nn::Path, dim: usize, eps: f64) -> Self {
         RmsNorm {
-            weight: vs.ones_no_train("weight", &[dim as i64]),
+            weight: vs.var("weight", &[dim as i64], Init::Const(1.0)),
             eps,
         }
     }
@@ -190,15 +191,18 @@ pub struct Llama {
 
 impl Llama {
     /// Declares the model's variables under `vs` (the VarStore root), with
-    /// the HF names. Weights are zeros until a checkpoint is loaded.
+    /// the HF names, in the VarStore's kind and device. Weights are zeros
+    /// until a checkpoint is loaded; they are trainable variables, which
+    /// inference freezes (`from_pretrained` does) and fine-tuning keeps.
     pub fn new(vs: &nn::Path, config: &LlamaConfig) -> Result<Self, LlmError> {
         let scaling = config
             .rope_scaling_kind()
             .map_err(LlmError::InvalidRequest)?;
         let model = vs / "model";
-        let embed_tokens = (&model / "embed_tokens").zeros_no_train(
+        let embed_tokens = (&model / "embed_tokens").var(
             "weight",
             &[config.vocab_size as i64, config.hidden_size as i64],
+            Init::Const(0.0),
         );
         let layers = (0..config.num_hidden_layers)
             .map(|i| DecoderLayer::new(&model / "layers" / i, config))
@@ -207,9 +211,10 @@ impl Llama {
         let lm_head = if config.tie_word_embeddings {
             embed_tokens.shallow_clone()
         } else {
-            (vs / "lm_head").zeros_no_train(
+            (vs / "lm_head").var(
                 "weight",
                 &[config.vocab_size as i64, config.hidden_size as i64],
+                Init::Const(0.0),
             )
         };
         Ok(Llama {
@@ -239,6 +244,7 @@ impl Llama {
         vs.set_kind(kind);
         let model = Llama::new(&vs.root(), &config)?;
         checkpoint.load_into(&vs)?;
+        vs.freeze();
         Ok((model, vs))
     }
 
