@@ -66,7 +66,7 @@ fn bench_model(c: &mut Criterion, name: &str, model: &Llama, samples: usize) {
                 let mut cache = model.new_cache(1, PROMPT_LEN);
                 let start = Instant::now();
                 let logits = model.forward(&ids, None, &mut cache).expect("prefill");
-                std::hint::black_box(logits);
+                let _ = std::hint::black_box(logits);
                 total += start.elapsed();
             }
             total
@@ -79,7 +79,7 @@ fn bench_model(c: &mut Criterion, name: &str, model: &Llama, samples: usize) {
         let token = Tensor::from_slice(&[7i64]).unsqueeze(0);
         let refill = |cache: &mut KvCache| {
             cache.reset();
-            model.forward(&ids, None, cache).expect("prefill");
+            let _ = model.forward(&ids, None, cache).expect("prefill");
         };
         refill(&mut cache);
         b.iter_custom(|iters| {
@@ -90,7 +90,7 @@ fn bench_model(c: &mut Criterion, name: &str, model: &Llama, samples: usize) {
                 }
                 let start = Instant::now();
                 let logits = model.forward(&token, None, &mut cache).expect("decode");
-                std::hint::black_box(logits);
+                let _ = std::hint::black_box(logits);
                 total += start.elapsed();
             }
             total
