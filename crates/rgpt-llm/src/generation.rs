@@ -260,10 +260,13 @@ pub fn generate_from_embeds(
         if step + 1 == budget || finished.iter().all(|&f| f) {
             break;
         }
-        let done = Tensor::from_slice(&finished).to_device(device);
-        let fed = next
-            .masked_fill(&done, config.pad_token_id)
-            .view([batch, 1]);
+        let fed = if finished.iter().any(|&f| f) {
+            let done = Tensor::from_slice(&finished).to_device(device);
+            next.masked_fill(&done, config.pad_token_id)
+        } else {
+            next
+        }
+        .view([batch, 1]);
         if let Some(seen) = seen.as_mut() {
             let _ = seen.scatter_(1, &fed, &Tensor::ones([batch, 1], (Kind::Bool, device)));
         }

@@ -114,18 +114,29 @@ impl KvCache {
         let batch = self.batch_size();
         let device = self.mask.device();
         let start = self.len;
-        let new_mask = match mask {
-            Some(m) => m.to_kind(Kind::Bool),
-            None => Tensor::ones([batch, seq], (Kind::Bool, device)),
+        let position_ids = if mask.is_none() && !self.padded {
+            // Every sequence has seen exactly `start` real tokens: positions
+            // are a plain range, at a fraction of the ops (decode hot path).
+            let _ = self.mask.narrow(1, start, seq).fill_(1);
+            self.seen += seq;
+            Tensor::arange_start(start, start + seq, (Kind::Int64, device))
+                .unsqueeze(0)
+                .expand([batch, seq], false)
+        } else {
+            let new_mask = match mask {
+                Some(m) => m.to_kind(Kind::Bool),
+                None => Tensor::ones([batch, seq], (Kind::Bool, device)),
+            };
+            if !bool::try_from(new_mask.all()).unwrap_or(false) {
+                self.padded = true;
+            }
+            self.mask.narrow(1, start, seq).copy_(&new_mask);
+            let counts = new_mask.to_kind(Kind::Int64).cumsum(1, Kind::Int64);
+            let position_ids = (&counts + self.seen.unsqueeze(1) - 1)
+                .masked_fill(&new_mask.logical_not(), 1);
+            self.seen += counts.select(1, seq - 1);
+            position_ids
         };
-        if mask.is_some() && !bool::try_from(new_mask.all()).unwrap_or(false) {
-            self.padded = true;
-        }
-        self.mask.narrow(1, start, seq).copy_(&new_mask);
-        let counts = new_mask.to_kind(Kind::Int64).cumsum(1, Kind::Int64);
-        let position_ids =
-            (&counts + self.seen.unsqueeze(1) - 1).masked_fill(&new_mask.logical_not(), 1);
-        self.seen += counts.select(1, seq - 1);
 
         let total = start + seq;
         let (attn_mask, is_causal) = if !self.padded && (seq == 1 || start == 0) {
@@ -137,9 +148,9 @@ impl KvCache {
             let queries = Tensor::arange_start(start, total, (Kind::Int64, device));
             let causal = keys.unsqueeze(0).le_tensor(&queries.unsqueeze(1)); // [seq, total]
             let valid = self.mask.narrow(1, 0, total).unsqueeze(1); // [batch, 1, total]
-                                                                    // A padding query attends to itself only: its output is unused, but
-                                                                    // a fully masked row would make SDPA produce NaNs that then leak
-                                                                    // into real rows through the values.
+            // A padding query attends to itself only: its output is unused,
+            // but a fully masked row would make SDPA produce NaNs that then
+            // leak into real rows through the values.
             let diagonal = keys.unsqueeze(0).eq_tensor(&queries.unsqueeze(1));
             let allowed = causal
                 .unsqueeze(0)

@@ -78,14 +78,17 @@ impl Tokenizer {
     }
 }
 
-/// Turns a stream of generated ids into text deltas. Decoding the whole
-/// prefix each time (as transformers' `TextStreamer` does) keeps merges and
-/// byte-fallback sequences right; a delta is held back while it ends in an
-/// incomplete UTF-8 sequence.
+/// Turns a stream of generated ids into text deltas. Each new token is
+/// decoded together with the one before it and the text they add is the
+/// delta (the prefix/read offsets of text-generation-inference): merges,
+/// SentencePiece's leading-space stripping and byte-fallback sequences come
+/// out right at a constant cost per token. A delta is held back while it
+/// ends in an incomplete UTF-8 sequence.
 #[derive(Debug, Default)]
 pub struct StreamDecoder {
     ids: Vec<i64>,
-    emitted: usize,
+    prefix_offset: usize,
+    read_offset: usize,
 }
 
 impl StreamDecoder {
@@ -96,26 +99,26 @@ impl StreamDecoder {
     /// Adds one id; returns the new text, if any is complete.
     pub fn push(&mut self, tokenizer: &Tokenizer, id: i64) -> Result<Option<String>, LlmError> {
         self.ids.push(id);
-        let text = tokenizer.decode(&self.ids, true)?;
-        if text.ends_with('\u{FFFD}')
-            || text.len() <= self.emitted
-            || !text.is_char_boundary(self.emitted)
-        {
-            return Ok(None);
-        }
-        let delta = text[self.emitted..].to_string();
-        self.emitted = text.len();
-        Ok(Some(delta))
+        self.flush(tokenizer, false)
     }
 
     /// Whatever is left once generation ends.
     pub fn finish(&mut self, tokenizer: &Tokenizer) -> Result<Option<String>, LlmError> {
-        let text = tokenizer.decode(&self.ids, true)?;
-        if text.len() <= self.emitted || !text.is_char_boundary(self.emitted) {
-            return Ok(None);
+        self.flush(tokenizer, true)
+    }
+
+    fn flush(&mut self, tokenizer: &Tokenizer, last: bool) -> Result<Option<String>, LlmError> {
+        let before = tokenizer.decode(&self.ids[self.prefix_offset..self.read_offset], true)?;
+        let after = tokenizer.decode(&self.ids[self.prefix_offset..], true)?;
+        let incomplete = after.ends_with('\u{FFFD}') && !last;
+        match after.get(before.len()..) {
+            Some(delta) if !incomplete && after.starts_with(&before) && !delta.is_empty() => {
+                let delta = delta.to_string();
+                self.prefix_offset = self.read_offset;
+                self.read_offset = self.ids.len();
+                Ok(Some(delta))
+            }
+            _ => Ok(None),
         }
-        let delta = text[self.emitted..].to_string();
-        self.emitted = text.len();
-        Ok(Some(delta))
     }
 }
