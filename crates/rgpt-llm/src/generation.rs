@@ -220,8 +220,10 @@ pub fn generate_from_embeds(
         .collect();
     let mut finished = vec![false; batch as usize];
     for step in 0..budget {
-        let top =
-            (config.top_logprobs > 0).then(|| top_logprobs(&logits, config.top_logprobs as i64));
+        let top = match config.top_logprobs {
+            0 => None,
+            k => Some(top_logprobs(&logits, k as i64)?),
+        };
         let scores = match seen.as_ref() {
             Some(seen) => penalize_repetition(&logits, seen, config.repetition_penalty),
             None => logits.shallow_clone(),
@@ -291,8 +293,7 @@ pub fn generate_from_embeds(
 /// transformers' `RepetitionPenaltyLogitsProcessor`: divide positive and
 /// multiply negative logits of already-seen tokens by the penalty.
 fn penalize_repetition(logits: &Tensor, seen: &Tensor, penalty: f64) -> Tensor {
-    let penalized = logits.where_self(&logits.lt(0.0).logical_not(), &(logits * penalty));
-    let penalized = (&penalized / penalty).where_self(&logits.ge(0.0), &penalized);
+    let penalized = (logits / penalty).where_self(&logits.ge(0.0), &(logits * penalty));
     penalized.where_self(seen, logits)
 }
 
@@ -329,14 +330,12 @@ fn choose(scores: &Tensor, sampling: &Sampling) -> Tensor {
     }
 }
 
-fn top_logprobs(logits: &Tensor, k: i64) -> Vec<Vec<TokenLogprob>> {
+fn top_logprobs(logits: &Tensor, k: i64) -> Result<Vec<Vec<TokenLogprob>>, LlmError> {
     let k = k.min(logits.size()[1]);
     let (values, indices) = logits.log_softmax(-1, Kind::Float).topk(k, -1, true, true);
-    let values: Vec<Vec<f32>> =
-        Vec::try_from(&values.to_device(tch::Device::Cpu)).unwrap_or_default();
-    let indices: Vec<Vec<i64>> =
-        Vec::try_from(&indices.to_device(tch::Device::Cpu)).unwrap_or_default();
-    values
+    let values: Vec<Vec<f32>> = Vec::try_from(&values.to_device(tch::Device::Cpu))?;
+    let indices: Vec<Vec<i64>> = Vec::try_from(&indices.to_device(tch::Device::Cpu))?;
+    Ok(values
         .into_iter()
         .zip(indices)
         .map(|(v, i)| {
@@ -345,5 +344,5 @@ fn top_logprobs(logits: &Tensor, k: i64) -> Vec<Vec<TokenLogprob>> {
                 .map(|(id, logprob)| TokenLogprob { id, logprob })
                 .collect()
         })
-        .collect()
+        .collect())
 }

@@ -132,8 +132,8 @@ impl KvCache {
             }
             self.mask.narrow(1, start, seq).copy_(&new_mask);
             let counts = new_mask.to_kind(Kind::Int64).cumsum(1, Kind::Int64);
-            let position_ids = (&counts + self.seen.unsqueeze(1) - 1)
-                .masked_fill(&new_mask.logical_not(), 1);
+            let position_ids =
+                (&counts + self.seen.unsqueeze(1) - 1).masked_fill(&new_mask.logical_not(), 1);
             self.seen += counts.select(1, seq - 1);
             position_ids
         };
@@ -147,7 +147,8 @@ impl KvCache {
             let keys = Tensor::arange(total, (Kind::Int64, device));
             let queries = Tensor::arange_start(start, total, (Kind::Int64, device));
             let causal = keys.unsqueeze(0).le_tensor(&queries.unsqueeze(1)); // [seq, total]
-            let valid = self.mask.narrow(1, 0, total).unsqueeze(1); // [batch, 1, total]
+                                                                             // [batch, 1, total]
+            let valid = self.mask.narrow(1, 0, total).unsqueeze(1);
             // A padding query attends to itself only: its output is unused,
             // but a fully masked row would make SDPA produce NaNs that then
             // leak into real rows through the values.

@@ -22,7 +22,10 @@ fn deltas_concatenate_to_the_full_decode() {
         let mut pieces = 0;
         for &id in &ids {
             if let Some(delta) = stream.push(&tokenizer, id).unwrap() {
-                assert!(!delta.contains('\u{FFFD}'), "incomplete character leaked in {text:?}");
+                assert!(
+                    !delta.contains('\u{FFFD}'),
+                    "incomplete character leaked in {text:?}"
+                );
                 streamed.push_str(&delta);
                 pieces += 1;
             }
