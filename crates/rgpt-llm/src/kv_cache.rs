@@ -146,8 +146,8 @@ impl KvCache {
         } else {
             let keys = Tensor::arange(total, (Kind::Int64, device));
             let queries = Tensor::arange_start(start, total, (Kind::Int64, device));
-            let causal = keys.unsqueeze(0).le_tensor(&queries.unsqueeze(1)); // [seq, total]
-                                                                             // [batch, 1, total]
+            // causal: [seq, total]; valid: [batch, 1, total]
+            let causal = keys.unsqueeze(0).le_tensor(&queries.unsqueeze(1));
             let valid = self.mask.narrow(1, 0, total).unsqueeze(1);
             // A padding query attends to itself only: its output is unused,
             // but a fully masked row would make SDPA produce NaNs that then
