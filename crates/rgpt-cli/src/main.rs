@@ -98,14 +98,64 @@ fn main() -> ExitCode {
     }
 }
 
+/// Weight-loading progress: a bar on a terminal; otherwise, for checkpoints
+/// big enough to take a while, a plain line every 10%.
+struct LoadBar {
+    bar: indicatif::ProgressBar,
+    next_line_percent: u64,
+}
+
+impl LoadBar {
+    const PLAIN_LINES_FROM_BYTES: u64 = 1 << 30;
+
+    fn new(model: &std::path::Path) -> Self {
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_message(format!("loading {}", model.display()));
+        LoadBar {
+            bar,
+            next_line_percent: 10,
+        }
+    }
+
+    fn update(&mut self, p: rgpt_llm::LoadProgress) {
+        self.bar.set_length(p.bytes_total);
+        self.bar.set_position(p.bytes_done);
+        if self.bar.is_hidden() && p.bytes_total >= Self::PLAIN_LINES_FROM_BYTES {
+            let percent = p.bytes_done * 100 / p.bytes_total.max(1);
+            if percent >= self.next_line_percent {
+                eprintln!(
+                    "loading weights: {percent}% ({:.1} / {:.1} GiB)",
+                    p.bytes_done as f64 / (1u64 << 30) as f64,
+                    p.bytes_total as f64 / (1u64 << 30) as f64
+                );
+                self.next_line_percent = percent / 10 * 10 + 10;
+            }
+        }
+    }
+
+    fn finish(self) {
+        self.bar.finish_and_clear();
+    }
+}
+
 fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
     if let Some(threads) = args.threads {
         tch::set_num_threads(threads);
     }
     let device = parse_device(&args.device)?;
     let kind = parse_dtype(&args.dtype)?;
-    let generator = TextGenerator::load(&args.model, device, kind)
+    let mut progress = LoadBar::new(&args.model);
+    let generator = TextGenerator::load(&args.model, device, kind, &mut |p| progress.update(p))
         .with_context(|| format!("while loading {}", args.model.display()))?;
+    progress.finish();
     let mut config = generator.default_config();
     config.max_new_tokens = args.max_new_tokens as usize;
     config.sampling = match args.temperature {

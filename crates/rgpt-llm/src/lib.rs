@@ -25,4 +25,5 @@ pub use generation::{
 pub use kv_cache::KvCache;
 pub use llama::Llama;
 pub use pipeline::{Completion, TextGenerator};
+pub use rgpt_weights::LoadProgress;
 pub use tokenizer::{StreamDecoder, Tokenizer};

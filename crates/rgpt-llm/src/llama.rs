@@ -8,6 +8,7 @@
 //! cache) is an argument, so the model itself is shared read-only.
 use std::path::Path;
 
+use rgpt_weights::LoadProgress;
 use tch::nn::Init;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -234,6 +235,16 @@ impl Llama {
         device: Device,
         kind: Kind,
     ) -> Result<(Self, nn::VarStore), LlmError> {
+        Self::from_pretrained_with_progress(dir, device, kind, &mut |_| {})
+    }
+
+    /// `from_pretrained`, reporting weight-copy progress.
+    pub fn from_pretrained_with_progress(
+        dir: &Path,
+        device: Device,
+        kind: Kind,
+        on_progress: &mut dyn FnMut(LoadProgress),
+    ) -> Result<(Self, nn::VarStore), LlmError> {
         let _span = tracing::info_span!("load_llama", dir = %dir.display()).entered();
         if !dir.is_dir() {
             return Err(LlmError::MissingModelDir(dir.to_path_buf()));
@@ -243,7 +254,7 @@ impl Llama {
         let mut vs = nn::VarStore::new(device);
         vs.set_kind(kind);
         let model = Llama::new(&vs.root(), &config)?;
-        checkpoint.load_into(&vs)?;
+        checkpoint.load_into_with_progress(&vs, on_progress)?;
         vs.freeze();
         Ok((model, vs))
     }

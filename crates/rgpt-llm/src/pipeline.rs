@@ -3,6 +3,7 @@
 //! what `rgpt generate` runs; other front ends (the server) use it too.
 use std::path::Path;
 
+use rgpt_weights::LoadProgress;
 use tch::{nn, Device, Kind};
 
 use crate::conversation::{Conversation, Template};
@@ -27,12 +28,17 @@ pub struct Completion {
 }
 
 impl TextGenerator {
-    pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self, LlmError> {
+    pub fn load(
+        dir: &Path,
+        device: Device,
+        kind: Kind,
+        on_progress: &mut dyn FnMut(LoadProgress),
+    ) -> Result<Self, LlmError> {
         if !dir.is_dir() {
             return Err(LlmError::MissingModelDir(dir.to_path_buf()));
         }
         let tokenizer = Tokenizer::from_dir(dir)?;
-        let (model, vs) = Llama::from_pretrained(dir, device, kind)?;
+        let (model, vs) = Llama::from_pretrained_with_progress(dir, device, kind, on_progress)?;
         Ok(TextGenerator {
             model,
             tokenizer,

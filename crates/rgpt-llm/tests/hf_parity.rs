@@ -129,3 +129,27 @@ fn half_precision_stays_close_to_the_f32_reference() {
         }
     }
 }
+
+#[test]
+fn loading_reports_monotonic_progress_to_the_total() {
+    let mut seen = Vec::new();
+    let dir = fixture("llama-sharded-bin");
+    Llama::from_pretrained_with_progress(&dir, Device::Cpu, Kind::Float, &mut |p| seen.push(p))
+        .unwrap();
+    // 2 layers x 9 tensors + embed_tokens + norm + lm_head.
+    assert_eq!(seen.len(), 21);
+    assert!(seen.windows(2).all(|w| w[0].bytes_done < w[1].bytes_done));
+    let last = seen.last().unwrap();
+    assert_eq!(
+        (last.tensors_done, last.bytes_done),
+        (last.tensors_total, last.bytes_total)
+    );
+    let files: u64 = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "bin"))
+        .map(|p| p.metadata().unwrap().len())
+        .sum();
+    // The weights are most of the shard files (the rest is zip and pickle).
+    assert!(last.bytes_total <= files && last.bytes_total > files / 2);
+}

@@ -188,33 +188,66 @@ impl Checkpoint {
     /// to the variable's dtype and device. Tensors the model does not use are
     /// ignored (old checkpoints carry e.g. `rotary_emb.inv_freq`).
     pub fn load_into(&self, vs: &VarStore) -> Result<(), WeightsError> {
+        self.load_into_with_progress(vs, &mut |_| {})
+    }
+
+    /// `load_into`, reporting progress after each tensor (a 7B checkpoint
+    /// takes long enough on a cold disk that users want to see it move).
+    pub fn load_into_with_progress(
+        &self,
+        vs: &VarStore,
+        on_progress: &mut dyn FnMut(LoadProgress),
+    ) -> Result<(), WeightsError> {
         let _span =
             tracing::info_span!("load_weights", location = %self.location.display()).entered();
         let _guard = tch::no_grad_guard();
         let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         // Stable order: errors and page-cache access are then reproducible.
         variables.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, mut var) in variables {
-            let found = self
-                .shape(&name)
+        // Check every name and shape before copying anything, so a wrong
+        // checkpoint fails at once rather than after minutes of copying.
+        let mut progress = LoadProgress {
+            tensors_total: variables.len(),
+            ..LoadProgress::default()
+        };
+        for (name, var) in &variables {
+            let (_, raw) = self
+                .tensors
+                .get(name)
                 .ok_or_else(|| WeightsError::MissingTensor {
                     name: name.clone(),
                     checkpoint: self.location.clone(),
                 })?;
             let expected = var.size();
-            if found != expected.as_slice() {
+            if raw.shape != expected {
                 return Err(WeightsError::TensorShape {
-                    name,
+                    name: name.clone(),
                     expected,
-                    found: found.to_vec(),
+                    found: raw.shape.clone(),
                 });
             }
+            progress.bytes_total += raw.byte_len() as u64;
+        }
+        for (name, mut var) in variables {
             let source = self.tensor(&name)?;
+            progress.bytes_done += (source.numel() * source.kind().elt_size_in_bytes()) as u64;
             var.f_copy_(&source)
                 .map_err(|source| WeightsError::Torch { name, source })?;
+            progress.tensors_done += 1;
+            on_progress(progress);
         }
         Ok(())
     }
+}
+
+/// How far `load_into_with_progress` has come.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadProgress {
+    pub tensors_done: usize,
+    pub tensors_total: usize,
+    /// Bytes of checkpoint data copied so far, as stored on disk.
+    pub bytes_done: u64,
+    pub bytes_total: u64,
 }
 
 fn shard_files(index_path: &Path) -> Result<Vec<PathBuf>, WeightsError> {

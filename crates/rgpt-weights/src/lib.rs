@@ -14,6 +14,6 @@ mod pickle;
 mod pytorch_bin;
 mod raw;
 
-pub use checkpoint::{Checkpoint, WeightFormat};
+pub use checkpoint::{Checkpoint, LoadProgress, WeightFormat};
 pub use dtype::Dtype;
 pub use error::WeightsError;

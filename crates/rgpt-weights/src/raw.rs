@@ -31,6 +31,11 @@ impl RawTensor {
         }
     }
 
+    /// Bytes of the elements the view addresses (not of its whole storage).
+    pub fn byte_len(&self) -> usize {
+        self.shape.iter().product::<i64>() as usize * self.dtype.size_in_bytes()
+    }
+
     /// Whether every element the view addresses lies inside `bytes`.
     pub fn in_bounds(&self) -> bool {
         let elem = self.dtype.size_in_bytes() as i64;
