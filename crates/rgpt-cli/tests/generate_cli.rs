@@ -12,8 +12,12 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn rgpt(args: &[&str]) -> Output {
+/// Runs `rgpt generate --model MODEL ARGS...`.
+fn generate(model: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rgpt"))
+        .arg("generate")
+        .arg("--model")
+        .arg(model)
         .args(args)
         .output()
         .expect("rgpt runs")
@@ -62,18 +66,17 @@ fn rewrite_weights(dir: &Path, edit: impl Fn(&str, Tensor) -> Option<(String, Te
 #[test]
 fn streams_text_and_reports_json() {
     let model = fixture("llama-mha-tied");
-    let model = model.to_str().unwrap();
-    let out = rgpt(&[
-        "generate",
-        "--model",
-        model,
-        "--prompt",
-        "Hello there",
-        "--max-new-tokens",
-        "6",
-        "--device",
-        "cpu",
-    ]);
+    let out = generate(
+        &model,
+        &[
+            "--prompt",
+            "Hello there",
+            "--max-new-tokens",
+            "6",
+            "--device",
+            "cpu",
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -81,20 +84,20 @@ fn streams_text_and_reports_json() {
     );
     let streamed = String::from_utf8(out.stdout).unwrap();
 
-    let out = rgpt(&[
-        "generate",
-        "--model",
-        model,
-        "--prompt",
-        "Hello there",
-        "--max-new-tokens",
-        "6",
-        "--device",
-        "cpu",
-        "--json",
-        "--top-logprobs",
-        "3",
-    ]);
+    let out = generate(
+        &model,
+        &[
+            "--prompt",
+            "Hello there",
+            "--max-new-tokens",
+            "6",
+            "--device",
+            "cpu",
+            "--json",
+            "--top-logprobs",
+            "3",
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -119,17 +122,17 @@ fn streams_text_and_reports_json() {
         report["text"].as_str().unwrap()
     );
 
-    let raw = rgpt(&[
-        "generate",
-        "--model",
-        model,
-        "--prompt",
-        "Hello there",
-        "--raw",
-        "--max-new-tokens",
-        "2",
-        "--json",
-    ]);
+    let raw = generate(
+        &model,
+        &[
+            "--prompt",
+            "Hello there",
+            "--raw",
+            "--max-new-tokens",
+            "2",
+            "--json",
+        ],
+    );
     let raw: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
     let tokenizer = rgpt_llm::Tokenizer::from_dir(&fixture("llama-mha-tied")).unwrap();
     let expected: Vec<serde_json::Value> = tokenizer
@@ -147,13 +150,7 @@ fn streams_text_and_reports_json() {
 
 #[test]
 fn missing_model_dir() {
-    let out = rgpt(&[
-        "generate",
-        "--model",
-        "/nonexistent/model",
-        "--prompt",
-        "hi",
-    ]);
+    let out = generate(Path::new("/nonexistent/model"), &["--prompt", "hi"]);
     assert_clean_error(&out, "/nonexistent/model does not exist");
 }
 
@@ -161,13 +158,7 @@ fn missing_model_dir() {
 fn missing_config_file() {
     let dir = scratch_copy("llama-mha-tied", "noconfig");
     std::fs::remove_file(dir.join("config.json")).unwrap();
-    let out = rgpt(&[
-        "generate",
-        "--model",
-        dir.to_str().unwrap(),
-        "--prompt",
-        "hi",
-    ]);
+    let out = generate(&dir, &["--prompt", "hi"]);
     assert_clean_error(&out, "config.json");
 }
 
@@ -175,13 +166,7 @@ fn missing_config_file() {
 fn missing_weights() {
     let dir = scratch_copy("llama-mha-tied", "noweights");
     std::fs::remove_file(dir.join("model.safetensors")).unwrap();
-    let out = rgpt(&[
-        "generate",
-        "--model",
-        dir.to_str().unwrap(),
-        "--prompt",
-        "hi",
-    ]);
+    let out = generate(&dir, &["--prompt", "hi"]);
     assert_clean_error(&out, "no weights found");
 }
 
@@ -193,13 +178,7 @@ fn unsupported_architecture() {
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     config["model_type"] = "gpt2".into();
     std::fs::write(&path, config.to_string()).unwrap();
-    let out = rgpt(&[
-        "generate",
-        "--model",
-        dir.to_str().unwrap(),
-        "--prompt",
-        "hi",
-    ]);
+    let out = generate(&dir, &["--prompt", "hi"]);
     assert_clean_error(&out, "unsupported architecture `gpt2`");
 }
 
@@ -209,13 +188,7 @@ fn missing_tensor_is_named() {
     rewrite_weights(&dir, |name, t| {
         (name != "model.layers.1.mlp.up_proj.weight").then(|| (name.to_string(), t))
     });
-    let out = rgpt(&[
-        "generate",
-        "--model",
-        dir.to_str().unwrap(),
-        "--prompt",
-        "hi",
-    ]);
+    let out = generate(&dir, &["--prompt", "hi"]);
     assert_clean_error(&out, "`model.layers.1.mlp.up_proj.weight` is missing");
 }
 
@@ -230,13 +203,7 @@ fn misshaped_tensor_names_both_shapes() {
         };
         Some((name.to_string(), t))
     });
-    let out = rgpt(&[
-        "generate",
-        "--model",
-        dir.to_str().unwrap(),
-        "--prompt",
-        "hi",
-    ]);
+    let out = generate(&dir, &["--prompt", "hi"]);
     assert_clean_error(&out, "`model.layers.0.self_attn.k_proj.weight` has shape [16, 32] in the checkpoint but the model expects [32, 32]");
 }
 
@@ -246,40 +213,20 @@ fn truncated_safetensors() {
     let path = dir.join("model.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let out = rgpt(&[
-        "generate",
-        "--model",
-        dir.to_str().unwrap(),
-        "--prompt",
-        "hi",
-    ]);
+    let out = generate(&dir, &["--prompt", "hi"]);
     assert_clean_error(&out, "invalid safetensors file");
 }
 
 #[test]
 fn empty_prompt() {
-    let out = rgpt(&[
-        "generate",
-        "--model",
-        fixture("llama-mha-tied").to_str().unwrap(),
-        "--prompt",
-        "  ",
-    ]);
+    let out = generate(&fixture("llama-mha-tied"), &["--prompt", "  "]);
     assert_clean_error(&out, "the prompt is empty");
 }
 
 #[test]
 fn zero_max_new_tokens() {
     let model = fixture("llama-mha-tied");
-    let out = rgpt(&[
-        "generate",
-        "--model",
-        model.to_str().unwrap(),
-        "--prompt",
-        "hi",
-        "--max-new-tokens",
-        "0",
-    ]);
+    let out = generate(&model, &["--prompt", "hi", "--max-new-tokens", "0"]);
     assert_clean_error(&out, "--max-new-tokens");
 }
 
@@ -287,13 +234,7 @@ fn zero_max_new_tokens() {
 fn prompt_longer_than_context() {
     // The fixture's max_position_embeddings is 256.
     let prompt = "the quick brown fox ".repeat(200);
-    let out = rgpt(&[
-        "generate",
-        "--model",
-        fixture("llama-mha-tied").to_str().unwrap(),
-        "--prompt",
-        &prompt,
-    ]);
+    let out = generate(&fixture("llama-mha-tied"), &["--prompt", &prompt]);
     assert_clean_error(&out, "max_position_embeddings is 256");
 }
 
@@ -302,28 +243,18 @@ fn cuda_without_cuda() {
     if rgpt_llm::device::cuda_available() {
         return; // Covered only where there is no GPU; on a GPU the run must succeed.
     }
-    let out = rgpt(&[
-        "generate",
-        "--model",
-        fixture("llama-mha-tied").to_str().unwrap(),
-        "--prompt",
-        "hi",
-        "--device",
-        "cuda",
-    ]);
+    let out = generate(
+        &fixture("llama-mha-tied"),
+        &["--prompt", "hi", "--device", "cuda"],
+    );
     assert_clean_error(&out, "CUDA is not available");
 }
 
 #[test]
 fn unknown_dtype() {
-    let out = rgpt(&[
-        "generate",
-        "--model",
-        fixture("llama-mha-tied").to_str().unwrap(),
-        "--prompt",
-        "hi",
-        "--dtype",
-        "f8",
-    ]);
+    let out = generate(
+        &fixture("llama-mha-tied"),
+        &["--prompt", "hi", "--dtype", "f8"],
+    );
     assert_clean_error(&out, "unknown dtype `f8`");
 }

@@ -9,10 +9,10 @@
 //! bug (a wrong RoPE or mask moves them by >1e-2).
 mod common;
 
-use common::{expected, fixture, MODEL_FIXTURES};
+use common::{expected, fixture, hidden_states, relative_error, MODEL_FIXTURES};
 use rgpt_llm::generation::GenerationConfig;
 use rgpt_llm::{generate, Llama, Tokenizer};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind};
 
 fn load(name: &str) -> (Llama, Tokenizer, tch::nn::VarStore) {
     let dir = fixture(name);
@@ -42,15 +42,8 @@ fn last_hidden_state_matches_transformers() {
     for name in MODEL_FIXTURES {
         let (model, _, _) = load(name);
         for case in expected(name).cases {
-            let ids = Tensor::from_slice(&case.prompt_ids).unsqueeze(0);
-            let mut cache = model.new_cache(1, ids.size()[1]);
-            let hidden = model
-                .forward_embeds(&model.embed(&ids), None, &mut cache)
-                .unwrap()
-                .squeeze_dim(0);
-            let rows: Vec<f32> = case.last_hidden_state.concat();
-            let reference = Tensor::from_slice(&rows).view([case.prompt_ids.len() as i64, -1]);
-            let rel = f64::try_from((&hidden - &reference).norm() / reference.norm()).unwrap();
+            let hidden = hidden_states(&model, &case.prompt_ids);
+            let rel = relative_error(&hidden, &case.reference_hidden());
             assert!(
                 rel < 1e-4,
                 "{name}: relative error {rel:e} on {:?}",
@@ -115,16 +108,9 @@ fn half_precision_stays_close_to_the_f32_reference() {
         let (model, _vs) = Llama::from_pretrained(&dir, Device::Cpu, kind).unwrap();
         assert_eq!(model.kind(), kind);
         for case in expected(name).cases {
-            let ids = Tensor::from_slice(&case.prompt_ids).unsqueeze(0);
-            let mut cache = model.new_cache(1, ids.size()[1]);
-            let hidden = model
-                .forward_embeds(&model.embed(&ids), None, &mut cache)
-                .unwrap();
+            let hidden = hidden_states(&model, &case.prompt_ids);
             assert_eq!(hidden.kind(), kind);
-            let hidden = hidden.squeeze_dim(0).to_kind(Kind::Float);
-            let rows: Vec<f32> = case.last_hidden_state.concat();
-            let reference = Tensor::from_slice(&rows).view([case.prompt_ids.len() as i64, -1]);
-            let rel = f64::try_from((&hidden - &reference).norm() / reference.norm()).unwrap();
+            let rel = relative_error(&hidden, &case.reference_hidden());
             assert!(rel < 2e-2, "{name} {kind:?}: relative error {rel:e}");
         }
     }

@@ -4,7 +4,7 @@
 //! logits: the two paths only differ in reduction order.
 mod common;
 
-use common::{expected, fixture};
+use common::{expected, fixture, hidden_states};
 use rgpt_llm::generation::{FinishReason, GenerationConfig, Sampling};
 use rgpt_llm::{generate, Llama, Tokenizer};
 use tch::{Device, Kind, Tensor};
@@ -19,12 +19,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 /// Logits of every position of `ids`, in one pass.
 fn full_logits(model: &Llama, ids: &[i64]) -> Tensor {
-    let ids = Tensor::from_slice(ids).unsqueeze(0);
-    let mut cache = model.new_cache(1, ids.size()[1]);
-    let hidden = model
-        .forward_embeds(&model.embed(&ids), None, &mut cache)
-        .unwrap();
-    model.logits(&hidden).squeeze_dim(0)
+    model.logits(&hidden_states(model, ids))
 }
 
 #[test]

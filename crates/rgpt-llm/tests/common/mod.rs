@@ -45,3 +45,27 @@ pub fn expected(name: &str) -> Expected {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// Final-normed hidden states of `ids` in one uncached pass: [seq, hidden].
+pub fn hidden_states(model: &rgpt_llm::Llama, ids: &[i64]) -> tch::Tensor {
+    let ids = tch::Tensor::from_slice(ids).unsqueeze(0);
+    let mut cache = model.new_cache(1, ids.size()[1]);
+    model
+        .forward_embeds(&model.embed(&ids), None, &mut cache)
+        .unwrap()
+        .squeeze_dim(0)
+}
+
+impl Case {
+    /// transformers' last hidden state, [seq, hidden] f32.
+    pub fn reference_hidden(&self) -> tch::Tensor {
+        let rows: Vec<f32> = self.last_hidden_state.concat();
+        tch::Tensor::from_slice(&rows).view([self.prompt_ids.len() as i64, -1])
+    }
+}
+
+/// ||a - b|| / ||b||, computed in f32.
+pub fn relative_error(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
+    let a = a.to_kind(tch::Kind::Float);
+    f64::try_from((&a - b).norm() / b.norm()).unwrap()
+}
