@@ -170,16 +170,9 @@ impl Checkpoint {
         };
         let bytes = &self.files[*file].1[raw.bytes.clone()];
         let numel = (bytes.len() / raw.dtype.size_in_bytes()) as i64;
-        let storage = Tensor::f_from_data_size(bytes, &[numel], raw.dtype.kind()).map_err(torch)?;
-        let is_whole_storage =
-            raw.storage_offset == 0 && raw.shape.iter().product::<i64>() == numel;
-        if is_whole_storage
-            && raw.strides == RawTensor::contiguous(raw.dtype, raw.shape.clone(), 0..0).strides
-        {
-            return storage.f_reshape(&raw.shape).map_err(torch);
-        }
-        storage
-            .f_as_strided(&raw.shape, &raw.strides, raw.storage_offset)
+        // `contiguous` copies only for the strided views `.bin` files may hold.
+        Tensor::f_from_data_size(bytes, &[numel], raw.dtype.kind())
+            .and_then(|storage| storage.f_as_strided(&raw.shape, &raw.strides, raw.storage_offset))
             .and_then(|view| view.f_contiguous())
             .map_err(torch)
     }
@@ -284,9 +277,7 @@ fn safetensors_entries(
     };
     // `deserialize` checks the header against the buffer length, so a
     // truncated download fails here rather than at the first bad read.
-    let (header_len, _) = SafeTensors::read_metadata(bytes).map_err(|e| invalid(e.to_string()))?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| invalid(e.to_string()))?;
-    let data_start = 8 + header_len;
     let mut entries = Vec::new();
     for (name, view) in st.tensors() {
         let dtype = match view.dtype() {
@@ -309,7 +300,6 @@ fn safetensors_entries(
         };
         let data = view.data();
         let start = data.as_ptr() as usize - bytes.as_ptr() as usize;
-        debug_assert!(start >= data_start);
         let shape = view.shape().iter().map(|&d| d as i64).collect();
         entries.push((
             name,
