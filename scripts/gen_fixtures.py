@@ -25,6 +25,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 sys.path.insert(0, str(ROOT / "scripts" / "fixtures"))
 
+import connector  # noqa: E402
 import sentencepiece_tokenizer  # noqa: E402
 import torch_bin  # noqa: E402
 
@@ -203,6 +204,7 @@ def main():
     torch.set_num_threads(1)
     sentencepiece_tokenizer.generate(FIXTURES / "sentencepiece")
     torch_bin.generate(FIXTURES / "torch_bin")
+    connector.generate(FIXTURES / "connector")
     # A directory with only tokenizer.model (+ config), as Vicuna ships it.
     tok = transformers.AutoTokenizer.from_pretrained(FIXTURES / "sentencepiece")
     for seed, (name, spec) in enumerate(MODELS.items(), start=1):
