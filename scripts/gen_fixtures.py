@@ -4,7 +4,8 @@
 Run once in the project venv (tests never run it):
 
     scripts/setup.sh
-    .venv/bin/pip install transformers==5.23.0 sentencepiece protobuf
+    .venv/bin/pip install transformers==5.23.0 tokenizers==0.23.3 sentencepiece==0.2.3 protobuf \
+        pillow==13.0.0 pycocotools==2.0.11 numpy==2.4.6
     .venv/bin/python scripts/gen_fixtures.py
 
 Everything is deterministic (fixed seeds, one thread). Each model fixture is
@@ -26,8 +27,10 @@ FIXTURES = ROOT / "tests" / "fixtures"
 sys.path.insert(0, str(ROOT / "scripts" / "fixtures"))
 
 import connector  # noqa: E402
+import preprocess  # noqa: E402
 import sentencepiece_tokenizer  # noqa: E402
 import torch_bin  # noqa: E402
+import vision_towers  # noqa: E402
 
 PROMPTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -205,6 +208,8 @@ def main():
     sentencepiece_tokenizer.generate(FIXTURES / "sentencepiece")
     torch_bin.generate(FIXTURES / "torch_bin")
     connector.generate(FIXTURES / "connector")
+    vision_towers.generate(FIXTURES)
+    preprocess.generate(FIXTURES / "preprocess")
     # A directory with only tokenizer.model (+ config), as Vicuna ships it.
     tok = transformers.AutoTokenizer.from_pretrained(FIXTURES / "sentencepiece")
     for seed, (name, spec) in enumerate(MODELS.items(), start=1):

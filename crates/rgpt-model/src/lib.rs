@@ -2,3 +2,6 @@
 //! and connector feeding the LLaMA-family decoder. It owns the splice that
 //! replaces `<image>` with image tokens and each `<region>` placeholder with its
 //! region embedding, and the checkpoint layout of a full RGPT model.
+
+pub mod loss;
+pub mod splice;

@@ -3,3 +3,9 @@
 //! the feature refinement module (two stride-2 transposed convolutions, 4x
 //! upsampling) that makes that map high-resolution enough for region pooling.
 //! Encoders load Hugging Face checkpoints as they are, through `rgpt-weights`.
+
+pub mod clip;
+pub mod error;
+pub mod preprocess;
+pub mod refiner;
+pub mod siglip;

@@ -1,0 +1,793 @@
+//! The CLIP vision tower, after transformers' `CLIPVisionModel`
+//! (`models/clip/modeling_clip.py`, v5.23): patch embedding (a bias-free
+//! conv) plus a class token and learned position embeddings, `pre_layrnorm`,
+//! pre-norm encoder layers (multi-head attention with q/k/v/out biases, an
+//! fc1/act/fc2 MLP, `quick_gelu` for OpenAI's checkpoints), and
+//! `post_layernorm` on the pooled class token only. RegionGPT uses the
+//! penultimate layer's patch features of CLIP ViT-L/14-336 (paper Sec. 3.1),
+//! which [`select_features`] picks as LLaVA does.
+//!
+//! Differences from the reference: `forward` always behaves as HF's
+//! `interpolate_pos_encoding=True` (identical to the default at the
+//! configured image size; at any other size HF would raise instead), and it
+//! always returns every hidden state.
+//!
+//! Variable paths are the HF names below the vision model (`embeddings.*`,
+//! `pre_layrnorm.*`, `encoder.layers.{i}.*`, `post_layernorm.*`). The
+//! encoder building blocks are shared with SigLIP, whose HF code copies them
+//! from CLIP.
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+use tch::nn::Init;
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::error::VisionError;
+
+type Result<T> = std::result::Result<T, VisionError>;
+
+/// HF `CLIPVisionConfig` (the `vision_config` of a `CLIPConfig`), with HF's
+/// defaults (those of `openai/clip-vit-base-patch32`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClipVisionConfig {
+    #[serde(default)]
+    pub model_type: Option<String>,
+    #[serde(default = "default_hidden_size")]
+    pub hidden_size: usize,
+    #[serde(default = "default_intermediate_size")]
+    pub intermediate_size: usize,
+    #[serde(default = "default_projection_dim")]
+    pub projection_dim: usize,
+    #[serde(default = "default_num_layers")]
+    pub num_hidden_layers: usize,
+    #[serde(default = "default_num_heads")]
+    pub num_attention_heads: usize,
+    #[serde(default = "default_num_channels")]
+    pub num_channels: usize,
+    #[serde(default = "default_image_size")]
+    pub image_size: usize,
+    #[serde(default = "default_patch_size")]
+    pub patch_size: usize,
+    #[serde(default = "default_hidden_act")]
+    pub hidden_act: String,
+    #[serde(default = "default_layer_norm_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub attention_dropout: f64,
+    #[serde(default = "default_initializer_range")]
+    pub initializer_range: f64,
+    #[serde(default = "default_initializer_factor")]
+    pub initializer_factor: f64,
+}
+
+fn default_hidden_size() -> usize {
+    768
+}
+fn default_intermediate_size() -> usize {
+    3072
+}
+fn default_projection_dim() -> usize {
+    512
+}
+fn default_num_layers() -> usize {
+    12
+}
+fn default_num_heads() -> usize {
+    12
+}
+fn default_num_channels() -> usize {
+    3
+}
+fn default_image_size() -> usize {
+    224
+}
+fn default_patch_size() -> usize {
+    32
+}
+fn default_hidden_act() -> String {
+    "quick_gelu".into()
+}
+fn default_layer_norm_eps() -> f64 {
+    1e-5
+}
+fn default_initializer_range() -> f64 {
+    0.02
+}
+fn default_initializer_factor() -> f64 {
+    1.0
+}
+
+impl Default for ClipVisionConfig {
+    fn default() -> Self {
+        ClipVisionConfig {
+            model_type: Some("clip_vision_model".into()),
+            hidden_size: default_hidden_size(),
+            intermediate_size: default_intermediate_size(),
+            projection_dim: default_projection_dim(),
+            num_hidden_layers: default_num_layers(),
+            num_attention_heads: default_num_heads(),
+            num_channels: default_num_channels(),
+            image_size: default_image_size(),
+            patch_size: default_patch_size(),
+            hidden_act: default_hidden_act(),
+            layer_norm_eps: default_layer_norm_eps(),
+            attention_dropout: 0.0,
+            initializer_range: default_initializer_range(),
+            initializer_factor: default_initializer_factor(),
+        }
+    }
+}
+
+impl ClipVisionConfig {
+    /// `openai/clip-vit-large-patch14-336`, RegionGPT's vision encoder.
+    pub fn clip_vit_large_patch14_336() -> Self {
+        ClipVisionConfig {
+            hidden_size: 1024,
+            intermediate_size: 4096,
+            projection_dim: 768,
+            num_hidden_layers: 24,
+            num_attention_heads: 16,
+            image_size: 336,
+            patch_size: 14,
+            ..Self::default()
+        }
+    }
+
+    /// Reads a `config.json`: either a `CLIPVisionConfig` (model_type
+    /// `clip_vision_model`) or a full `CLIPConfig` (model_type `clip`) whose
+    /// `vision_config` (or legacy `vision_config_dict`, which HF prefers) is
+    /// taken.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let value = read_json(path)?;
+        let section = vision_section(
+            path,
+            &value,
+            "clip",
+            "clip_vision_model",
+            Some("vision_config_dict"),
+        )?;
+        let config: ClipVisionConfig =
+            serde_json::from_value(section).map_err(|e| VisionError::Config {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        config.validate().map_err(|message| VisionError::Config {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks that the config describes a model this crate can run.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        validate_common(
+            self.hidden_size,
+            self.num_attention_heads,
+            self.image_size,
+            self.patch_size,
+            &self.hidden_act,
+        )
+    }
+
+    /// Tokens per image at the configured size, class token included.
+    pub fn num_positions(&self) -> usize {
+        (self.image_size / self.patch_size).pow(2) + 1
+    }
+}
+
+/// The config checks CLIP and SigLIP share.
+pub(crate) fn validate_common(
+    hidden_size: usize,
+    num_heads: usize,
+    image_size: usize,
+    patch_size: usize,
+    hidden_act: &str,
+) -> std::result::Result<(), String> {
+    if num_heads == 0 || hidden_size % num_heads != 0 {
+        return Err(format!(
+            "hidden_size {hidden_size} is not a multiple of num_attention_heads {num_heads}"
+        ));
+    }
+    if patch_size == 0 || image_size < patch_size {
+        return Err(format!(
+            "patch_size {patch_size} does not fit image_size {image_size}"
+        ));
+    }
+    Activation::from_name(hidden_act)?;
+    Ok(())
+}
+
+pub(crate) fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|source| VisionError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| VisionError::Config {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// The vision part of a config: the whole file for `vision_type`, the
+/// nested `vision_config` (or `legacy_key` when present) for `full_type`.
+pub(crate) fn vision_section(
+    path: &Path,
+    value: &Value,
+    full_type: &str,
+    vision_type: &str,
+    legacy_key: Option<&str>,
+) -> Result<Value> {
+    let model_type = value.get("model_type").and_then(Value::as_str);
+    match model_type {
+        Some(t) if t == vision_type => Ok(value.clone()),
+        Some(t) if t == full_type => {
+            let nested = legacy_key
+                .and_then(|k| value.get(k))
+                .filter(|v| !v.is_null())
+                .or_else(|| value.get("vision_config").filter(|v| !v.is_null()));
+            match nested {
+                Some(v @ Value::Object(_)) => Ok(v.clone()),
+                // HF builds the sub-config from its defaults when absent.
+                None => Ok(Value::Object(Default::default())),
+                Some(_) => Err(VisionError::Config {
+                    path: path.to_path_buf(),
+                    message: "`vision_config` is not an object".into(),
+                }),
+            }
+        }
+        other => {
+            let found = match other {
+                Some(t) => t.to_string(),
+                None => value
+                    .get("architectures")
+                    .and_then(|a| a.get(0))
+                    .and_then(Value::as_str)
+                    .unwrap_or("(no model_type)")
+                    .to_string(),
+            };
+            Err(VisionError::UnsupportedArchitecture {
+                path: path.to_path_buf(),
+                found,
+            })
+        }
+    }
+}
+
+/// The VarStore path of the vision model inside a checkpoint: `vision_model`
+/// for transformers-4 `CLIPVisionModel`/`CLIPModel`/`SiglipModel` files,
+/// the root for transformers-5 `*VisionModel` files, or whatever unique prefix
+/// holds `embeddings.patch_embedding.weight` (e.g. a LLaVA vision tower).
+pub(crate) fn vision_model_path<'a>(
+    checkpoint: &rgpt_weights::Checkpoint,
+    root: nn::Path<'a>,
+) -> nn::Path<'a> {
+    const KEY: &str = "embeddings.patch_embedding.weight";
+    let prefix = if checkpoint.contains(KEY) {
+        String::new()
+    } else if checkpoint.contains(&format!("vision_model.{KEY}")) {
+        "vision_model.".to_string()
+    } else {
+        let mut found: Vec<&str> = checkpoint
+            .names()
+            .filter_map(|n| n.strip_suffix(KEY))
+            .filter(|p| p.ends_with('.'))
+            .collect();
+        found.sort_unstable();
+        match found.as_slice() {
+            [one] => one.to_string(),
+            // Missing or ambiguous: loading reports the missing tensors.
+            _ => String::new(),
+        }
+    };
+    prefix
+        .split('.')
+        .filter(|s| !s.is_empty())
+        .fold(root, |p, s| p / s)
+}
+
+/// Checks `pixel_values` is [batch, channels, height, width] on `device`,
+/// with at least one patch each way, and casts it to `kind`.
+pub(crate) fn check_pixels(
+    pixel_values: &Tensor,
+    channels: i64,
+    patch_size: i64,
+    device: Device,
+    kind: Kind,
+) -> Result<Tensor> {
+    let size = pixel_values.size();
+    let &[batch, c, h, w] = size.as_slice() else {
+        return Err(VisionError::InvalidInput(format!(
+            "pixel_values must be [batch, {channels}, height, width], got shape {size:?}"
+        )));
+    };
+    if batch < 1 || c != channels || h < patch_size || w < patch_size {
+        return Err(VisionError::InvalidInput(format!(
+            "pixel_values of shape {size:?} do not fit the model: expected [batch >= 1, \
+             {channels}, height >= {patch_size}, width >= {patch_size}]"
+        )));
+    }
+    if pixel_values.device() != device {
+        return Err(VisionError::InvalidInput(format!(
+            "pixel_values are on {:?} but the model is on {device:?}",
+            pixel_values.device()
+        )));
+    }
+    Ok(pixel_values.f_to_kind(kind)?)
+}
+
+/// Resizes a square grid of position embeddings [n, dim] to
+/// [new_h * new_w, dim] as HF's `interpolate_pos_encoding` does: bicubic,
+/// `align_corners=False`, output size given (no scale factor).
+pub(crate) fn interpolate_positions(table: &Tensor, new_h: i64, new_w: i64) -> Result<Tensor> {
+    let size = table.size();
+    let (n, dim) = (size[0], size[1]);
+    // HF: `torch_int(num_positions**0.5)`.
+    let side = (n as f64).sqrt() as i64;
+    if side * side != n {
+        return Err(VisionError::InvalidInput(format!(
+            "cannot interpolate {n} position embeddings to a {new_h}x{new_w} grid: \
+             they do not form a square grid"
+        )));
+    }
+    let grid = table
+        .reshape([1, side, side, dim])
+        .permute([0, 3, 1, 2])
+        .f_upsample_bicubic2d([new_h, new_w], false, None, None)?;
+    Ok(grid.permute([0, 2, 3, 1]).reshape([new_h * new_w, dim]))
+}
+
+/// The MLP activations HF vision towers use (`ACT2FN` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Activation {
+    /// `x * sigmoid(1.702 x)`, OpenAI CLIP.
+    QuickGelu,
+    /// Exact (erf) GELU.
+    Gelu,
+    /// Tanh-approximated GELU (`gelu_pytorch_tanh`, `gelu_new`), SigLIP.
+    GeluTanh,
+}
+
+impl Activation {
+    pub(crate) fn from_name(name: &str) -> std::result::Result<Self, String> {
+        match name {
+            "quick_gelu" => Ok(Activation::QuickGelu),
+            "gelu" => Ok(Activation::Gelu),
+            "gelu_pytorch_tanh" | "gelu_new" => Ok(Activation::GeluTanh),
+            other => Err(format!(
+                "hidden_act `{other}` is not supported \
+                 (supported: quick_gelu, gelu, gelu_pytorch_tanh, gelu_new)"
+            )),
+        }
+    }
+
+    fn forward(self, x: &Tensor) -> Tensor {
+        match self {
+            Activation::QuickGelu => x * (x * 1.702).sigmoid(),
+            Activation::Gelu => x.gelu("none"),
+            Activation::GeluTanh => x.gelu("tanh"),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Linear {
+    weight: Tensor, // [out, in]
+    bias: Tensor,   // [out]
+}
+
+impl Linear {
+    pub(crate) fn new(vs: nn::Path, in_dim: usize, out_dim: usize) -> Self {
+        Linear {
+            weight: vs.var("weight", &[out_dim as i64, in_dim as i64], Init::Const(0.0)),
+            bias: vs.var("bias", &[out_dim as i64], Init::Const(0.0)),
+        }
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, Some(&self.bias))
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+    dim: i64,
+}
+
+impl LayerNorm {
+    pub(crate) fn new(vs: nn::Path, dim: usize, eps: f64) -> Self {
+        LayerNorm {
+            weight: vs.var("weight", &[dim as i64], Init::Const(1.0)),
+            bias: vs.var("bias", &[dim as i64], Init::Const(0.0)),
+            eps,
+            dim: dim as i64,
+        }
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
+        x.layer_norm(
+            [self.dim],
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+            true,
+        )
+    }
+}
+
+/// `CLIPAttention` / `SiglipAttention`: bidirectional multi-head attention.
+#[derive(Debug)]
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    num_heads: i64,
+    head_dim: i64,
+}
+
+impl Attention {
+    fn new(vs: nn::Path, hidden: usize, num_heads: usize) -> Self {
+        Attention {
+            q_proj: Linear::new(&vs / "q_proj", hidden, hidden),
+            k_proj: Linear::new(&vs / "k_proj", hidden, hidden),
+            v_proj: Linear::new(&vs / "v_proj", hidden, hidden),
+            out_proj: Linear::new(&vs / "out_proj", hidden, hidden),
+            num_heads: num_heads as i64,
+            head_dim: (hidden / num_heads) as i64,
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let size = x.size(); // [batch, seq, hidden]
+        let (b, t) = (size[0], size[1]);
+        // [batch, heads, seq, head_dim]
+        let heads = |y: Tensor| {
+            y.view([b, t, self.num_heads, self.head_dim])
+                .transpose(1, 2)
+        };
+        let q = heads(self.q_proj.forward(x));
+        let k = heads(self.k_proj.forward(x));
+        let v = heads(self.v_proj.forward(x));
+        // Default scale 1/sqrt(head_dim), as HF's `self.scale`.
+        let out = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            None::<&Tensor>,
+            0.0,
+            false,
+            None,
+            false,
+        );
+        let out = out
+            .transpose(1, 2)
+            .reshape([b, t, self.num_heads * self.head_dim]);
+        self.out_proj.forward(&out)
+    }
+}
+
+/// `CLIPMLP` / `SiglipMLP`: fc1, activation, fc2.
+#[derive(Debug)]
+pub(crate) struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+    act: Activation,
+}
+
+impl Mlp {
+    pub(crate) fn new(vs: nn::Path, hidden: usize, intermediate: usize, act: Activation) -> Self {
+        Mlp {
+            fc1: Linear::new(&vs / "fc1", hidden, intermediate),
+            fc2: Linear::new(&vs / "fc2", intermediate, hidden),
+            act,
+        }
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
+        self.fc2.forward(&self.act.forward(&self.fc1.forward(x)))
+    }
+}
+
+/// `CLIPEncoderLayer` / `SiglipEncoderLayer`: pre-norm attention and MLP.
+#[derive(Debug)]
+struct EncoderLayer {
+    self_attn: Attention,
+    layer_norm1: LayerNorm,
+    mlp: Mlp,
+    layer_norm2: LayerNorm,
+}
+
+impl EncoderLayer {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let h = x + self.self_attn.forward(&self.layer_norm1.forward(x));
+        &h + self.mlp.forward(&self.layer_norm2.forward(&h))
+    }
+}
+
+/// `CLIPEncoder` / `SiglipEncoder` (`encoder.layers.{i}`).
+#[derive(Debug)]
+pub(crate) struct Encoder {
+    layers: Vec<EncoderLayer>,
+}
+
+/// The encoder sizes CLIP and SigLIP configs share.
+pub(crate) struct EncoderDims {
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub num_heads: usize,
+    pub num_layers: usize,
+    pub eps: f64,
+    pub act: Activation,
+}
+
+impl Encoder {
+    pub(crate) fn new(vs: nn::Path, dims: &EncoderDims) -> Self {
+        let layers = (0..dims.num_layers)
+            .map(|i| {
+                let vs = &vs / "layers" / i;
+                EncoderLayer {
+                    self_attn: Attention::new(&vs / "self_attn", dims.hidden, dims.num_heads),
+                    layer_norm1: LayerNorm::new(&vs / "layer_norm1", dims.hidden, dims.eps),
+                    mlp: Mlp::new(&vs / "mlp", dims.hidden, dims.intermediate, dims.act),
+                    layer_norm2: LayerNorm::new(&vs / "layer_norm2", dims.hidden, dims.eps),
+                }
+            })
+            .collect();
+        Encoder { layers }
+    }
+
+    /// Runs every layer over `x`; returns `x` followed by each layer's
+    /// output, as HF's `output_hidden_states`.
+    pub(crate) fn forward(&self, x: Tensor) -> Vec<Tensor> {
+        let mut states = Vec::with_capacity(self.layers.len() + 1);
+        states.push(x);
+        for layer in &self.layers {
+            let next = layer.forward(&states[states.len() - 1]);
+            states.push(next);
+        }
+        states
+    }
+}
+
+/// Which tokens [`select_features`] keeps (LLaVA's `mm_vision_select_feature`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FeatureSelect {
+    /// LLaVA's `patch`: drop the leading CLS token (CLIP).
+    #[default]
+    Default,
+    /// LLaVA's `cls_patch`: keep every token (also right for SigLIP, which
+    /// has no CLS token).
+    Full,
+}
+
+impl std::str::FromStr for FeatureSelect {
+    type Err = VisionError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "patch" | "default" => Ok(FeatureSelect::Default),
+            "cls_patch" | "full" => Ok(FeatureSelect::Full),
+            other => Err(VisionError::InvalidInput(format!(
+                "unknown feature selection `{other}` (expected patch or cls_patch)"
+            ))),
+        }
+    }
+}
+
+/// LLaVA's `feature_select`: the hidden state of `layer` (negative counts
+/// from the end, so -2 is the penultimate layer's output, LLaVA's and
+/// RegionGPT's default), with or without the CLS token. Returns
+/// [batch, tokens, hidden].
+pub fn select_features(
+    hidden_states: &[Tensor],
+    layer: i64,
+    strategy: FeatureSelect,
+) -> Result<Tensor> {
+    let n = hidden_states.len() as i64;
+    let index = if layer < 0 { n + layer } else { layer };
+    if !(0..n).contains(&index) {
+        return Err(VisionError::InvalidInput(format!(
+            "feature layer {layer} is out of range for {n} hidden states"
+        )));
+    }
+    let states = &hidden_states[index as usize];
+    let size = states.size();
+    let &[_, tokens, _] = size.as_slice() else {
+        return Err(VisionError::InvalidInput(format!(
+            "hidden states must be [batch, tokens, hidden], got shape {size:?}"
+        )));
+    };
+    match strategy {
+        FeatureSelect::Full => Ok(states.shallow_clone()),
+        FeatureSelect::Default if tokens >= 1 => Ok(states.narrow(1, 1, tokens - 1)),
+        FeatureSelect::Default => Err(VisionError::InvalidInput(
+            "hidden states have no CLS token to drop".into(),
+        )),
+    }
+}
+
+/// `CLIPVisionEmbeddings`.
+#[derive(Debug)]
+struct Embeddings {
+    class_embedding: Tensor,    // [hidden]
+    patch_embedding: Tensor,    // [hidden, channels, patch, patch]
+    position_embedding: Tensor, // [patches + 1, hidden]
+    patch_size: i64,
+}
+
+impl Embeddings {
+    fn new(vs: nn::Path, config: &ClipVisionConfig) -> Self {
+        let (h, p) = (config.hidden_size as i64, config.patch_size as i64);
+        Embeddings {
+            class_embedding: vs.var("class_embedding", &[h], Init::Const(0.0)),
+            patch_embedding: (&vs / "patch_embedding").var(
+                "weight",
+                &[h, config.num_channels as i64, p, p],
+                Init::Const(0.0),
+            ),
+            position_embedding: (&vs / "position_embedding").var(
+                "weight",
+                &[config.num_positions() as i64, h],
+                Init::Const(0.0),
+            ),
+            patch_size: p,
+        }
+    }
+
+    /// `forward(pixel_values, interpolate_pos_encoding=True)`:
+    /// [batch, 3, H, W] -> [batch, 1 + (H/p)(W/p), hidden].
+    fn forward(&self, pixel_values: &Tensor) -> Result<Tensor> {
+        let size = pixel_values.size();
+        let (b, height, width) = (size[0], size[2], size[3]);
+        let p = self.patch_size;
+        let patches = pixel_values
+            .f_conv2d::<&Tensor>(&self.patch_embedding, None, [p, p], [0, 0], [1, 1], 1)?
+            .flatten(2, -1)
+            .transpose(1, 2); // [batch, patches, hidden]
+        let dim = self.class_embedding.size()[0];
+        let class = self
+            .class_embedding
+            .view([1, 1, dim])
+            .expand([b, 1, dim], false);
+        let embeddings = Tensor::cat(&[class, patches], 1);
+        let num_patches = embeddings.size()[1] - 1;
+        Ok(embeddings + self.positions(num_patches, height, width)?)
+    }
+
+    /// HF's `interpolate_pos_encoding`, including its shortcut: the table is
+    /// used as is when the patch count matches and the image is square.
+    fn positions(&self, num_patches: i64, height: i64, width: i64) -> Result<Tensor> {
+        let num_positions = self.position_embedding.size()[0] - 1;
+        if num_patches == num_positions && height == width {
+            return Ok(self.position_embedding.unsqueeze(0));
+        }
+        let class_pos = self.position_embedding.narrow(0, 0, 1);
+        let patch_pos = interpolate_positions(
+            &self.position_embedding.narrow(0, 1, num_positions),
+            height / self.patch_size,
+            width / self.patch_size,
+        )?;
+        Ok(Tensor::cat(&[class_pos, patch_pos], 0).unsqueeze(0))
+    }
+}
+
+/// What [`ClipVisionModel::forward`] returns (HF's
+/// `BaseModelOutputWithPooling` with `output_hidden_states=True`).
+#[derive(Debug)]
+pub struct ClipOutput {
+    /// `num_hidden_layers + 1` tensors [batch, tokens, hidden]: the
+    /// embeddings after `pre_layrnorm`, then each layer's output.
+    pub hidden_states: Vec<Tensor>,
+    /// The last layer's output (no final norm in CLIP): [batch, tokens, hidden].
+    pub last_hidden_state: Tensor,
+    /// `post_layernorm` of the CLS token: [batch, hidden].
+    pub pooler_output: Tensor,
+}
+
+impl ClipOutput {
+    /// [`select_features`] over these hidden states.
+    pub fn select_features(&self, layer: i64, strategy: FeatureSelect) -> Result<Tensor> {
+        select_features(&self.hidden_states, layer, strategy)
+    }
+}
+
+/// HF `CLIPVisionModel`.
+#[derive(Debug)]
+pub struct ClipVisionModel {
+    embeddings: Embeddings,
+    pre_layrnorm: LayerNorm,
+    encoder: Encoder,
+    post_layernorm: LayerNorm,
+    config: ClipVisionConfig,
+}
+
+impl ClipVisionModel {
+    /// Declares the variables under `vs`, which must be the path of the
+    /// vision model itself: `vs.root()` for a checkpoint saved by
+    /// transformers 5 (`embeddings.patch_embedding.weight`, ...), or
+    /// `vs.root() / "vision_model"` for a transformers-4 `CLIPVisionModel` or
+    /// a full `CLIPModel` (`vision_model.embeddings...`). `from_pretrained`
+    /// picks the right one. Weights are zeros until a checkpoint is loaded.
+    pub fn new(vs: &nn::Path, config: &ClipVisionConfig) -> Result<Self> {
+        config.validate().map_err(VisionError::InvalidInput)?;
+        let act = Activation::from_name(&config.hidden_act).map_err(VisionError::InvalidInput)?;
+        let dims = EncoderDims {
+            hidden: config.hidden_size,
+            intermediate: config.intermediate_size,
+            num_heads: config.num_attention_heads,
+            num_layers: config.num_hidden_layers,
+            eps: config.layer_norm_eps,
+            act,
+        };
+        Ok(ClipVisionModel {
+            embeddings: Embeddings::new(vs / "embeddings", config),
+            pre_layrnorm: LayerNorm::new(
+                vs / "pre_layrnorm",
+                config.hidden_size,
+                config.layer_norm_eps,
+            ),
+            encoder: Encoder::new(vs / "encoder", &dims),
+            post_layernorm: LayerNorm::new(
+                vs / "post_layernorm",
+                config.hidden_size,
+                config.layer_norm_eps,
+            ),
+            config: config.clone(),
+        })
+    }
+
+    /// Loads `config.json` and the weights of an HF model directory
+    /// (`CLIPVisionModel` or `CLIPModel`, either weight layout), casting them
+    /// once to `kind` on `device`. The returned VarStore is frozen.
+    pub fn from_pretrained(dir: &Path, device: Device, kind: Kind) -> Result<(Self, nn::VarStore)> {
+        let _span = tracing::info_span!("load_clip_vision", dir = %dir.display()).entered();
+        let config = ClipVisionConfig::from_file(&dir.join("config.json"))?;
+        let checkpoint = rgpt_weights::Checkpoint::open(dir)?;
+        let mut vs = nn::VarStore::new(device);
+        vs.set_kind(kind);
+        let model = ClipVisionModel::new(&vision_model_path(&checkpoint, vs.root()), &config)?;
+        checkpoint.load_into(&vs)?;
+        vs.freeze();
+        Ok((model, vs))
+    }
+
+    pub fn config(&self) -> &ClipVisionConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> Device {
+        self.embeddings.patch_embedding.device()
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.embeddings.patch_embedding.kind()
+    }
+
+    /// Encodes `pixel_values` [batch, channels, H, W] (cast to the model's
+    /// kind; any size of at least one patch, position embeddings being
+    /// interpolated as HF's `interpolate_pos_encoding=True` when it is not
+    /// the configured square size).
+    pub fn forward(&self, pixel_values: &Tensor) -> Result<ClipOutput> {
+        let _span = tracing::debug_span!("clip_vision_forward").entered();
+        let pixels = check_pixels(
+            pixel_values,
+            self.config.num_channels as i64,
+            self.config.patch_size as i64,
+            self.device(),
+            self.kind(),
+        )?;
+        let embeddings = self.embeddings.forward(&pixels)?;
+        let hidden_states = self.encoder.forward(self.pre_layrnorm.forward(&embeddings));
+        let last_hidden_state = hidden_states[hidden_states.len() - 1].shallow_clone();
+        let pooler_output = self.post_layernorm.forward(&last_hidden_state.select(1, 0));
+        Ok(ClipOutput {
+            hidden_states,
+            last_hidden_state,
+            pooler_output,
+        })
+    }
+}
