@@ -49,9 +49,12 @@ pub enum PoolError {
     Torch(#[from] tch::TchError),
 }
 
-/// A sparse pass touches ~4 values per covered cell where the dense matmul
-/// touches one per cell of the grid; below this coverage sparse is cheaper.
-const SPARSE_MAX_COVERAGE: f64 = 0.25;
+/// The sparse pass (gather + serial `index_add`) costs far more per covered
+/// cell than the dense matmul per grid cell, so it only wins when all the
+/// regions together cover a small part of one image's grid: measured in
+/// `benches/mask_pool.rs` (docs/benchmarks.md), sparse is ahead up to about
+/// 1/16 of the grid (one small region) and 2-100x behind beyond it.
+const SPARSE_MAX_CELLS_PER_GRID: f64 = 1.0 / 16.0;
 
 /// Pools `features` [B, C, H, W] inside `masks` [N, H, W] (non-negative
 /// weights; region `i` belongs to image `image_index[i]`). Returns [N, C] in
@@ -111,7 +114,7 @@ pub fn mask_pool(
     let strategy = match strategy {
         PoolStrategy::Auto => {
             let covered = f64::try_from(weights.f_gt(0.0)?.f_sum(Kind::Float)?)?;
-            if covered <= SPARSE_MAX_COVERAGE * (regions as i64 * height * width) as f64 {
+            if covered <= SPARSE_MAX_CELLS_PER_GRID * (height * width) as f64 {
                 PoolStrategy::Sparse
             } else {
                 PoolStrategy::Dense
