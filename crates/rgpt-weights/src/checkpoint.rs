@@ -129,6 +129,33 @@ impl Checkpoint {
         })
     }
 
+    /// Renames tensors by prefix so one model definition loads several
+    /// checkpoint layouts (e.g. original LLaVA's `model.mm_projector.0.` is
+    /// llava-hf's `multi_modal_projector.linear_1.`). Each name takes the
+    /// longest matching `from` prefix; names no rule matches keep theirs.
+    /// Two tensors that end up with one name are an error, not a silent
+    /// overwrite.
+    pub fn rename_prefixes(&mut self, rules: &[(&str, &str)]) -> Result<(), WeightsError> {
+        let mut rules = rules.to_vec();
+        rules.sort_by_key(|(from, _)| std::cmp::Reverse(from.len()));
+        let mut renamed = HashMap::with_capacity(self.tensors.len());
+        for (name, entry) in self.tensors.drain() {
+            let new_name = rules
+                .iter()
+                .find_map(|(from, to)| name.strip_prefix(from).map(|rest| format!("{to}{rest}")))
+                .unwrap_or_else(|| name.clone());
+            if renamed.insert(new_name.clone(), entry).is_some() {
+                return Err(WeightsError::NameClash {
+                    checkpoint: self.location.clone(),
+                    name: new_name,
+                    source_name: name,
+                });
+            }
+        }
+        self.tensors = renamed;
+        Ok(())
+    }
+
     pub fn format(&self) -> WeightFormat {
         self.format
     }

@@ -27,6 +27,15 @@ pub enum WeightsError {
     LegacyTorchBin { path: PathBuf },
     #[error("invalid shard index {path}: {message}")]
     Index { path: PathBuf, message: String },
+    #[error(
+        "two tensors of {checkpoint} map to `{name}` (one of them `{source_name}`): the \
+         checkpoint mixes layouts"
+    )]
+    NameClash {
+        checkpoint: PathBuf,
+        name: String,
+        source_name: String,
+    },
     #[error("tensor `{name}` is missing from the checkpoint {checkpoint}")]
     MissingTensor { name: String, checkpoint: PathBuf },
     #[error(
