@@ -81,7 +81,7 @@ fn two_names_mapping_to_one_is_an_error() {
         .rename_prefixes(&[("a.", "c."), ("b.", "c.")])
         .unwrap_err();
     assert!(
-        err.to_string().contains("two tensors map to `c.x`"),
+        err.to_string().contains("map to `c.x`"),
         "{err}"
     );
 }
