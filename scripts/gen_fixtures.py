@@ -27,6 +27,7 @@ FIXTURES = ROOT / "tests" / "fixtures"
 sys.path.insert(0, str(ROOT / "scripts" / "fixtures"))
 
 import connector  # noqa: E402
+import llava  # noqa: E402
 import preprocess  # noqa: E402
 import sentencepiece_tokenizer  # noqa: E402
 import torch_bin  # noqa: E402
@@ -215,6 +216,8 @@ def main():
     for seed, (name, spec) in enumerate(MODELS.items(), start=1):
         build_model(name, spec, tok, seed)
         print(f"wrote {FIXTURES / name}")
+    # After the tokenizer fixture, which the LLaVA one extends with <image>.
+    llava.generate(FIXTURES / "llava-tiny")
 
 
 if __name__ == "__main__":

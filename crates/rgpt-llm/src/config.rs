@@ -145,6 +145,17 @@ impl LlamaConfig {
         Ok(config)
     }
 
+    /// Parses a config embedded in another (e.g. a LLaVA `text_config`);
+    /// `path` names the file in errors.
+    pub fn from_value(value: serde_json::Value, path: &Path) -> Result<Self, LlmError> {
+        let config: LlamaConfig = serde_json::from_value(value).map_err(|e| LlmError::Config {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
     fn validate(&self, path: &Path) -> Result<(), LlmError> {
         let model_type = self.model_type.as_deref().unwrap_or("");
         if model_type != "llama" {

@@ -3,5 +3,9 @@
 //! replaces `<image>` with image tokens and each `<region>` placeholder with its
 //! region embedding, and the checkpoint layout of a full RGPT model.
 
+mod error;
+pub mod llava;
 pub mod loss;
 pub mod splice;
+
+pub use error::ModelError;

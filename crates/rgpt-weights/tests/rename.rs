@@ -80,8 +80,5 @@ fn two_names_mapping_to_one_is_an_error() {
     let err = checkpoint
         .rename_prefixes(&[("a.", "c."), ("b.", "c.")])
         .unwrap_err();
-    assert!(
-        err.to_string().contains("map to `c.x`"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("map to `c.x`"), "{err}");
 }

@@ -1,0 +1,22 @@
+use std::path::PathBuf;
+
+/// Errors of the assembled model, wrapping those of its parts.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error(transparent)]
+    Weights(#[from] rgpt_weights::WeightsError),
+    #[error(transparent)]
+    Llm(#[from] rgpt_llm::LlmError),
+    #[error(transparent)]
+    Vision(#[from] rgpt_vision::error::VisionError),
+    #[error(transparent)]
+    Splice(#[from] crate::splice::SpliceError),
+}

@@ -1,0 +1,210 @@
+//! LLaVA-1.5, the model RegionGPT starts from (paper Sec. 4), after
+//! transformers' `LlavaForConditionalGeneration` (`models/llava/
+//! modeling_llava.py`, v5.23): CLIP vision tower -> hidden state of
+//! `vision_feature_layer` (CLS dropped for `default`) -> the shared
+//! connector -> image tokens spliced at `<image>` into the LLaMA decoder.
+//!
+//! Variable paths follow the layout transformers 5 writes (`vision_tower.*`,
+//! `multi_modal_projector.*`, `language_model.model.*`,
+//! `language_model.lm_head.*`); the hub's llava-hf layout
+//! (`vision_tower.vision_model.*`) and the original LLaVA repository's
+//! (`model.mm_projector.0/2`, `model.layers.*`, `lm_head`) are renamed onto
+//! it at load time, in [`LAYOUTS`].
+use std::path::Path;
+
+use rgpt_connector::{Connector, ConnectorConfig};
+use rgpt_llm::generation::{generate_from_embeds, GenerationConfig, GenerationOutput};
+use rgpt_llm::{Llama, LlamaConfig};
+use rgpt_vision::clip::{ClipVisionConfig, ClipVisionModel, FeatureSelect};
+use rgpt_weights::Checkpoint;
+use serde::Deserialize;
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::splice::{segments_from_ids, splice, Segment};
+use crate::ModelError;
+
+/// HF `LlavaConfig` fields the model needs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LlavaConfig {
+    pub model_type: Option<String>,
+    pub vision_config: serde_json::Value,
+    pub text_config: serde_json::Value,
+    /// transformers 5 writes `image_token_index`; newer code reads `image_token_id`.
+    #[serde(alias = "image_token_id", default = "default_image_token")]
+    pub image_token_index: i64,
+    #[serde(default = "default_feature_layer")]
+    pub vision_feature_layer: i64,
+    #[serde(default = "default_select_strategy")]
+    pub vision_feature_select_strategy: String,
+    #[serde(default = "default_act")]
+    pub projector_hidden_act: String,
+    #[serde(default = "default_true")]
+    pub multimodal_projector_bias: bool,
+}
+
+fn default_image_token() -> i64 {
+    32000
+}
+fn default_feature_layer() -> i64 {
+    -2
+}
+fn default_select_strategy() -> String {
+    "default".into()
+}
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Checkpoint layouts as (a tensor that identifies it, prefix renames onto
+/// the transformers 5 layout).
+pub const LAYOUTS: [(&str, &[(&str, &str)]); 2] = [
+    (
+        "vision_tower.vision_model.embeddings.patch_embedding.weight",
+        &[("vision_tower.vision_model.", "vision_tower.")],
+    ),
+    (
+        "model.mm_projector.0.weight",
+        &[
+            ("model.mm_projector.0.", "multi_modal_projector.linear_1."),
+            ("model.mm_projector.2.", "multi_modal_projector.linear_2."),
+            (
+                "model.vision_tower.vision_tower.vision_model.",
+                "vision_tower.",
+            ),
+            ("model.", "language_model.model."),
+            ("lm_head.", "language_model.lm_head."),
+        ],
+    ),
+];
+
+#[derive(Debug)]
+pub struct Llava {
+    pub vision: ClipVisionModel,
+    pub connector: Connector,
+    pub llm: Llama,
+    pub config: LlavaConfig,
+    feature_select: FeatureSelect,
+}
+
+impl Llava {
+    pub fn new(vs: &nn::Path, config: &LlavaConfig, path: &Path) -> Result<Self, ModelError> {
+        let invalid = |message: String| ModelError::Config {
+            path: path.to_path_buf(),
+            message,
+        };
+        let vision_config: ClipVisionConfig = serde_json::from_value(config.vision_config.clone())
+            .map_err(|e| invalid(format!("vision_config: {e}")))?;
+        vision_config
+            .validate()
+            .map_err(|e| invalid(format!("vision_config: {e}")))?;
+        let text_config = LlamaConfig::from_value(config.text_config.clone(), path)?;
+        let feature_select: FeatureSelect = config.vision_feature_select_strategy.parse()?;
+        let connector_config = ConnectorConfig {
+            vision_hidden_size: vision_config.hidden_size,
+            text_hidden_size: text_config.hidden_size,
+            projector_hidden_act: config.projector_hidden_act.clone(),
+            multimodal_projector_bias: config.multimodal_projector_bias,
+        };
+        Ok(Llava {
+            vision: ClipVisionModel::new(&(vs / "vision_tower"), &vision_config)?,
+            connector: Connector::new(&(vs / "multi_modal_projector"), &connector_config)
+                .map_err(|e| invalid(e.to_string()))?,
+            llm: Llama::new(&(vs / "language_model"), &text_config)?,
+            config: config.clone(),
+            feature_select,
+        })
+    }
+
+    /// Loads a LLaVA checkpoint directory in any of [`LAYOUTS`] or the
+    /// transformers 5 layout, casting once to `kind` on `device`.
+    pub fn from_pretrained(
+        dir: &Path,
+        device: Device,
+        kind: Kind,
+    ) -> Result<(Self, nn::VarStore), ModelError> {
+        let _span = tracing::info_span!("load_llava", dir = %dir.display()).entered();
+        let config_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&config_path).map_err(|source| ModelError::Io {
+            path: config_path.clone(),
+            source,
+        })?;
+        let config: LlavaConfig = serde_json::from_str(&text).map_err(|e| ModelError::Config {
+            path: config_path.clone(),
+            message: e.to_string(),
+        })?;
+        let mut checkpoint = Checkpoint::open(dir)?;
+        if let Some((_, renames)) = LAYOUTS
+            .iter()
+            .find(|(marker, _)| checkpoint.contains(marker))
+        {
+            checkpoint.rename_prefixes(renames)?;
+        }
+        let mut vs = nn::VarStore::new(device);
+        vs.set_kind(kind);
+        let model = Llava::new(&vs.root(), &config, &config_path)?;
+        checkpoint.load_into(&vs)?;
+        vs.freeze();
+        Ok((model, vs))
+    }
+
+    /// Image tokens in the decoder's space: [batch, tokens, text_hidden].
+    pub fn image_features(&self, pixel_values: &Tensor) -> Result<Tensor, ModelError> {
+        let output = self.vision.forward(pixel_values)?;
+        let selected =
+            output.select_features(self.config.vision_feature_layer, self.feature_select)?;
+        Ok(self.connector.forward(&selected))
+    }
+
+    /// Generates after `prompt_ids`, where each `image_token_index` stands
+    /// for one image of `pixel_values` [images, 3, H, W] (one id per image;
+    /// transformers' processor repeats it per image token, which is
+    /// accepted too: a run of ids is one image).
+    pub fn generate(
+        &self,
+        prompt_ids: &[i64],
+        pixel_values: &Tensor,
+        config: &GenerationConfig,
+        tokenizer: Option<&rgpt_llm::Tokenizer>,
+        on_token: &mut dyn FnMut(usize, i64),
+    ) -> Result<GenerationOutput, ModelError> {
+        let _guard = tch::no_grad_guard();
+        let image_id = self.config.image_token_index;
+        let mut collapsed: Vec<i64> = Vec::with_capacity(prompt_ids.len());
+        for &id in prompt_ids {
+            if !(id == image_id && collapsed.last() == Some(&image_id)) {
+                collapsed.push(id);
+            }
+        }
+        let segments = segments_from_ids(&collapsed, image_id, i64::MIN);
+        let features = self.image_features(pixel_values)?;
+        let images: Vec<Tensor> = (0..features.size()[0]).map(|i| features.get(i)).collect();
+        let no_regions = Tensor::zeros(
+            [0, self.llm.config().hidden_size as i64],
+            (self.llm.kind(), self.llm.device()),
+        );
+        let embed = |ids: &Tensor| self.llm.embed(ids);
+        let spliced = splice(&segments, &embed, &images, &no_regions)?;
+        let seq = spliced.labels.len() as i64;
+        let mask = Tensor::ones([1, seq], (Kind::Bool, self.llm.device()));
+        // transformers' repetition penalty sees the prompt ids it was given.
+        let history: Vec<i64> = segments
+            .iter()
+            .flat_map(|s| match s {
+                Segment::Text { ids, .. } => ids.clone(),
+                _ => Vec::new(),
+            })
+            .collect();
+        Ok(generate_from_embeds(
+            &self.llm,
+            &spliced.embeds.unsqueeze(0),
+            &mask,
+            &[history],
+            config,
+            tokenizer,
+            on_token,
+        )?)
+    }
+}
