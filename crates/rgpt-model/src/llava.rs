@@ -80,6 +80,40 @@ pub const LAYOUTS: [(&str, &[(&str, &str)]); 2] = [
     ),
 ];
 
+/// Reads a `config.json` into `T`, naming the file in errors.
+pub(crate) fn read_config<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ModelError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| ModelError::Config {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Opens a checkpoint and renames any known layout onto ours.
+pub(crate) fn open_checkpoint(dir: &Path) -> Result<Checkpoint, ModelError> {
+    let mut checkpoint = Checkpoint::open(dir)?;
+    if let Some((_, renames)) = LAYOUTS
+        .iter()
+        .find(|(marker, _)| checkpoint.contains(marker))
+    {
+        checkpoint.rename_prefixes(renames)?;
+    }
+    Ok(checkpoint)
+}
+
+/// A prompt with its image tokens and region embeddings, ready to splice.
+pub struct SplicedRequest<'a> {
+    pub prompt_ids: &'a [i64],
+    pub region_token_id: Option<i64>,
+    /// Per image, [tokens, text_hidden].
+    pub images: &'a [Tensor],
+    /// [regions, text_hidden].
+    pub regions: &'a Tensor,
+}
+
 #[derive(Debug)]
 pub struct Llava {
     pub vision: ClipVisionModel,
@@ -127,21 +161,8 @@ impl Llava {
     ) -> Result<(Self, nn::VarStore), ModelError> {
         let _span = tracing::info_span!("load_llava", dir = %dir.display()).entered();
         let config_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&config_path).map_err(|source| ModelError::Io {
-            path: config_path.clone(),
-            source,
-        })?;
-        let config: LlavaConfig = serde_json::from_str(&text).map_err(|e| ModelError::Config {
-            path: config_path.clone(),
-            message: e.to_string(),
-        })?;
-        let mut checkpoint = Checkpoint::open(dir)?;
-        if let Some((_, renames)) = LAYOUTS
-            .iter()
-            .find(|(marker, _)| checkpoint.contains(marker))
-        {
-            checkpoint.rename_prefixes(renames)?;
-        }
+        let config: LlavaConfig = read_config(&config_path)?;
+        let checkpoint = open_checkpoint(dir)?;
         let mut vs = nn::VarStore::new(device);
         vs.set_kind(kind);
         let model = Llava::new(&vs.root(), &config, &config_path)?;
@@ -150,12 +171,15 @@ impl Llava {
         Ok((model, vs))
     }
 
+    /// The vision tower's selected hidden state: [batch, tokens, vision_hidden].
+    pub fn vision_features(&self, pixel_values: &Tensor) -> Result<Tensor, ModelError> {
+        let output = self.vision.forward(pixel_values)?;
+        Ok(output.select_features(self.config.vision_feature_layer, self.feature_select)?)
+    }
+
     /// Image tokens in the decoder's space: [batch, tokens, text_hidden].
     pub fn image_features(&self, pixel_values: &Tensor) -> Result<Tensor, ModelError> {
-        let output = self.vision.forward(pixel_values)?;
-        let selected =
-            output.select_features(self.config.vision_feature_layer, self.feature_select)?;
-        Ok(self.connector.forward(&selected))
+        Ok(self.connector.forward(&self.vision_features(pixel_values)?))
     }
 
     /// Generates after `prompt_ids`, where each `image_token_index` stands
@@ -171,22 +195,43 @@ impl Llava {
         on_token: &mut dyn FnMut(usize, i64),
     ) -> Result<GenerationOutput, ModelError> {
         let _guard = tch::no_grad_guard();
-        let image_id = self.config.image_token_index;
-        let mut collapsed: Vec<i64> = Vec::with_capacity(prompt_ids.len());
-        for &id in prompt_ids {
-            if !(id == image_id && collapsed.last() == Some(&image_id)) {
-                collapsed.push(id);
-            }
-        }
-        let segments = segments_from_ids(&collapsed, image_id, i64::MIN);
         let features = self.image_features(pixel_values)?;
         let images: Vec<Tensor> = (0..features.size()[0]).map(|i| features.get(i)).collect();
         let no_regions = Tensor::zeros(
             [0, self.llm.config().hidden_size as i64],
             (self.llm.kind(), self.llm.device()),
         );
+        let request = SplicedRequest {
+            prompt_ids,
+            region_token_id: None,
+            images: &images,
+            regions: &no_regions,
+        };
+        self.generate_spliced(&request, config, tokenizer, on_token)
+    }
+
+    /// Splices image tokens and region embeddings (already in the decoder's
+    /// space) into the prompt at their placeholder ids, and generates.
+    pub fn generate_spliced(
+        &self,
+        request: &SplicedRequest<'_>,
+        config: &GenerationConfig,
+        tokenizer: Option<&rgpt_llm::Tokenizer>,
+        on_token: &mut dyn FnMut(usize, i64),
+    ) -> Result<GenerationOutput, ModelError> {
+        let _guard = tch::no_grad_guard();
+        let image_id = self.config.image_token_index;
+        let mut collapsed: Vec<i64> = Vec::with_capacity(request.prompt_ids.len());
+        for &id in request.prompt_ids {
+            if !(id == image_id && collapsed.last() == Some(&image_id)) {
+                collapsed.push(id);
+            }
+        }
+        // No id is i64::MIN, so without a region token nothing splits there.
+        let region_id = request.region_token_id.unwrap_or(i64::MIN);
+        let segments = segments_from_ids(&collapsed, image_id, region_id);
         let embed = |ids: &Tensor| self.llm.embed(ids);
-        let spliced = splice(&segments, &embed, &images, &no_regions)?;
+        let spliced = splice(&segments, &embed, request.images, request.regions)?;
         let seq = spliced.labels.len() as i64;
         let mask = Tensor::ones([1, seq], (Kind::Bool, self.llm.device()));
         // transformers' repetition penalty sees the prompt ids it was given.
