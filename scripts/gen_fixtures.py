@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "scripts" / "fixtures"))
 
 import connector  # noqa: E402
 import llava  # noqa: E402
+import rgpt  # noqa: E402
 import preprocess  # noqa: E402
 import sentencepiece_tokenizer  # noqa: E402
 import torch_bin  # noqa: E402
@@ -218,6 +219,7 @@ def main():
         print(f"wrote {FIXTURES / name}")
     # After the tokenizer fixture, which the LLaVA one extends with <image>.
     llava.generate(FIXTURES / "llava-tiny")
+    rgpt.generate(FIXTURES / "rgpt-tiny")
 
 
 if __name__ == "__main__":

@@ -19,4 +19,16 @@ pub enum ModelError {
     Vision(#[from] rgpt_vision::error::VisionError),
     #[error(transparent)]
     Splice(#[from] crate::splice::SpliceError),
+    #[error("region {index}: {source}")]
+    Region {
+        index: usize,
+        #[source]
+        source: rgpt_region::RegionError,
+    },
+    #[error(transparent)]
+    Pool(#[from] rgpt_region::PoolError),
+    #[error(transparent)]
+    Refiner(#[from] rgpt_vision::refiner::RefinerError),
+    #[error("torch error: {0}")]
+    Torch(#[from] tch::TchError),
 }

@@ -1,0 +1,189 @@
+//! RegionGPT (paper Sec. 3.1, Fig. 2) on top of LLaVA-1.5: the vision
+//! tower's patch features go through the feature refinement module to a
+//! high-resolution map; image tokens are that map adaptively pooled back to
+//! the backbone grid; each region (box, polygon, mask, ...) is rasterised in
+//! original-image pixels, projected onto the refined grid through the
+//! preprocessing transform and mask-pooled; the one shared connector maps
+//! both into the decoder, where `<image>` and each `<region>` are spliced.
+//!
+//! Checkpoints: RGPT's own format is the transformers 5 LLaVA layout plus
+//! `feature_refiner.*`, with `"model_type": "rgpt"` and an `rgpt` section in
+//! `config.json`. A plain LLaVA checkpoint (no section, no refiner weights)
+//! runs with refiner `none`: its region tokens come from pooling the
+//! un-refined 24x24 map, as a LLaVA model would see it.
+use std::path::Path;
+
+use rgpt_llm::generation::{GenerationConfig, GenerationOutput};
+use rgpt_region::{mask_pool, project_bitmap, rasterize, GridGeometry, PoolStrategy, RegionSpec};
+use rgpt_vision::preprocess::ImageTransform;
+use rgpt_vision::refiner::{image_tokens, FeatureRefiner, RefinerKind};
+use serde::Deserialize;
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::llava::{open_checkpoint, read_config, Llava, LlavaConfig, SplicedRequest};
+use crate::ModelError;
+
+/// The `rgpt` section of an RGPT `config.json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RgptSection {
+    #[serde(default)]
+    pub refiner: RefinerKind,
+    /// (height, width) of the image-token grid; default the backbone's.
+    #[serde(default)]
+    pub image_token_grid: Option<(i64, i64)>,
+    /// The placeholder token of a region in prompts.
+    #[serde(default = "default_region_token")]
+    pub region_token: String,
+}
+
+fn default_region_token() -> String {
+    "<region>".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RgptConfig {
+    #[serde(flatten)]
+    pub llava: LlavaConfig,
+    #[serde(default)]
+    pub rgpt: Option<RgptSection>,
+}
+
+impl RgptConfig {
+    fn section(&self) -> RgptSection {
+        self.rgpt.clone().unwrap_or(RgptSection {
+            refiner: RefinerKind::None,
+            image_token_grid: None,
+            region_token: default_region_token(),
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct RegionGpt {
+    pub llava: Llava,
+    pub refiner: FeatureRefiner,
+    pub section: RgptSection,
+}
+
+/// One image with its regions, as a user gives them.
+pub struct RegionPrompt<'a> {
+    /// Token ids with one `<image>` and one `<region>` id per region.
+    pub prompt_ids: &'a [i64],
+    /// [1, 3, H, W] preprocessed pixels.
+    pub pixel_values: &'a Tensor,
+    /// How original-image pixels map onto `pixel_values`.
+    pub transform: &'a ImageTransform,
+    pub regions: &'a [RegionSpec],
+}
+
+impl RegionGpt {
+    pub fn new(vs: &nn::Path, config: &RgptConfig, path: &Path) -> Result<Self, ModelError> {
+        let llava = Llava::new(vs, &config.llava, path)?;
+        let section = config.section();
+        let channels = llava.vision.config().hidden_size as i64;
+        let refiner = FeatureRefiner::new(vs, section.refiner, channels);
+        Ok(RegionGpt {
+            llava,
+            refiner,
+            section,
+        })
+    }
+
+    /// Loads an RGPT or LLaVA checkpoint directory.
+    pub fn from_pretrained(
+        dir: &Path,
+        device: Device,
+        kind: Kind,
+    ) -> Result<(Self, nn::VarStore), ModelError> {
+        let _span = tracing::info_span!("load_rgpt", dir = %dir.display()).entered();
+        let config_path = dir.join("config.json");
+        let config: RgptConfig = read_config(&config_path)?;
+        let checkpoint = open_checkpoint(dir)?;
+        let mut vs = nn::VarStore::new(device);
+        vs.set_kind(kind);
+        let model = RegionGpt::new(&vs.root(), &config, &config_path)?;
+        checkpoint.load_into(&vs)?;
+        vs.freeze();
+        Ok((model, vs))
+    }
+
+    /// The refined map [1, C, H', W'] and the image tokens [1, h*w, C].
+    pub fn encode_image(&self, pixel_values: &Tensor) -> Result<(Tensor, Tensor), ModelError> {
+        let features = self.llava.vision_features(pixel_values)?;
+        let refined = self.refiner.forward(&features)?;
+        let grid = match self.section.image_token_grid {
+            Some(grid) => grid,
+            None => self.refiner.backbone_grid(&refined)?,
+        };
+        let tokens = image_tokens(&refined, grid)?;
+        Ok((refined, tokens))
+    }
+
+    /// Region features [regions, C]: each region rasterised on the original
+    /// image, projected onto `refined`'s grid and mask-pooled.
+    pub fn region_features(
+        &self,
+        refined: &Tensor,
+        transform: &ImageTransform,
+        regions: &[RegionSpec],
+    ) -> Result<Tensor, ModelError> {
+        let (_, _, grid_h, grid_w) = refined.size4()?;
+        let (width, height) = transform.original_size;
+        let (scale_x, scale_y) = transform.scale();
+        let (offset_x, offset_y) = transform.map_point(0.0, 0.0);
+        let geometry = GridGeometry {
+            scale_x,
+            scale_y,
+            offset_x,
+            offset_y,
+            processed_width: f64::from(transform.output_size.0),
+            processed_height: f64::from(transform.output_size.1),
+            grid_width: grid_w as usize,
+            grid_height: grid_h as usize,
+        };
+        let masks = regions
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                let bitmap = rasterize(spec, height, width).map_err(|e| ModelError::Region {
+                    index: i,
+                    source: e,
+                })?;
+                Ok(project_bitmap(&bitmap, &geometry, i)?)
+            })
+            .collect::<Result<Vec<Tensor>, ModelError>>()?;
+        if masks.is_empty() {
+            return Ok(Tensor::zeros(
+                [0, refined.size()[1]],
+                (refined.kind(), refined.device()),
+            ));
+        }
+        let masks = Tensor::f_stack(&masks, 0)?;
+        let index = vec![0i64; regions.len()];
+        Ok(mask_pool(refined, &masks, &index, PoolStrategy::Auto)?)
+    }
+
+    /// Generates an answer about the image and its regions.
+    pub fn generate(
+        &self,
+        prompt: &RegionPrompt<'_>,
+        region_token_id: i64,
+        config: &GenerationConfig,
+        tokenizer: Option<&rgpt_llm::Tokenizer>,
+        on_token: &mut dyn FnMut(usize, i64),
+    ) -> Result<GenerationOutput, ModelError> {
+        let _guard = tch::no_grad_guard();
+        let (refined, tokens) = self.encode_image(prompt.pixel_values)?;
+        let image = self.llava.connector.forward(&tokens.get(0));
+        let pooled = self.region_features(&refined, prompt.transform, prompt.regions)?;
+        let regions = self.llava.connector.forward(&pooled);
+        let request = SplicedRequest {
+            prompt_ids: prompt.prompt_ids,
+            region_token_id: Some(region_token_id),
+            images: std::slice::from_ref(&image),
+            regions: &regions,
+        };
+        self.llava
+            .generate_spliced(&request, config, tokenizer, on_token)
+    }
+}
