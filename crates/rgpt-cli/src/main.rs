@@ -7,8 +7,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use rgpt_llm::device::{parse_device, parse_dtype};
-use rgpt_llm::generation::Sampling;
+use rgpt_llm::generation::{GenerationConfig, Sampling};
 use rgpt_llm::{Template, TextGenerator};
+use rgpt_model::pipeline::RegionGenerator;
+use rgpt_region::RegionSpec;
+use rgpt_vision::preprocess::load_image;
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +41,16 @@ struct GenerateArgs {
     /// Feed the prompt as it is, without the conversation template.
     #[arg(long)]
     raw: bool,
+    /// An image to ask about (the model directory must then be an RGPT or
+    /// LLaVA checkpoint with preprocessor_config.json); `<image>` is
+    /// prepended to the prompt when it has none.
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// A region of the image, once per `<region>` in the prompt, in order:
+    /// box:x1,y1,x2,y2 | poly:x1,y1,x2,y2,... | mask:PATH.png | rle:JSON |
+    /// point:x,y[,r] (original-image pixels).
+    #[arg(long = "region", requires = "image")]
+    regions: Vec<String>,
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
     max_new_tokens: u32,
     /// Always take the most likely token (the default unless --temperature is given).
@@ -92,7 +105,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
@@ -146,17 +159,79 @@ impl LoadBar {
     }
 }
 
+/// The error and its causes on one line, skipping a cause whose text the
+/// message already carries (our library errors quote their source).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut message = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            message.push_str(": ");
+            message.push_str(&cause);
+        }
+    }
+    message
+}
+
 fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
     if let Some(threads) = args.threads {
         tch::set_num_threads(threads);
     }
     let device = parse_device(&args.device)?;
     let kind = parse_dtype(&args.dtype)?;
-    let mut progress = LoadBar::new(&args.model);
-    let generator = TextGenerator::load(&args.model, device, kind, &mut |p| progress.update(p))
-        .with_context(|| format!("while loading {}", args.model.display()))?;
-    progress.finish();
-    let mut config = generator.default_config();
+    let template = if args.raw {
+        Template::Raw
+    } else {
+        Template::VicunaV1
+    };
+    let stdout = std::io::stdout();
+    let stream = !args.json;
+    let mut on_text = |text: &str| {
+        if stream {
+            let mut out = stdout.lock();
+            // A closed pipe (e.g. `| head`) must not abort generation.
+            let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+        }
+    };
+    let completion = match &args.image {
+        Some(image_path) => {
+            let regions = args
+                .regions
+                .iter()
+                .map(|spec| {
+                    spec.parse::<RegionSpec>()
+                        .with_context(|| format!("invalid --region `{spec}`"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let image = load_image(image_path)?;
+            let generator = RegionGenerator::load(&args.model, device, kind)
+                .with_context(|| format!("while loading {}", args.model.display()))?;
+            let config = generation_config(&args, generator.default_config());
+            generator.complete(
+                &args.prompt,
+                &image,
+                &regions,
+                template,
+                &config,
+                &mut on_text,
+            )?
+        }
+        None => {
+            let mut progress = LoadBar::new(&args.model);
+            let generator =
+                TextGenerator::load(&args.model, device, kind, &mut |p| progress.update(p))
+                    .with_context(|| format!("while loading {}", args.model.display()))?;
+            progress.finish();
+            let config = generation_config(&args, generator.default_config());
+            generator.complete(&args.prompt, template, &config, &mut on_text)?
+        }
+    };
+    report(&args, &completion);
+    Ok(())
+}
+
+/// The sampling flags on top of a model's defaults (EOS, pad).
+fn generation_config(args: &GenerateArgs, mut config: GenerationConfig) -> GenerationConfig {
     config.max_new_tokens = args.max_new_tokens as usize;
     config.sampling = match args.temperature {
         Some(temperature) if !args.greedy => Sampling::Sample {
@@ -168,24 +243,13 @@ fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
     };
     config.repetition_penalty = args.repetition_penalty;
     config.seed = args.seed;
-    config.stop_strings = args.stop;
+    config.stop_strings = args.stop.clone();
     config.ignore_eos = args.ignore_eos;
     config.top_logprobs = args.top_logprobs;
-    let template = if args.raw {
-        Template::Raw
-    } else {
-        Template::VicunaV1
-    };
+    config
+}
 
-    let stdout = std::io::stdout();
-    let stream = !args.json;
-    let completion = generator.complete(&args.prompt, template, &config, &mut |text| {
-        if stream {
-            let mut out = stdout.lock();
-            // A closed pipe (e.g. `| head`) must not abort generation.
-            let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
-        }
-    })?;
+fn report(args: &GenerateArgs, completion: &rgpt_llm::Completion) {
     if args.json {
         let report = serde_json::json!({
             "prompt_ids": completion.prompt_ids,
@@ -199,5 +263,4 @@ fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
     } else {
         println!();
     }
-    Ok(())
 }

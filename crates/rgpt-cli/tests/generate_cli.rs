@@ -258,3 +258,109 @@ fn unknown_dtype() {
     );
     assert_clean_error(&out, "unknown dtype `f8`");
 }
+
+#[test]
+fn answers_about_an_image_and_its_regions() {
+    let model = fixture("rgpt-tiny");
+    let image = model.join("image.png");
+    let image = image.to_str().unwrap();
+    let one = generate(
+        &model,
+        &[
+            "--image",
+            image,
+            "--region",
+            "box:8,5,24,20",
+            "--prompt",
+            "What is <region>?",
+            "--max-new-tokens",
+            "6",
+            "--json",
+        ],
+    );
+    assert!(
+        one.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    let one: serde_json::Value = serde_json::from_slice(&one.stdout).unwrap();
+    assert_eq!(one["token_ids"].as_array().unwrap().len(), 6);
+    let two = generate(
+        &model,
+        &[
+            "--image",
+            image,
+            "--region",
+            "box:8,5,24,20",
+            "--region",
+            "poly:30,2,39,2,39,28,30,28",
+            "--prompt",
+            "Compare <region> and <region>.",
+            "--max-new-tokens",
+            "6",
+        ],
+    );
+    assert!(
+        two.status.success(),
+        "{}",
+        String::from_utf8_lossy(&two.stderr)
+    );
+    assert!(
+        !String::from_utf8(two.stdout).unwrap().trim().is_empty(),
+        "an answer is printed"
+    );
+}
+
+#[test]
+fn bad_regions_and_images() {
+    let model = fixture("rgpt-tiny");
+    let image = model.join("image.png");
+    let image = image.to_str().unwrap();
+    let out = generate(
+        &model,
+        &[
+            "--image",
+            image,
+            "--region",
+            "box:8,5,24",
+            "--prompt",
+            "What is <region>?",
+        ],
+    );
+    assert_clean_error(&out, "invalid --region `box:8,5,24`");
+    let out = generate(
+        &model,
+        &[
+            "--image",
+            image,
+            "--region",
+            "box:8,5,24,20",
+            "--prompt",
+            "<region> or <region>?",
+        ],
+    );
+    assert_clean_error(&out, "2 <region> placeholder(s) but 1 region(s)");
+    let out = generate(
+        &model,
+        &[
+            "--image",
+            image,
+            "--region",
+            "box:100,100,120,120",
+            "--prompt",
+            "What is <region>?",
+        ],
+    );
+    assert_clean_error(&out, "region 0:");
+    let out = generate(
+        &model,
+        &["--image", "/nonexistent/image.png", "--prompt", "hi"],
+    );
+    assert_clean_error(&out, "/nonexistent/image.png");
+    let corrupt = fixture("preprocess").join("corrupt.png");
+    let out = generate(
+        &model,
+        &["--image", corrupt.to_str().unwrap(), "--prompt", "hi"],
+    );
+    assert_clean_error(&out, "corrupt.png");
+}

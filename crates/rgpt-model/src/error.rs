@@ -29,6 +29,8 @@ pub enum ModelError {
     Pool(#[from] rgpt_region::PoolError),
     #[error(transparent)]
     Refiner(#[from] rgpt_vision::refiner::RefinerError),
+    #[error(transparent)]
+    Preprocess(#[from] rgpt_vision::preprocess::PreprocessError),
     #[error("torch error: {0}")]
     Torch(#[from] tch::TchError),
 }

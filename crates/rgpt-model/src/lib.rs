@@ -6,6 +6,7 @@
 mod error;
 pub mod llava;
 pub mod loss;
+pub mod pipeline;
 pub mod rgpt;
 pub mod splice;
 

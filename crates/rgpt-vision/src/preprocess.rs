@@ -29,7 +29,7 @@
 //! orientation and drops alpha without compositing.
 use std::path::{Path, PathBuf};
 
-use image::RgbImage;
+pub use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
