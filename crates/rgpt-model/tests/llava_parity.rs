@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use rgpt_llm::generation::GenerationConfig;
 use rgpt_llm::Tokenizer;
 use rgpt_model::llava::Llava;
+use rgpt_vision::preprocess::{load_image, PreprocessorConfig};
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
@@ -24,6 +25,8 @@ struct Expected {
     prompt_ids: Vec<i64>,
     greedy_tokens: Vec<i64>,
     top_logprobs: Vec<Vec<Top>>,
+    resized_greedy_tokens: Vec<i64>,
+    resized_top_logprobs: Vec<Vec<Top>>,
 }
 
 #[derive(Deserialize)]
@@ -45,6 +48,10 @@ fn pixel_values() -> Tensor {
 }
 
 fn run(dir: &Path, prompt_ids: &[i64]) -> rgpt_llm::generation::SequenceOutput {
+    run_on(dir, prompt_ids, &pixel_values())
+}
+
+fn run_on(dir: &Path, prompt_ids: &[i64], pixels: &Tensor) -> rgpt_llm::generation::SequenceOutput {
     let (model, _vs) = Llava::from_pretrained(dir, Device::Cpu, Kind::Float).unwrap();
     let config = GenerationConfig {
         max_new_tokens: 10,
@@ -53,7 +60,7 @@ fn run(dir: &Path, prompt_ids: &[i64]) -> rgpt_llm::generation::SequenceOutput {
         ..GenerationConfig::default()
     };
     let out = model
-        .generate(prompt_ids, &pixel_values(), &config, None, &mut |_, _| {})
+        .generate(prompt_ids, pixels, &config, None, &mut |_, _| {})
         .unwrap();
     out.sequences.into_iter().next().unwrap()
 }
@@ -67,13 +74,43 @@ fn greedy_generation_with_an_image_matches_transformers() {
         expected.prompt_ids
     );
     let seq = run(&fixture(), &expected.prompt_ids);
-    assert_eq!(seq.token_ids, expected.greedy_tokens);
-    for (step, (ours, theirs)) in seq
-        .top_logprobs
-        .iter()
-        .zip(&expected.top_logprobs)
-        .enumerate()
-    {
+    assert_same(&seq, &expected.greedy_tokens, &expected.top_logprobs);
+}
+
+/// A 45x33 PNG through our preprocessing (bicubic resize to 28, centre
+/// crop) against transformers' `CLIPImageProcessorPil` + model. Our resize
+/// is bit-identical to Pillow's (crates/rgpt-vision/tests/preprocess.rs), so
+/// the resize case keeps the same 1e-4 tolerance as the no-resize one.
+#[test]
+fn greedy_generation_with_a_resized_image_matches_transformers() {
+    let expected = expected();
+    let config = PreprocessorConfig::from_file(fixture().join("preprocessor_config.json")).unwrap();
+    let image = load_image(fixture().join("image.png")).unwrap();
+    let processed = config.preprocess(&image).unwrap();
+    assert_eq!(
+        processed.transform.resized_size,
+        (38, 28),
+        "45x33 resized to a shortest edge of 28"
+    );
+    let seq = run_on(
+        &fixture(),
+        &expected.prompt_ids,
+        &processed.pixel_values.unsqueeze(0),
+    );
+    assert_same(
+        &seq,
+        &expected.resized_greedy_tokens,
+        &expected.resized_top_logprobs,
+    );
+}
+
+fn assert_same(
+    seq: &rgpt_llm::generation::SequenceOutput,
+    tokens: &[i64],
+    top_logprobs: &[Vec<Top>],
+) {
+    assert_eq!(seq.token_ids, tokens);
+    for (step, (ours, theirs)) in seq.top_logprobs.iter().zip(top_logprobs).enumerate() {
         for (o, t) in ours.iter().zip(theirs) {
             assert_eq!(o.id, t.id, "step {step}");
             assert!(
