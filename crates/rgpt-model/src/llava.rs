@@ -17,14 +17,14 @@ use rgpt_llm::generation::{generate_from_embeds, GenerationConfig, GenerationOut
 use rgpt_llm::{Llama, LlamaConfig};
 use rgpt_vision::clip::{ClipVisionConfig, ClipVisionModel, FeatureSelect};
 use rgpt_weights::Checkpoint;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::splice::{segments_from_ids, splice, Segment};
 use crate::ModelError;
 
 /// HF `LlavaConfig` fields the model needs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct LlavaConfig {
     pub model_type: Option<String>,
     pub vision_config: serde_json::Value,

@@ -17,14 +17,14 @@ use rgpt_llm::generation::{GenerationConfig, GenerationOutput};
 use rgpt_region::{mask_pool, project_bitmap, rasterize, GridGeometry, PoolStrategy, RegionSpec};
 use rgpt_vision::preprocess::ImageTransform;
 use rgpt_vision::refiner::{image_tokens, FeatureRefiner, RefinerKind};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::llava::{open_checkpoint, read_config, Llava, LlavaConfig, SplicedRequest};
 use crate::ModelError;
 
 /// The `rgpt` section of an RGPT `config.json`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct RgptSection {
     #[serde(default)]
     pub refiner: RefinerKind,
@@ -40,7 +40,7 @@ fn default_region_token() -> String {
     "<region>".into()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct RgptConfig {
     #[serde(flatten)]
     pub llava: LlavaConfig,
@@ -57,6 +57,16 @@ impl RgptConfig {
         })
     }
 }
+
+/// Files a checkpoint carries besides weights and config.
+const COPIED_FILES: [&str; 6] = [
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "preprocessor_config.json",
+    "generation_config.json",
+];
 
 #[derive(Debug)]
 pub struct RegionGpt {
@@ -105,6 +115,46 @@ impl RegionGpt {
         checkpoint.load_into(&vs)?;
         vs.freeze();
         Ok((model, vs))
+    }
+
+    /// Saves in RGPT's format: safetensors (sharded above
+    /// `max_shard_bytes`, 4 GB by default) of every variable in `vs`, a
+    /// `config.json` with `"model_type": "rgpt"` and the `rgpt` section, and
+    /// the tokenizer / preprocessing / generation files copied from
+    /// `source_dir`. Each file lands atomically.
+    pub fn save_pretrained(
+        &self,
+        vs: &nn::VarStore,
+        source_dir: &Path,
+        out_dir: &Path,
+        max_shard_bytes: Option<u64>,
+    ) -> Result<(), ModelError> {
+        let _span = tracing::info_span!("save_rgpt", dir = %out_dir.display()).entered();
+        let tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        let max = max_shard_bytes.unwrap_or(rgpt_weights::save::DEFAULT_MAX_SHARD_BYTES);
+        rgpt_weights::save::save_safetensors(&tensors, out_dir, max)?;
+        let mut llava = self.llava.config.clone();
+        llava.model_type = Some("rgpt".into());
+        let config = RgptConfig {
+            llava,
+            rgpt: Some(self.section.clone()),
+        };
+        let mut json = serde_json::to_value(&config).map_err(|e| ModelError::Config {
+            path: out_dir.join("config.json"),
+            message: e.to_string(),
+        })?;
+        json["architectures"] = serde_json::json!(["RegionGptForConditionalGeneration"]);
+        let text = serde_json::to_string_pretty(&json).unwrap_or_default() + "\n";
+        rgpt_weights::save::write_atomic(&out_dir.join("config.json"), text.as_bytes())?;
+        for file in COPIED_FILES {
+            let from = source_dir.join(file);
+            if from.is_file() {
+                let bytes =
+                    std::fs::read(&from).map_err(|source| ModelError::Io { path: from, source })?;
+                rgpt_weights::save::write_atomic(&out_dir.join(file), &bytes)?;
+            }
+        }
+        Ok(())
     }
 
     /// The refined map [1, C, H', W'] and the image tokens [1, h*w, C].

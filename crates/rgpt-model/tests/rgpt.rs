@@ -142,3 +142,66 @@ fn bad_regions_are_errors_naming_the_region() {
         "{err}"
     );
 }
+
+#[test]
+fn saved_checkpoints_reload_to_the_same_answers() {
+    let tokenizer = Tokenizer::from_dir(&fixture()).unwrap();
+    let (model, vs) = RegionGpt::from_pretrained(&fixture(), Device::Cpu, Kind::Float).unwrap();
+    let region: RegionSpec = "box:8,5,24,20".parse().unwrap();
+    let before = answer(
+        &model,
+        &tokenizer,
+        "<image>\nWhat is <region>?",
+        std::slice::from_ref(&region),
+    )
+    .unwrap();
+
+    let out = std::env::temp_dir().join(format!("rgpt-save-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    // A 100 kB shard limit splits the ~350 kB fixture into several shards.
+    model
+        .save_pretrained(&vs, &fixture(), &out, Some(100_000))
+        .unwrap();
+    assert!(out.join("model.safetensors.index.json").is_file());
+    let shards: Vec<u64> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("model-")
+        })
+        .map(|p| p.metadata().unwrap().len())
+        .collect();
+    assert!(shards.len() > 1, "{} shard(s)", shards.len());
+    // The embedding table (801 x 32 f32 = 102 kB) is the one tensor above the limit.
+    assert!(shards.iter().all(|&len| len < 110_000), "{shards:?}");
+    assert!(!out.join("model.safetensors").exists());
+    for file in [
+        "tokenizer.json",
+        "preprocessor_config.json",
+        "generation_config.json",
+    ] {
+        assert!(out.join(file).is_file(), "{file} copied");
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model_type"], "rgpt");
+    assert_eq!(config["rgpt"]["refiner"], "deconv");
+    assert!(std::fs::read_dir(&out).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".tmp")));
+
+    let (reloaded, _vs) = RegionGpt::from_pretrained(&out, Device::Cpu, Kind::Float).unwrap();
+    let after = answer(
+        &reloaded,
+        &tokenizer,
+        "<image>\nWhat is <region>?",
+        &[region],
+    )
+    .unwrap();
+    assert_eq!(before, after);
+}

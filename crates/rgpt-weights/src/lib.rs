@@ -13,6 +13,7 @@ mod error;
 mod pickle;
 mod pytorch_bin;
 mod raw;
+pub mod save;
 
 pub use checkpoint::{Checkpoint, LoadProgress, WeightFormat};
 pub use dtype::Dtype;
