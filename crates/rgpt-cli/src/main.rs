@@ -10,8 +10,10 @@ use rgpt_llm::device::{parse_device, parse_dtype};
 use rgpt_llm::generation::{GenerationConfig, Sampling};
 use rgpt_llm::{Template, TextGenerator};
 use rgpt_model::pipeline::RegionGenerator;
+use rgpt_model::rgpt::RegionGpt;
 use rgpt_region::RegionSpec;
 use rgpt_vision::preprocess::load_image;
+use rgpt_vision::refiner::RefinerKind;
 
 #[derive(Parser)]
 #[command(
@@ -26,8 +28,31 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate text with a LLaMA-family Hugging Face checkpoint.
+    /// Generate text with a LLaMA-family Hugging Face checkpoint, or answer
+    /// about an image and its regions with an RGPT / LLaVA checkpoint.
     Generate(GenerateArgs),
+    /// Compose a fresh RGPT checkpoint from a CLIP directory and a LLaMA
+    /// directory (refiner and connector newly initialised), to train from.
+    Compose(ComposeArgs),
+}
+
+#[derive(Args)]
+struct ComposeArgs {
+    /// CLIP vision checkpoint (CLIPVisionModel or CLIPModel).
+    #[arg(long)]
+    vision: PathBuf,
+    /// LLaMA-family decoder checkpoint (e.g. Vicuna-7B).
+    #[arg(long)]
+    llm: PathBuf,
+    /// Where to write the RGPT checkpoint.
+    #[arg(long)]
+    out: PathBuf,
+    /// Feature refinement module: deconv, bilinear4, bilinear16, deconv+bilinear or none.
+    #[arg(long, default_value = "deconv")]
+    refiner: String,
+    /// Seed for the fresh refiner and connector weights.
+    #[arg(long, default_value_t = 0)]
+    seed: i64,
 }
 
 #[derive(Args)]
@@ -101,6 +126,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => run_generate(args),
+        Command::Compose(args) => run_compose(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -171,6 +197,28 @@ fn one_line(error: &anyhow::Error) -> String {
         }
     }
     message
+}
+
+fn run_compose(args: ComposeArgs) -> anyhow::Result<()> {
+    let name = serde_json::Value::String(args.refiner.clone());
+    let refiner: RefinerKind = serde_json::from_value(name).map_err(|_| {
+        let kinds = "deconv, bilinear4, bilinear16, deconv+bilinear or none";
+        anyhow::anyhow!("unknown --refiner `{}`: use {kinds}", args.refiner)
+    })?;
+    tch::manual_seed(args.seed);
+    let (model, vs, tokenizer) = RegionGpt::compose(
+        &args.vision,
+        &args.llm,
+        refiner,
+        tch::Device::Cpu,
+        tch::Kind::Float,
+    )
+    .context("while composing the RGPT model")?;
+    model
+        .save_pretrained(&vs, &tokenizer, &[&args.vision, &args.llm], &args.out, None)
+        .with_context(|| format!("while saving {}", args.out.display()))?;
+    println!("wrote an RGPT checkpoint to {}", args.out.display());
+    Ok(())
 }
 
 fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {

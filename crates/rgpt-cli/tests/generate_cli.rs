@@ -364,3 +364,44 @@ fn bad_regions_and_images() {
     );
     assert_clean_error(&out, "corrupt.png");
 }
+
+#[test]
+fn compose_writes_a_loadable_rgpt_checkpoint() {
+    let out = std::env::temp_dir().join(format!("rgpt-cli-compose-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let status = Command::new(env!("CARGO_BIN_EXE_rgpt"))
+        .args(["compose", "--vision"])
+        .arg(fixture("clip-vision-tiny"))
+        .arg("--llm")
+        .arg(fixture("llama-mha-tied"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model_type"], "rgpt");
+    let bad = Command::new(env!("CARGO_BIN_EXE_rgpt"))
+        .args(["compose", "--refiner", "cubic", "--vision"])
+        .arg(fixture("clip-vision-tiny"))
+        .arg("--llm")
+        .arg(fixture("llama-mha-tied"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_clean_error(&bad, "unknown --refiner `cubic`");
+}

@@ -73,6 +73,31 @@ impl Tokenizer {
             .map_err(|e| LlmError::Encode(e.to_string()))
     }
 
+    /// Adds special tokens (e.g. RGPT's `<image>` and `<region>`
+    /// placeholders) if missing; returns their ids. New ids come after the
+    /// vocabulary, which is fine for placeholders: they are replaced before
+    /// the embedding lookup.
+    pub fn add_special_tokens(&mut self, tokens: &[&str]) -> Result<Vec<i64>, LlmError> {
+        let added: Vec<tokenizers::AddedToken> = tokens
+            .iter()
+            .map(|t| tokenizers::AddedToken::from(*t, true))
+            .collect();
+        self.inner
+            .add_special_tokens(added)
+            .map_err(|e| LlmError::Encode(e.to_string()))?;
+        Ok(tokens.iter().filter_map(|t| self.token_to_id(t)).collect())
+    }
+
+    /// Writes `tokenizer.json`.
+    pub fn save(&self, path: &Path) -> Result<(), LlmError> {
+        self.inner
+            .save(path, true)
+            .map_err(|e| LlmError::Tokenizer {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })
+    }
+
     pub fn token_to_id(&self, token: &str) -> Option<i64> {
         self.inner.token_to_id(token).map(i64::from)
     }

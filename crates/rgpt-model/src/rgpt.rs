@@ -58,9 +58,9 @@ impl RgptConfig {
     }
 }
 
-/// Files a checkpoint carries besides weights and config.
-const COPIED_FILES: [&str; 6] = [
-    "tokenizer.json",
+/// Files a checkpoint carries besides weights, config and `tokenizer.json`
+/// (which is written from the tokenizer in use: it may have gained tokens).
+const COPIED_FILES: [&str; 5] = [
     "tokenizer.model",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -119,13 +119,15 @@ impl RegionGpt {
 
     /// Saves in RGPT's format: safetensors (sharded above
     /// `max_shard_bytes`, 4 GB by default) of every variable in `vs`, a
-    /// `config.json` with `"model_type": "rgpt"` and the `rgpt` section, and
-    /// the tokenizer / preprocessing / generation files copied from
-    /// `source_dir`. Each file lands atomically.
+    /// `config.json` with `"model_type": "rgpt"` and the `rgpt` section,
+    /// `tokenizer.json`, and the other tokenizer / preprocessing / generation
+    /// files copied from the first of `source_dirs` that has each. Each file
+    /// lands atomically.
     pub fn save_pretrained(
         &self,
         vs: &nn::VarStore,
-        source_dir: &Path,
+        tokenizer: &rgpt_llm::Tokenizer,
+        source_dirs: &[&Path],
         out_dir: &Path,
         max_shard_bytes: Option<u64>,
     ) -> Result<(), ModelError> {
@@ -146,15 +148,82 @@ impl RegionGpt {
         json["architectures"] = serde_json::json!(["RegionGptForConditionalGeneration"]);
         let text = serde_json::to_string_pretty(&json).unwrap_or_default() + "\n";
         rgpt_weights::save::write_atomic(&out_dir.join("config.json"), text.as_bytes())?;
+        let tokenizer_path = out_dir.join("tokenizer.json");
+        let tmp = out_dir.join("tokenizer.json.tmp");
+        tokenizer.save(&tmp)?;
+        std::fs::rename(&tmp, &tokenizer_path).map_err(|source| ModelError::Io {
+            path: tokenizer_path,
+            source,
+        })?;
         for file in COPIED_FILES {
-            let from = source_dir.join(file);
-            if from.is_file() {
+            if let Some(from) = source_dirs
+                .iter()
+                .map(|d| d.join(file))
+                .find(|p| p.is_file())
+            {
                 let bytes =
                     std::fs::read(&from).map_err(|source| ModelError::Io { path: from, source })?;
                 rgpt_weights::save::write_atomic(&out_dir.join(file), &bytes)?;
             }
         }
         Ok(())
+    }
+
+    /// A fresh RGPT from a CLIP directory (`CLIPVisionModel` or `CLIPModel`)
+    /// and a LLaMA directory, as training starts (paper Sec. 4): tower and
+    /// decoder load their weights, the refiner and connector keep their fresh
+    /// initialisation, and the tokenizer gains the `<image>` and `<region>`
+    /// placeholders. Nothing is frozen; training decides what trains.
+    pub fn compose(
+        vision_dir: &Path,
+        llm_dir: &Path,
+        refiner: RefinerKind,
+        device: Device,
+        kind: Kind,
+    ) -> Result<(Self, nn::VarStore, rgpt_llm::Tokenizer), ModelError> {
+        let _span = tracing::info_span!("compose_rgpt").entered();
+        let vision_json: serde_json::Value = read_config(&vision_dir.join("config.json"))?;
+        let vision_config = vision_json
+            .get("vision_config")
+            .cloned()
+            .unwrap_or(vision_json);
+        let llm_config_path = llm_dir.join("config.json");
+        let text_config: serde_json::Value = read_config(&llm_config_path)?;
+        let mut tokenizer = rgpt_llm::Tokenizer::from_dir(llm_dir)?;
+        let ids = tokenizer.add_special_tokens(&["<image>", "<region>"])?;
+        let image_token_index = ids.first().copied().ok_or_else(|| ModelError::Config {
+            path: llm_dir.to_path_buf(),
+            message: "could not add the <image> token to the tokenizer".into(),
+        })?;
+        let config = RgptConfig {
+            llava: LlavaConfig {
+                model_type: Some("rgpt".into()),
+                vision_config,
+                text_config,
+                image_token_index,
+                vision_feature_layer: -2,
+                vision_feature_select_strategy: "default".into(),
+                projector_hidden_act: "gelu".into(),
+                multimodal_projector_bias: true,
+            },
+            rgpt: Some(RgptSection {
+                refiner,
+                image_token_grid: None,
+                region_token: default_region_token(),
+            }),
+        };
+        let mut vs = nn::VarStore::new(device);
+        vs.set_kind(kind);
+        let model = RegionGpt::new(&vs.root(), &config, &llm_config_path)?;
+        let mut vision = rgpt_weights::Checkpoint::open(vision_dir)?;
+        // CLIPModel nests the tower under `vision_model.`; CLIPVisionModel
+        // saved by transformers 5 has no prefix.
+        vision.rename_prefixes(&[("vision_model.", "vision_tower."), ("", "vision_tower.")])?;
+        vision.load_under(&vs, "vision_tower.", &mut |_| {})?;
+        let mut llm = rgpt_weights::Checkpoint::open(llm_dir)?;
+        llm.rename_prefixes(&[("", "language_model.")])?;
+        llm.load_under(&vs, "language_model.", &mut |_| {})?;
+        Ok((model, vs, tokenizer))
     }
 
     /// The refined map [1, C, H', W'] and the image tokens [1, h*w, C].

@@ -12,6 +12,7 @@ use rgpt_model::rgpt::{RegionGpt, RegionPrompt};
 use rgpt_model::ModelError;
 use rgpt_region::RegionSpec;
 use rgpt_vision::preprocess::{load_image, ImageTransform, PreprocessorConfig};
+use rgpt_vision::refiner::RefinerKind;
 use tch::{Device, Kind, Tensor};
 
 fn fixture() -> PathBuf {
@@ -160,7 +161,7 @@ fn saved_checkpoints_reload_to_the_same_answers() {
     let _ = std::fs::remove_dir_all(&out);
     // A 100 kB shard limit splits the ~350 kB fixture into several shards.
     model
-        .save_pretrained(&vs, &fixture(), &out, Some(100_000))
+        .save_pretrained(&vs, &tokenizer, &[&fixture()], &out, Some(100_000))
         .unwrap();
     assert!(out.join("model.safetensors.index.json").is_file());
     let shards: Vec<u64> = std::fs::read_dir(&out)
@@ -204,4 +205,62 @@ fn saved_checkpoints_reload_to_the_same_answers() {
     )
     .unwrap();
     assert_eq!(before, after);
+}
+
+#[test]
+fn a_composed_rgpt_loads_its_parts_and_round_trips() {
+    let fixtures = fixture().join("..");
+    let (vision_dir, llm_dir) = (
+        fixtures.join("clip-vision-tiny"),
+        fixtures.join("llama-mha-tied"),
+    );
+    let (model, vs, tokenizer) = RegionGpt::compose(
+        &vision_dir,
+        &llm_dir,
+        RefinerKind::Deconv,
+        Device::Cpu,
+        Kind::Float,
+    )
+    .unwrap();
+    let image_id = tokenizer.token_to_id("<image>").unwrap();
+    let region_id = tokenizer.token_to_id("<region>").unwrap();
+    assert_eq!(model.llava.config.image_token_index, image_id);
+    assert!(region_id > image_id);
+    // Tower and decoder weights are the source checkpoints'.
+    let vars = vs.variables();
+    let clip = rgpt_weights::Checkpoint::open(&vision_dir).unwrap();
+    let name = "embeddings.patch_embedding.weight";
+    assert!(vars[&format!("vision_tower.{name}")].equal(&clip.tensor(name).unwrap()));
+    let llama = rgpt_weights::Checkpoint::open(&llm_dir).unwrap();
+    let name = "model.layers.1.mlp.up_proj.weight";
+    assert!(vars[&format!("language_model.{name}")].equal(&llama.tensor(name).unwrap()));
+    // Refiner and connector are fresh, trainable and not zero.
+    for name in [
+        "feature_refiner.deconv1.weight",
+        "multi_modal_projector.linear_1.weight",
+    ] {
+        assert!(
+            f64::try_from(vars[name].abs().sum(Kind::Float)).unwrap() > 0.0,
+            "{name}"
+        );
+    }
+
+    let out = std::env::temp_dir().join(format!("rgpt-compose-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    model
+        .save_pretrained(&vs, &tokenizer, &[&vision_dir, &llm_dir], &out, None)
+        .unwrap();
+    let (reloaded, reloaded_vs) =
+        RegionGpt::from_pretrained(&out, Device::Cpu, Kind::Float).unwrap();
+    assert_eq!(reloaded.refiner.kind(), RefinerKind::Deconv);
+    let reloaded_vars = reloaded_vs.variables();
+    assert_eq!(reloaded_vars.len(), vars.len());
+    for (name, var) in &vars {
+        assert!(
+            var.equal(&reloaded_vars[name]),
+            "{name} differs after save + load"
+        );
+    }
+    let reloaded_tokenizer = Tokenizer::from_dir(&out).unwrap();
+    assert_eq!(reloaded_tokenizer.token_to_id("<region>"), Some(region_id));
 }

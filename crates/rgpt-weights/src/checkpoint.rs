@@ -218,10 +218,26 @@ impl Checkpoint {
         vs: &VarStore,
         on_progress: &mut dyn FnMut(LoadProgress),
     ) -> Result<(), WeightsError> {
+        self.load_under(vs, "", on_progress)
+    }
+
+    /// Fills only the variables whose names start with `prefix`, for a model
+    /// composed from several checkpoints (a vision tower from one, the
+    /// decoder from another).
+    pub fn load_under(
+        &self,
+        vs: &VarStore,
+        prefix: &str,
+        on_progress: &mut dyn FnMut(LoadProgress),
+    ) -> Result<(), WeightsError> {
         let _span =
             tracing::info_span!("load_weights", location = %self.location.display()).entered();
         let _guard = tch::no_grad_guard();
-        let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        let mut variables: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .collect();
         // Stable order: errors and page-cache access are then reproducible.
         variables.sort_by(|a, b| a.0.cmp(&b.0));
         // Check every name and shape before copying anything, so a wrong
