@@ -24,6 +24,6 @@ pub use generation::{
 };
 pub use kv_cache::KvCache;
 pub use llama::Llama;
-pub use pipeline::{Completion, TextGenerator};
+pub use pipeline::{stream_completion, Completion, TextGenerator};
 pub use rgpt_weights::LoadProgress;
 pub use tokenizer::{StreamDecoder, Tokenizer};

@@ -7,7 +7,7 @@ use rgpt_weights::LoadProgress;
 use tch::{nn, Device, Kind};
 
 use crate::conversation::{Conversation, Template};
-use crate::generation::{generate, GenerationConfig, SequenceOutput, Timing};
+use crate::generation::{generate, GenerationConfig, GenerationOutput, SequenceOutput, Timing};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 use crate::{Llama, LlmError};
 
@@ -93,36 +93,51 @@ impl TextGenerator {
                 max_positions,
             });
         }
-        let mut stream = StreamDecoder::new();
-        let mut stream_error = None;
-        let mut on_token = |_: usize, id: i64| match stream.push(&self.tokenizer, id) {
-            Ok(Some(delta)) => on_text(&delta),
-            Ok(None) => {}
-            Err(e) => stream_error = Some(e),
-        };
-        let result = generate(
-            &self.model,
-            std::slice::from_ref(&prompt_ids),
-            config,
-            Some(&self.tokenizer),
-            &mut on_token,
-        )?;
-        if let Some(e) = stream_error {
-            return Err(e);
-        }
-        if let Some(rest) = stream.finish(&self.tokenizer)? {
-            on_text(&rest);
-        }
-        let output =
-            result.sequences.into_iter().next().ok_or_else(|| {
-                LlmError::InvalidRequest("generation returned no sequence".into())
-            })?;
-        let text = self.tokenizer.decode(&output.token_ids, true)?;
-        Ok(Completion {
-            prompt_ids,
-            output,
-            text,
-            timing: result.timing,
+        stream_completion(&self.tokenizer, &prompt_ids, on_text, &mut |on_token| {
+            Ok(generate(
+                &self.model,
+                std::slice::from_ref(&prompt_ids),
+                config,
+                Some(&self.tokenizer),
+                on_token,
+            )?)
         })
     }
+}
+
+/// Runs `generate` for one sequence, streaming its decoded text to `on_text`
+/// as tokens arrive, and collects the completion. Shared by every front end
+/// that answers one prompt (text only, or with an image and regions).
+pub fn stream_completion<E: From<LlmError>>(
+    tokenizer: &Tokenizer,
+    prompt_ids: &[i64],
+    on_text: &mut dyn FnMut(&str),
+    generate: &mut dyn FnMut(&mut dyn FnMut(usize, i64)) -> Result<GenerationOutput, E>,
+) -> Result<Completion, E> {
+    let mut stream = StreamDecoder::new();
+    let mut stream_error = None;
+    let mut on_token = |_: usize, id: i64| match stream.push(tokenizer, id) {
+        Ok(Some(delta)) => on_text(&delta),
+        Ok(None) => {}
+        Err(e) => stream_error = Some(e),
+    };
+    let result = generate(&mut on_token)?;
+    if let Some(e) = stream_error {
+        return Err(e.into());
+    }
+    if let Some(rest) = stream.finish(tokenizer)? {
+        on_text(&rest);
+    }
+    let output = result
+        .sequences
+        .into_iter()
+        .next()
+        .ok_or_else(|| LlmError::InvalidRequest("generation returned no sequence".into()))?;
+    let text = tokenizer.decode(&output.token_ids, true)?;
+    Ok(Completion {
+        prompt_ids: prompt_ids.to_vec(),
+        output,
+        text,
+        timing: result.timing,
+    })
 }

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use rgpt_llm::generation::GenerationConfig;
-use rgpt_llm::{Completion, Conversation, StreamDecoder, Template, Tokenizer};
+use rgpt_llm::{stream_completion, Completion, Conversation, Template, Tokenizer};
 use rgpt_region::RegionSpec;
 use rgpt_vision::preprocess::{PreprocessorConfig, RgbImage};
 use tch::{nn, Device, Kind};
@@ -86,35 +86,14 @@ impl RegionGenerator {
             transform: &processed.transform,
             regions,
         };
-        let mut stream = StreamDecoder::new();
-        let mut stream_error = None;
-        let mut on_token = |_: usize, id: i64| match stream.push(&self.tokenizer, id) {
-            Ok(Some(delta)) => on_text(&delta),
-            Ok(None) => {}
-            Err(e) => stream_error = Some(e),
-        };
-        let result = self.model.generate(
-            &request,
-            self.region_token_id,
-            config,
-            Some(&self.tokenizer),
-            &mut on_token,
-        )?;
-        if let Some(e) = stream_error {
-            return Err(e.into());
-        }
-        if let Some(rest) = stream.finish(&self.tokenizer)? {
-            on_text(&rest);
-        }
-        let output = result.sequences.into_iter().next().ok_or_else(|| {
-            rgpt_llm::LlmError::InvalidRequest("generation returned no sequence".into())
-        })?;
-        let text = self.tokenizer.decode(&output.token_ids, true)?;
-        Ok(Completion {
-            prompt_ids,
-            output,
-            text,
-            timing: result.timing,
+        stream_completion(&self.tokenizer, &prompt_ids, on_text, &mut |on_token| {
+            self.model.generate(
+                &request,
+                self.region_token_id,
+                config,
+                Some(&self.tokenizer),
+                on_token,
+            )
         })
     }
 }
