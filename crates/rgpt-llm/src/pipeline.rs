@@ -94,16 +94,19 @@ impl TextGenerator {
             });
         }
         stream_completion(&self.tokenizer, &prompt_ids, on_text, &mut |on_token| {
-            Ok(generate(
+            generate(
                 &self.model,
                 std::slice::from_ref(&prompt_ids),
                 config,
                 Some(&self.tokenizer),
                 on_token,
-            )?)
+            )
         })
     }
 }
+
+/// The per-token callback generation drives: (sequence, token id).
+pub type OnToken<'a> = &'a mut dyn FnMut(usize, i64);
 
 /// Runs `generate` for one sequence, streaming its decoded text to `on_text`
 /// as tokens arrive, and collects the completion. Shared by every front end
@@ -112,7 +115,7 @@ pub fn stream_completion<E: From<LlmError>>(
     tokenizer: &Tokenizer,
     prompt_ids: &[i64],
     on_text: &mut dyn FnMut(&str),
-    generate: &mut dyn FnMut(&mut dyn FnMut(usize, i64)) -> Result<GenerationOutput, E>,
+    generate: &mut dyn FnMut(OnToken<'_>) -> Result<GenerationOutput, E>,
 ) -> Result<Completion, E> {
     let mut stream = StreamDecoder::new();
     let mut stream_error = None;
