@@ -95,6 +95,26 @@ pub struct GenerationOutput {
 }
 
 impl GenerationConfig {
+    /// Defaults with a model's stop and pad ids: EOS from the config (the
+    /// tokenizer's `</s>` when the config names none), pad from the config
+    /// or 0.
+    pub fn for_model(config: &crate::LlamaConfig, tokenizer: &Tokenizer) -> Self {
+        let mut eos_token_ids = config.eos_token_ids();
+        if eos_token_ids.is_empty() {
+            eos_token_ids.extend(tokenizer.token_to_id("</s>"));
+        }
+        let pad_token_id = config
+            .pad_token_id
+            .as_ref()
+            .and_then(|p| p.to_vec().first().copied())
+            .unwrap_or(0);
+        GenerationConfig {
+            eos_token_ids,
+            pad_token_id,
+            ..GenerationConfig::default()
+        }
+    }
+
     fn validate(&self, tokenizer: Option<&Tokenizer>) -> Result<(), LlmError> {
         let invalid = |m: &str| Err(LlmError::InvalidRequest(m.to_string()));
         if self.max_new_tokens == 0 {

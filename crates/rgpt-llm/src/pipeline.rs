@@ -46,30 +46,9 @@ impl TextGenerator {
         })
     }
 
-    /// EOS ids from the config, else the tokenizer's `</s>`.
-    pub fn eos_token_ids(&self) -> Vec<i64> {
-        let ids = self.model.config().eos_token_ids();
-        if ids.is_empty() {
-            self.tokenizer.token_to_id("</s>").into_iter().collect()
-        } else {
-            ids
-        }
-    }
-
     /// A generation config with this model's EOS and pad ids filled in.
     pub fn default_config(&self) -> GenerationConfig {
-        let pad = self
-            .model
-            .config()
-            .pad_token_id
-            .as_ref()
-            .and_then(|p| p.to_vec().first().copied())
-            .unwrap_or(0);
-        GenerationConfig {
-            eos_token_ids: self.eos_token_ids(),
-            pad_token_id: pad,
-            ..GenerationConfig::default()
-        }
+        GenerationConfig::for_model(self.model.config(), &self.tokenizer)
     }
 
     /// Renders `prompt` with `template`, generates, and calls `on_text` with

@@ -114,6 +114,26 @@ pub struct SplicedRequest<'a> {
     pub regions: &'a Tensor,
 }
 
+/// The shared loading path of the LLaVA-family models: read `config.json`
+/// as `C`, declare the model in a VarStore of `kind` on `device`, fill it
+/// from the checkpoint (any known layout) and freeze it.
+pub(crate) fn load_frozen<M, C: serde::de::DeserializeOwned>(
+    dir: &Path,
+    device: Device,
+    kind: Kind,
+    build: impl FnOnce(&nn::Path, &C, &Path) -> Result<M, ModelError>,
+) -> Result<(M, nn::VarStore), ModelError> {
+    let config_path = dir.join("config.json");
+    let config: C = read_config(&config_path)?;
+    let checkpoint = open_checkpoint(dir)?;
+    let mut vs = nn::VarStore::new(device);
+    vs.set_kind(kind);
+    let model = build(&vs.root(), &config, &config_path)?;
+    checkpoint.load_into(&vs)?;
+    vs.freeze();
+    Ok((model, vs))
+}
+
 #[derive(Debug)]
 pub struct Llava {
     pub vision: ClipVisionModel,
@@ -160,15 +180,7 @@ impl Llava {
         kind: Kind,
     ) -> Result<(Self, nn::VarStore), ModelError> {
         let _span = tracing::info_span!("load_llava", dir = %dir.display()).entered();
-        let config_path = dir.join("config.json");
-        let config: LlavaConfig = read_config(&config_path)?;
-        let checkpoint = open_checkpoint(dir)?;
-        let mut vs = nn::VarStore::new(device);
-        vs.set_kind(kind);
-        let model = Llava::new(&vs.root(), &config, &config_path)?;
-        checkpoint.load_into(&vs)?;
-        vs.freeze();
-        Ok((model, vs))
+        load_frozen(dir, device, kind, Llava::new)
     }
 
     /// The vision tower's selected hidden state: [batch, tokens, vision_hidden].

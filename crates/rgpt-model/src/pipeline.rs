@@ -42,16 +42,9 @@ impl RegionGenerator {
         })
     }
 
-    /// EOS ids from the decoder config, else the tokenizer's `</s>`.
+    /// A generation config with the decoder's EOS and pad ids filled in.
     pub fn default_config(&self) -> GenerationConfig {
-        let mut eos = self.model.llava.llm.config().eos_token_ids();
-        if eos.is_empty() {
-            eos.extend(self.tokenizer.token_to_id("</s>"));
-        }
-        GenerationConfig {
-            eos_token_ids: eos,
-            ..GenerationConfig::default()
-        }
+        GenerationConfig::for_model(self.model.llava.llm.config(), &self.tokenizer)
     }
 
     /// Answers `question` about `image` and `regions` (one `<region>` in the

@@ -20,7 +20,7 @@ use rgpt_vision::refiner::{image_tokens, FeatureRefiner, RefinerKind};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::llava::{open_checkpoint, read_config, Llava, LlavaConfig, SplicedRequest};
+use crate::llava::{load_frozen, read_config, Llava, LlavaConfig, SplicedRequest};
 use crate::ModelError;
 
 /// The `rgpt` section of an RGPT `config.json`.
@@ -106,15 +106,7 @@ impl RegionGpt {
         kind: Kind,
     ) -> Result<(Self, nn::VarStore), ModelError> {
         let _span = tracing::info_span!("load_rgpt", dir = %dir.display()).entered();
-        let config_path = dir.join("config.json");
-        let config: RgptConfig = read_config(&config_path)?;
-        let checkpoint = open_checkpoint(dir)?;
-        let mut vs = nn::VarStore::new(device);
-        vs.set_kind(kind);
-        let model = RegionGpt::new(&vs.root(), &config, &config_path)?;
-        checkpoint.load_into(&vs)?;
-        vs.freeze();
-        Ok((model, vs))
+        load_frozen(dir, device, kind, RegionGpt::new)
     }
 
     /// Saves in RGPT's format: safetensors (sharded above
