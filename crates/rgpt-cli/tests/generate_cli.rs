@@ -352,6 +352,52 @@ fn bad_regions_and_images() {
         ],
     );
     assert_clean_error(&out, "region 0:");
+    // A 45x33 mask (non-zero = inside) for the 40x30 image.
+    let wrong_size = fixture("llava-tiny").join("image.png");
+    let mask = format!("mask:{}", wrong_size.display());
+    let out = generate(
+        &model,
+        &[
+            "--image",
+            image,
+            "--region",
+            &mask,
+            "--prompt",
+            "What is <region>?",
+        ],
+    );
+    assert_clean_error(
+        &out,
+        "size 33x45 (height x width) differs from the 30x40 image",
+    );
+    let rle = r#"rle:{"size":[20,20],"counts":[10,390]}"#;
+    let out = generate(
+        &model,
+        &[
+            "--image",
+            image,
+            "--region",
+            rle,
+            "--prompt",
+            "What is <region>?",
+        ],
+    );
+    assert_clean_error(
+        &out,
+        "size 20x20 (height x width) differs from the 30x40 image",
+    );
+    let out = generate(
+        &model,
+        &[
+            "--image",
+            image,
+            "--region",
+            "poly:1,1,5,5",
+            "--prompt",
+            "What is <region>?",
+        ],
+    );
+    assert_clean_error(&out, "poly:1,1,5,5");
     let out = generate(
         &model,
         &["--image", "/nonexistent/image.png", "--prompt", "hi"],

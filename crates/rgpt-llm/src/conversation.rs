@@ -65,36 +65,70 @@ impl Conversation {
     }
 
     pub fn prompt(&self) -> String {
+        self.render().text
+    }
+
+    /// The turns so far, in order.
+    pub fn turns(&self) -> &[(Role, Option<String>)] {
+        &self.turns
+    }
+
+    pub fn template(&self) -> Template {
+        self.template
+    }
+
+    /// The prompt text and where the assistant's written answers sit in it,
+    /// each with the separator that ends it (`</s>` for vicuna_v1), since
+    /// LLaVA trains the model to emit that too.
+    pub fn render(&self) -> RenderedConversation {
+        let mut text = String::new();
+        let mut answer_spans = Vec::new();
         match self.template {
-            Template::Raw => self
-                .turns
-                .iter()
-                .filter_map(|(_, m)| m.as_deref())
-                .collect(),
+            Template::Raw => {
+                for (role, message) in &self.turns {
+                    if let Some(m) = message {
+                        let start = text.len();
+                        text.push_str(m);
+                        if *role == Role::Assistant {
+                            answer_spans.push(start..text.len());
+                        }
+                    }
+                }
+            }
             Template::VicunaV1 => {
-                let mut out = format!("{VICUNA_V1_SYSTEM} ");
+                text.push_str(VICUNA_V1_SYSTEM);
+                text.push(' ');
                 for (role, message) in &self.turns {
                     let (name, sep) = match role {
                         Role::User => ("USER", " "),
                         Role::Assistant => ("ASSISTANT", "</s>"),
                     };
+                    text.push_str(name);
                     match message {
                         Some(m) => {
-                            out.push_str(name);
-                            out.push_str(": ");
-                            out.push_str(m);
-                            out.push_str(sep);
+                            text.push_str(": ");
+                            let start = text.len();
+                            text.push_str(m);
+                            text.push_str(sep);
+                            if *role == Role::Assistant {
+                                answer_spans.push(start..text.len());
+                            }
                         }
-                        None => {
-                            out.push_str(name);
-                            out.push(':');
-                        }
+                        None => text.push(':'),
                     }
                 }
-                out
             }
         }
+        RenderedConversation { text, answer_spans }
     }
+}
+
+/// A rendered conversation: the prompt text and the byte ranges of the
+/// assistant's answers in it (the training targets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedConversation {
+    pub text: String,
+    pub answer_spans: Vec<std::ops::Range<usize>>,
 }
 
 #[cfg(test)]
@@ -116,6 +150,23 @@ mod tests {
              gives helpful, detailed, and polite answers to the user's questions. USER: What is this? \
              ASSISTANT: A cat.</s>USER: And this? ASSISTANT:"
         );
+    }
+
+    #[test]
+    fn answer_spans_cover_each_answer_and_its_separator() {
+        let mut conv = Conversation::new(Template::VicunaV1);
+        conv.push(Role::User, Some("Q1".into()));
+        conv.push(Role::Assistant, Some("A cat.".into()));
+        conv.push(Role::User, Some("Q2".into()));
+        conv.push(Role::Assistant, Some("A dog.".into()));
+        let rendered = conv.render();
+        let answers: Vec<&str> = rendered
+            .answer_spans
+            .iter()
+            .map(|span| &rendered.text[span.clone()])
+            .collect();
+        assert_eq!(answers, ["A cat.</s>", "A dog.</s>"]);
+        assert!(rendered.text.ends_with("USER: Q2 ASSISTANT: A dog.</s>"));
     }
 
     #[test]

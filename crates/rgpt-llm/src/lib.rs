@@ -17,7 +17,7 @@ pub mod sentencepiece;
 pub mod tokenizer;
 
 pub use config::LlamaConfig;
-pub use conversation::{Conversation, Role, Template};
+pub use conversation::{Conversation, RenderedConversation, Role, Template};
 pub use error::LlmError;
 pub use generation::{
     generate, generate_from_embeds, GenerationConfig, GenerationOutput, Sampling,

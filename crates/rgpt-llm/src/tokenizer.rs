@@ -66,6 +66,26 @@ impl Tokenizer {
         Ok(encoding.get_ids().iter().map(|&id| id as i64).collect())
     }
 
+    /// Token ids of `text` with the byte range of `text` each token came
+    /// from (`0..0` for added BOS/EOS).
+    pub fn encode_with_offsets(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> Result<(Vec<i64>, Vec<std::ops::Range<usize>>), LlmError> {
+        let encoding = self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(|e| LlmError::Encode(e.to_string()))?;
+        let ids = encoding.get_ids().iter().map(|&id| id as i64).collect();
+        let offsets = encoding
+            .get_offsets()
+            .iter()
+            .map(|&(start, end)| start..end)
+            .collect();
+        Ok((ids, offsets))
+    }
+
     pub fn decode(&self, ids: &[i64], skip_special_tokens: bool) -> Result<String, LlmError> {
         let ids: Vec<u32> = ids.iter().map(|&id| id as u32).collect();
         self.inner

@@ -26,7 +26,7 @@ pub enum ModelError {
         source: rgpt_region::RegionError,
     },
     #[error(transparent)]
-    Pool(#[from] rgpt_region::PoolError),
+    Pool(#[from] rgpt_region::RegionError),
     #[error(transparent)]
     Refiner(#[from] rgpt_vision::refiner::RefinerError),
     #[error(transparent)]

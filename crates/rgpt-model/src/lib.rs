@@ -7,6 +7,7 @@ mod error;
 pub mod llava;
 pub mod loss;
 pub mod pipeline;
+pub mod prompt;
 pub mod rgpt;
 pub mod splice;
 

@@ -1,16 +1,19 @@
-//! Image + regions + text in, text out: what `rgpt generate --image` runs.
-//! Loads an RGPT (or LLaVA) directory with its tokenizer and
-//! `preprocessor_config.json`, templates the question (adding `<image>` to
-//! the first turn when the user left it out), and streams decoded text.
+//! Image + regions + text in, text out: what `rgpt generate --image` and
+//! `rgpt chat` run. Loads an RGPT (or LLaVA) directory with its tokenizer
+//! and `preprocessor_config.json`, templates the conversation (adding
+//! `<image>` to the first turn when the user left it out), and streams
+//! decoded text.
 use std::path::Path;
 
 use rgpt_llm::generation::GenerationConfig;
-use rgpt_llm::{stream_completion, Completion, Conversation, Template, Tokenizer};
+use rgpt_llm::{stream_completion, Completion, Conversation, Role, Template, Tokenizer};
 use rgpt_region::RegionSpec;
-use rgpt_vision::preprocess::{PreprocessorConfig, RgbImage};
-use tch::{nn, Device, Kind};
+use rgpt_vision::preprocess::{ImageTransform, PreprocessorConfig, RgbImage};
+use tch::{nn, Device, Kind, Tensor};
 
-use crate::rgpt::{RegionGpt, RegionPrompt};
+use crate::llava::SplicedRequest;
+use crate::rgpt::RegionGpt;
+use crate::splice::SpliceError;
 use crate::ModelError;
 
 pub struct RegionGenerator {
@@ -58,35 +61,181 @@ impl RegionGenerator {
         config: &GenerationConfig,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Completion, ModelError> {
+        let mut chat = RegionChat::new(self, image, template)?;
+        for region in regions {
+            chat.add_region(region.clone())?;
+        }
+        chat.ask(question, config, on_text)
+    }
+}
+
+/// A multi-turn conversation about one image (paper Sec. 3.2: the image is
+/// given once, at the start, and regions join as the talk goes on). The
+/// image is encoded once and each region pooled once, when added; every
+/// question then re-reads the whole conversation, answers included.
+pub struct RegionChat<'g> {
+    generator: &'g RegionGenerator,
+    template: Template,
+    conversation: Conversation,
+    transform: ImageTransform,
+    /// [1, C, H', W'], kept to pool regions added later.
+    refined: Tensor,
+    /// [tokens, text_hidden]: what `<image>` becomes.
+    image: Tensor,
+    regions: Vec<RegionSpec>,
+    /// One [1, text_hidden] per region, in the order they were added.
+    region_embeddings: Vec<Tensor>,
+    /// Regions already referred to by a `<region>` in an earlier question.
+    regions_asked: usize,
+}
+
+impl<'g> RegionChat<'g> {
+    /// Starts a conversation about `image`, encoding it once.
+    pub fn new(
+        generator: &'g RegionGenerator,
+        image: &RgbImage,
+        template: Template,
+    ) -> Result<Self, ModelError> {
+        let _guard = tch::no_grad_guard();
+        let processed = generator.preprocessor.preprocess(image)?;
+        let model = &generator.model;
+        let pixel_values = processed
+            .pixel_values
+            .unsqueeze(0)
+            .to_device(model.llava.llm.device());
+        let (refined, tokens) = model.encode_image(&pixel_values)?;
+        let image = model.llava.connector.forward(&tokens.get(0));
+        Ok(RegionChat {
+            generator,
+            template,
+            conversation: Conversation::new(template),
+            transform: processed.transform,
+            refined,
+            image,
+            regions: Vec::new(),
+            region_embeddings: Vec::new(),
+            regions_asked: 0,
+        })
+    }
+
+    /// Adds a region, checked and pooled now; the next question refers to
+    /// it with a `<region>`. Returns its number (0-based, as in errors).
+    pub fn add_region(&mut self, region: RegionSpec) -> Result<usize, ModelError> {
+        let _guard = tch::no_grad_guard();
+        let index = self.regions.len();
+        let model = &self.generator.model;
+        let pooled = model
+            .region_features(
+                &self.refined,
+                &self.transform,
+                std::slice::from_ref(&region),
+            )
+            .map_err(|e| match e {
+                ModelError::Region { source, .. } => ModelError::Region { index, source },
+                other => other,
+            })?;
+        self.region_embeddings
+            .push(model.llava.connector.forward(&pooled));
+        self.regions.push(region);
+        Ok(index)
+    }
+
+    /// Every region added so far.
+    pub fn regions(&self) -> &[RegionSpec] {
+        &self.regions
+    }
+
+    /// Regions added since the last question, each waiting for its `<region>`.
+    pub fn pending_regions(&self) -> usize {
+        self.regions.len() - self.regions_asked
+    }
+
+    /// The conversation so far.
+    pub fn conversation(&self) -> &Conversation {
+        &self.conversation
+    }
+
+    /// Forgets the conversation and its regions; the image stays.
+    pub fn reset(&mut self) {
+        self.conversation = Conversation::new(self.template);
+        self.regions.clear();
+        self.region_embeddings.clear();
+        self.regions_asked = 0;
+    }
+
+    /// Asks the next question, streaming the answer to `on_text`. It must
+    /// hold one `<region>` per pending region; `<image>` is added to the
+    /// first question when missing. A failed question leaves the
+    /// conversation as it was.
+    pub fn ask(
+        &mut self,
+        question: &str,
+        config: &GenerationConfig,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Completion, ModelError> {
+        let _guard = tch::no_grad_guard();
         if question.trim().is_empty() {
             return Err(rgpt_llm::LlmError::InvalidRequest("the prompt is empty".into()).into());
         }
-        let question = if question.contains("<image>") {
+        let generator = self.generator;
+        let first = self.conversation.turns().is_empty();
+        let question = if !first || question.contains("<image>") {
             question.to_string()
         } else {
             format!("<image>\n{question}")
         };
-        let text = Conversation::single_turn(template, &question).prompt();
-        let prompt_ids = self.tokenizer.encode(&text, true)?;
-        let processed = self.preprocessor.preprocess(image)?;
-        let pixel_values = processed
-            .pixel_values
-            .unsqueeze(0)
-            .to_device(self.model.llava.llm.device());
-        let request = RegionPrompt {
-            prompt_ids: &prompt_ids,
-            pixel_values: &pixel_values,
-            transform: &processed.transform,
-            regions,
+        let images = question.matches("<image>").count();
+        if images != usize::from(first) {
+            return Err(SpliceError::ImageCount {
+                placeholders: images,
+                images: usize::from(first),
+            }
+            .into());
+        }
+        let placeholders = question
+            .matches(generator.model.section.region_token.as_str())
+            .count();
+        if placeholders != self.pending_regions() {
+            return Err(SpliceError::RegionCount {
+                placeholders,
+                regions: self.pending_regions(),
+            }
+            .into());
+        }
+        let mut conversation = self.conversation.clone();
+        conversation.push(Role::User, Some(question.clone()));
+        conversation.push(Role::Assistant, None);
+        let prompt_ids = generator.tokenizer.encode(&conversation.prompt(), true)?;
+        let regions = match self.region_embeddings.as_slice() {
+            [] => Tensor::zeros(
+                [0, self.image.size()[1]],
+                (self.image.kind(), self.image.device()),
+            ),
+            embeddings => Tensor::f_cat(embeddings, 0)?,
         };
-        stream_completion(&self.tokenizer, &prompt_ids, on_text, &mut |on_token| {
-            self.model.generate(
-                &request,
-                self.region_token_id,
-                config,
-                Some(&self.tokenizer),
-                on_token,
-            )
-        })
+        let request = SplicedRequest {
+            prompt_ids: &prompt_ids,
+            region_token_id: Some(generator.region_token_id),
+            images: std::slice::from_ref(&self.image),
+            regions: &regions,
+        };
+        let completion = stream_completion(
+            &generator.tokenizer,
+            &prompt_ids,
+            on_text,
+            &mut |on_token| {
+                generator.model.llava.generate_spliced(
+                    &request,
+                    config,
+                    Some(&generator.tokenizer),
+                    on_token,
+                )
+            },
+        )?;
+        self.conversation.push(Role::User, Some(question));
+        self.conversation
+            .push(Role::Assistant, Some(completion.text.clone()));
+        self.regions_asked = self.regions.len();
+        Ok(completion)
     }
 }

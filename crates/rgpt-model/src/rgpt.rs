@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::llava::{load_frozen, read_config, Llava, LlavaConfig, SplicedRequest};
+use crate::loss::causal_lm_loss;
+use crate::splice::{pad_batch, splice, Segment, IGNORE_INDEX};
 use crate::ModelError;
 
 /// The `rgpt` section of an RGPT `config.json`.
@@ -73,6 +75,51 @@ pub struct RegionGpt {
     pub llava: Llava,
     pub refiner: FeatureRefiner,
     pub section: RgptSection,
+}
+
+/// One training example: a conversation split into labelled segments
+/// (see [`crate::prompt::conversation_segments`]), its image if it has one,
+/// and its regions in `<region>` order.
+pub struct TrainingExample<'a> {
+    pub segments: &'a [Segment],
+    pub image: Option<ExampleImage<'a>>,
+    pub regions: &'a [RegionSpec],
+}
+
+/// A preprocessed image of a training example.
+pub struct ExampleImage<'a> {
+    /// [3, H, W]; every image of a batch has the same size.
+    pub pixel_values: &'a Tensor,
+    pub transform: &'a ImageTransform,
+}
+
+/// What one training forward gives back.
+#[derive(Debug)]
+pub struct TrainingOutput {
+    /// Scalar f32: mean cross-entropy over the target tokens.
+    pub loss: Tensor,
+    /// [batch, seq, vocab] f32.
+    pub logits: Tensor,
+    /// [batch, seq]: the token where the loss is taken, else IGNORE_INDEX.
+    pub labels: Tensor,
+    /// How many tokens the loss averaged over.
+    pub target_tokens: i64,
+}
+
+/// How original-image pixels land on a `grid_w` x `grid_h` feature grid.
+fn grid_geometry(transform: &ImageTransform, grid_w: i64, grid_h: i64) -> GridGeometry {
+    let (scale_x, scale_y) = transform.scale();
+    let (offset_x, offset_y) = transform.map_point(0.0, 0.0);
+    GridGeometry {
+        scale_x,
+        scale_y,
+        offset_x,
+        offset_y,
+        processed_width: f64::from(transform.output_size.0),
+        processed_height: f64::from(transform.output_size.1),
+        grid_width: grid_w as usize,
+        grid_height: grid_h as usize,
+    }
 }
 
 /// One image with its regions, as a user gives them.
@@ -238,40 +285,151 @@ impl RegionGpt {
         transform: &ImageTransform,
         regions: &[RegionSpec],
     ) -> Result<Tensor, ModelError> {
-        let (_, _, grid_h, grid_w) = refined.size4()?;
-        let (width, height) = transform.original_size;
-        let (scale_x, scale_y) = transform.scale();
-        let (offset_x, offset_y) = transform.map_point(0.0, 0.0);
-        let geometry = GridGeometry {
-            scale_x,
-            scale_y,
-            offset_x,
-            offset_y,
-            processed_width: f64::from(transform.output_size.0),
-            processed_height: f64::from(transform.output_size.1),
-            grid_width: grid_w as usize,
-            grid_height: grid_h as usize,
-        };
-        let masks = regions
-            .iter()
-            .enumerate()
-            .map(|(i, spec)| {
-                let bitmap = rasterize(spec, height, width).map_err(|e| ModelError::Region {
-                    index: i,
-                    source: e,
-                })?;
-                Ok(project_bitmap(&bitmap, &geometry, i)?)
-            })
-            .collect::<Result<Vec<Tensor>, ModelError>>()?;
+        self.batch_region_features(refined, &[(transform, regions)])
+    }
+
+    /// Region features of a batch: `images[b]` holds image `b`'s transform
+    /// and regions, `refined` [B, C, H', W'] its refined maps. Returns
+    /// [total regions, C], image by image, each image's regions in order.
+    pub fn batch_region_features(
+        &self,
+        refined: &Tensor,
+        images: &[(&ImageTransform, &[RegionSpec])],
+    ) -> Result<Tensor, ModelError> {
+        let (_, channels, grid_h, grid_w) = refined.size4()?;
+        let mut masks = Vec::new();
+        let mut image_index = Vec::new();
+        let mut index = 0;
+        for (image, (transform, regions)) in images.iter().enumerate() {
+            let geometry = grid_geometry(transform, grid_w, grid_h);
+            let (width, height) = transform.original_size;
+            for spec in regions.iter() {
+                let bitmap = rasterize(spec, height, width)
+                    .map_err(|source| ModelError::Region { index, source })?;
+                masks.push(project_bitmap(&bitmap, &geometry, index)?);
+                image_index.push(image as i64);
+                index += 1;
+            }
+        }
         if masks.is_empty() {
             return Ok(Tensor::zeros(
-                [0, refined.size()[1]],
+                [0, channels],
                 (refined.kind(), refined.device()),
             ));
         }
         let masks = Tensor::f_stack(&masks, 0)?;
-        let index = vec![0i64; regions.len()];
-        Ok(mask_pool(refined, &masks, &index, PoolStrategy::Auto)?)
+        Ok(mask_pool(
+            refined,
+            &masks,
+            &image_index,
+            PoolStrategy::Auto,
+        )?)
+    }
+
+    /// The training forward (paper Sec. 4): every example's image goes
+    /// through tower, refiner and connector in one batch, its regions are
+    /// pooled and projected, the splice builds each sequence, sequences are
+    /// right-padded, and the loss is next-token cross-entropy on the answer
+    /// tokens only. Gradients reach whatever `vs` leaves trainable.
+    pub fn forward_train(
+        &self,
+        examples: &[TrainingExample<'_>],
+    ) -> Result<TrainingOutput, ModelError> {
+        if examples.is_empty() {
+            return Err(
+                rgpt_llm::LlmError::InvalidRequest("an empty training batch".into()).into(),
+            );
+        }
+        let with_image: Vec<&TrainingExample<'_>> =
+            examples.iter().filter(|e| e.image.is_some()).collect();
+        let (image_embeds, region_embeds, region_counts) = if with_image.is_empty() {
+            (None, None, Vec::new())
+        } else {
+            let pixels: Vec<Tensor> = with_image
+                .iter()
+                .filter_map(|e| e.image.as_ref())
+                .map(|image| image.pixel_values.shallow_clone())
+                .collect();
+            let pixels = Tensor::f_stack(&pixels, 0)?.f_to_device(self.llava.llm.device())?;
+            let (refined, tokens) = self.encode_image(&pixels)?;
+            let per_image: Vec<(&ImageTransform, &[RegionSpec])> = with_image
+                .iter()
+                .filter_map(|e| e.image.as_ref().map(|image| (image.transform, e.regions)))
+                .collect();
+            let pooled = self.batch_region_features(&refined, &per_image)?;
+            let counts: Vec<i64> = with_image.iter().map(|e| e.regions.len() as i64).collect();
+            (
+                Some(self.llava.connector.forward(&tokens)),
+                Some(self.llava.connector.forward(&pooled)),
+                counts,
+            )
+        };
+        let hidden = self.llava.llm.config().hidden_size as i64;
+        let no_regions = Tensor::zeros(
+            [0, hidden],
+            (self.llava.llm.kind(), self.llava.llm.device()),
+        );
+        let embed = |ids: &Tensor| self.llava.llm.embed(ids);
+        let (mut next_image, mut next_region) = (0i64, 0i64);
+        let mut spliced = Vec::with_capacity(examples.len());
+        for example in examples {
+            let (images, regions) = match (&example.image, &image_embeds, &region_embeds) {
+                (Some(_), Some(tokens), Some(pooled)) => {
+                    let count = region_counts[next_image as usize];
+                    let regions = pooled.f_narrow(0, next_region, count)?;
+                    let image = tokens.f_get(next_image)?;
+                    next_image += 1;
+                    next_region += count;
+                    (vec![image], regions)
+                }
+                _ if !example.regions.is_empty() => {
+                    return Err(crate::splice::SpliceError::RegionCount {
+                        placeholders: 0,
+                        regions: example.regions.len(),
+                    }
+                    .into())
+                }
+                _ => (Vec::new(), no_regions.shallow_clone()),
+            };
+            spliced.push(splice(example.segments, &embed, &images, &regions)?);
+        }
+        let batch = pad_batch(&spliced, false)?;
+        let (size, seq, _) = batch.embeds.size3()?;
+        let mut cache = self.llava.llm.new_cache(size, seq);
+        let hidden = self
+            .llava
+            .llm
+            .forward_embeds(&batch.embeds, Some(&batch.mask), &mut cache)?;
+        let logits = self.llava.llm.logits(&hidden);
+        let loss = causal_lm_loss(&logits, &batch.labels);
+        let target_tokens = i64::try_from(
+            batch
+                .labels
+                .narrow(1, 1, seq - 1)
+                .ne(IGNORE_INDEX)
+                .sum(Kind::Int64),
+        )?;
+        Ok(TrainingOutput {
+            loss,
+            logits,
+            labels: batch.labels,
+            target_tokens,
+        })
+    }
+
+    /// Image tokens [tokens, text_hidden] and region embeddings [regions,
+    /// text_hidden] in the decoder's space: what the splice puts at
+    /// `<image>` and the `<region>`s. Computed once per conversation.
+    pub fn encode_prompt_inputs(
+        &self,
+        pixel_values: &Tensor,
+        transform: &ImageTransform,
+        regions: &[RegionSpec],
+    ) -> Result<(Tensor, Tensor), ModelError> {
+        let (refined, tokens) = self.encode_image(pixel_values)?;
+        let image = self.llava.connector.forward(&tokens.get(0));
+        let pooled = self.region_features(&refined, transform, regions)?;
+        Ok((image, self.llava.connector.forward(&pooled)))
     }
 
     /// Generates an answer about the image and its regions.
@@ -284,10 +442,8 @@ impl RegionGpt {
         on_token: &mut dyn FnMut(usize, i64),
     ) -> Result<GenerationOutput, ModelError> {
         let _guard = tch::no_grad_guard();
-        let (refined, tokens) = self.encode_image(prompt.pixel_values)?;
-        let image = self.llava.connector.forward(&tokens.get(0));
-        let pooled = self.region_features(&refined, prompt.transform, prompt.regions)?;
-        let regions = self.llava.connector.forward(&pooled);
+        let (image, regions) =
+            self.encode_prompt_inputs(prompt.pixel_values, prompt.transform, prompt.regions)?;
         let request = SplicedRequest {
             prompt_ids: prompt.prompt_ids,
             region_token_id: Some(region_token_id),

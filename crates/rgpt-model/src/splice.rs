@@ -48,9 +48,30 @@ pub enum SpliceError {
 
 /// Splits token ids at the placeholder ids (every text segment non-target).
 pub fn segments_from_ids(ids: &[i64], image_token_id: i64, region_token_id: i64) -> Vec<Segment> {
+    let targets = vec![false; ids.len()];
+    segments_from_labelled_ids(ids, &targets, image_token_id, region_token_id)
+}
+
+/// Splits token ids at the placeholder ids, and text wherever `targets`
+/// (one flag per id: is it part of an answer?) changes.
+pub fn segments_from_labelled_ids(
+    ids: &[i64],
+    targets: &[bool],
+    image_token_id: i64,
+    region_token_id: i64,
+) -> Vec<Segment> {
     let mut segments = Vec::new();
-    let mut text = Vec::new();
-    for &id in ids {
+    let mut text: Vec<i64> = Vec::new();
+    let mut text_target = false;
+    let flush = |segments: &mut Vec<Segment>, text: &mut Vec<i64>, target: bool| {
+        if !text.is_empty() {
+            segments.push(Segment::Text {
+                ids: std::mem::take(text),
+                target,
+            });
+        }
+    };
+    for (&id, &target) in ids.iter().zip(targets) {
         let placeholder = if id == image_token_id {
             Some(Segment::Image)
         } else if id == region_token_id {
@@ -60,23 +81,19 @@ pub fn segments_from_ids(ids: &[i64], image_token_id: i64, region_token_id: i64)
         };
         match placeholder {
             Some(segment) => {
-                if !text.is_empty() {
-                    segments.push(Segment::Text {
-                        ids: std::mem::take(&mut text),
-                        target: false,
-                    });
-                }
+                flush(&mut segments, &mut text, text_target);
                 segments.push(segment);
             }
-            None => text.push(id),
+            None => {
+                if target != text_target {
+                    flush(&mut segments, &mut text, text_target);
+                    text_target = target;
+                }
+                text.push(id);
+            }
         }
     }
-    if !text.is_empty() {
-        segments.push(Segment::Text {
-            ids: text,
-            target: false,
-        });
-    }
+    flush(&mut segments, &mut text, text_target);
     segments
 }
 

@@ -55,7 +55,8 @@ pub enum RegionError {
 
     /// An RLE or mask whose size differs from the image it is laid on.
     #[error(
-        "region {region}: size {got_height}x{got_width} differs from the {height}x{width} image"
+        "region {region}: size {got_height}x{got_width} (height x width) differs from the \
+         {height}x{width} image it is laid on; give one of the image's size"
     )]
     SizeMismatch {
         region: String,
@@ -123,4 +124,29 @@ pub enum RegionError {
     /// A mask image that cannot be read or decoded.
     #[error("mask image {path}: {reason}")]
     MaskImage { path: String, reason: String },
+
+    // Mask pooling and projection onto a feature grid.
+    #[error("features must be [batch, channels, height, width], got {0:?}")]
+    FeatureShape(Vec<i64>),
+    #[error("region masks must be [regions, {height}, {width}] to match the feature grid, got {found:?}")]
+    MaskShape {
+        height: i64,
+        width: i64,
+        found: Vec<i64>,
+    },
+    #[error("{masks} region masks but {indices} image indices: give one image index per region")]
+    IndexCount { masks: usize, indices: usize },
+    #[error("region {region} refers to image {image}, but the batch has {batch} images")]
+    ImageIndex {
+        region: usize,
+        image: i64,
+        batch: i64,
+    },
+    #[error(
+        "region {region} covers no feature cell (it is empty or lies outside the image after \
+         preprocessing): check its coordinates"
+    )]
+    EmptyRegion { region: usize },
+    #[error("torch error while pooling: {0}")]
+    Torch(#[from] tch::TchError),
 }

@@ -13,7 +13,7 @@ pub mod rle;
 pub mod spec;
 
 pub use error::RegionError;
-pub use pool::{mask_pool, PoolError, PoolStrategy};
+pub use pool::{mask_pool, PoolStrategy};
 pub use projection::{project_bitmap, project_mask, GridGeometry};
 pub use raster::{rasterize, Bitmap};
 pub use rle::Rle;

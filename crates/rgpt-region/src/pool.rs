@@ -11,6 +11,8 @@
 //! [`PoolStrategy`] without changing callers.
 use tch::{Kind, Tensor};
 
+use crate::RegionError;
+
 /// Which implementation pools; `Auto` picks by how much of the grid the
 /// regions cover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -19,34 +21,6 @@ pub enum PoolStrategy {
     Auto,
     Dense,
     Sparse,
-}
-
-/// Bad pooling input; each names the region or tensor at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum PoolError {
-    #[error("features must be [batch, channels, height, width], got {0:?}")]
-    FeatureShape(Vec<i64>),
-    #[error("region masks must be [regions, {height}, {width}] to match the feature grid, got {found:?}")]
-    MaskShape {
-        height: i64,
-        width: i64,
-        found: Vec<i64>,
-    },
-    #[error("{masks} region masks but {indices} image indices: give one image index per region")]
-    IndexCount { masks: usize, indices: usize },
-    #[error("region {region} refers to image {image}, but the batch has {batch} images")]
-    ImageIndex {
-        region: usize,
-        image: i64,
-        batch: i64,
-    },
-    #[error(
-        "region {region} covers no feature cell (it is empty or lies outside the image after \
-         preprocessing): check its coordinates"
-    )]
-    EmptyRegion { region: usize },
-    #[error("torch error while pooling: {0}")]
-    Torch(#[from] tch::TchError),
 }
 
 /// The sparse pass (gather + serial `index_add`) costs far more per covered
@@ -64,22 +38,22 @@ pub fn mask_pool(
     masks: &Tensor,
     image_index: &[i64],
     strategy: PoolStrategy,
-) -> Result<Tensor, PoolError> {
+) -> Result<Tensor, RegionError> {
     let (batch, channels, height, width) = features
         .size4()
-        .map_err(|_| PoolError::FeatureShape(features.size()))?;
+        .map_err(|_| RegionError::FeatureShape(features.size()))?;
     let regions = image_index.len();
     match masks.size().as_slice() {
         &[n, h, w] if h == height && w == width => {
             if n as usize != regions {
-                return Err(PoolError::IndexCount {
+                return Err(RegionError::IndexCount {
                     masks: n as usize,
                     indices: regions,
                 });
             }
         }
         found => {
-            return Err(PoolError::MaskShape {
+            return Err(RegionError::MaskShape {
                 height,
                 width,
                 found: found.to_vec(),
@@ -88,7 +62,7 @@ pub fn mask_pool(
     }
     for (region, &image) in image_index.iter().enumerate() {
         if !(0..batch).contains(&image) {
-            return Err(PoolError::ImageIndex {
+            return Err(RegionError::ImageIndex {
                 region,
                 image,
                 batch,
@@ -103,7 +77,7 @@ pub fn mask_pool(
     let totals = weights.f_sum_dim_intlist(1, false, Kind::Float)?;
     let totals_cpu: Vec<f32> = Vec::try_from(&totals.to_device(tch::Device::Cpu))?;
     if let Some(region) = totals_cpu.iter().position(|&t| t <= 0.0 || !t.is_finite()) {
-        return Err(PoolError::EmptyRegion { region });
+        return Err(RegionError::EmptyRegion { region });
     }
     // [N, HW], each row summing to one.
     let normalised = weights.f_div(&totals.unsqueeze(1))?;
@@ -134,7 +108,7 @@ fn pool_dense(
     flat: &Tensor,
     normalised: &Tensor,
     image_index: &[i64],
-) -> Result<Tensor, PoolError> {
+) -> Result<Tensor, RegionError> {
     let device = flat.device();
     let channels = flat.size()[2];
     let mut out = Tensor::f_zeros([image_index.len() as i64, channels], (Kind::Float, device))?;
@@ -158,7 +132,7 @@ fn pool_sparse(
     flat: &Tensor,
     normalised: &Tensor,
     image_index: &[i64],
-) -> Result<Tensor, PoolError> {
+) -> Result<Tensor, RegionError> {
     let device = flat.device();
     let (batch, cells, channels) = flat.size3()?;
     let covered = normalised.f_nonzero()?; // [nnz, 2]: (region, cell)

@@ -7,8 +7,8 @@
 //! small weight instead of vanishing), which nearest-cell sampling would not.
 use tch::{Device, Kind, Tensor};
 
-use crate::pool::PoolError;
 use crate::raster::Bitmap;
+use crate::RegionError;
 
 /// Where original pixels land: `x' = x * scale_x + offset_x` (same for y) in
 /// the processed image of `processed_width x processed_height`, which the
@@ -72,7 +72,7 @@ pub fn project_mask(
     mask: &Tensor,
     geometry: &GridGeometry,
     region: usize,
-) -> Result<Tensor, PoolError> {
+) -> Result<Tensor, RegionError> {
     let (height, width) = mask.size2()?;
     let inside = mask
         .f_ne(0)?
@@ -94,7 +94,7 @@ pub fn project_mask(
     );
     let projected = rows.f_matmul(&inside)?.f_matmul(&cols.f_transpose(0, 1)?)?;
     if f64::try_from(projected.f_sum(Kind::Float)?)? <= 0.0 {
-        return Err(PoolError::EmptyRegion { region });
+        return Err(RegionError::EmptyRegion { region });
     }
     Ok(projected)
 }
@@ -104,7 +104,7 @@ pub fn project_bitmap(
     mask: &Bitmap,
     geometry: &GridGeometry,
     region: usize,
-) -> Result<Tensor, PoolError> {
+) -> Result<Tensor, RegionError> {
     let pixels = Tensor::from_slice(&mask.data).view([mask.height as i64, mask.width as i64]);
     project_mask(&pixels, geometry, region)
 }

@@ -1,8 +1,9 @@
 //! Mask pooling and grid projection against direct computations: a per-pixel
 //! loop in f64 for pooling (both implementations, 1e-5 relative, f32 sums
 //! of at most 36 cells), and hand-computed coverage fractions for projection.
-use rgpt_region::pool::{mask_pool, PoolError, PoolStrategy};
+use rgpt_region::pool::{mask_pool, PoolStrategy};
 use rgpt_region::projection::{project_mask, GridGeometry};
+use rgpt_region::RegionError;
 use tch::{Device, Kind, Tensor};
 
 /// sum_p w_p z_p / sum_p w_p, one pixel at a time.
@@ -91,11 +92,11 @@ fn bad_pooling_input_is_an_error_naming_the_region() {
     let _ = empty.get(0).fill_(1.0);
     assert!(matches!(
         mask_pool(&features, &empty, &[0, 1], PoolStrategy::Dense),
-        Err(PoolError::EmptyRegion { region: 1 })
+        Err(RegionError::EmptyRegion { region: 1 })
     ));
     assert!(matches!(
         mask_pool(&features, &masks, &[0, 2], PoolStrategy::Dense),
-        Err(PoolError::ImageIndex {
+        Err(RegionError::ImageIndex {
             region: 1,
             image: 2,
             batch: 2
@@ -103,7 +104,7 @@ fn bad_pooling_input_is_an_error_naming_the_region() {
     ));
     assert!(matches!(
         mask_pool(&features, &masks, &[0], PoolStrategy::Dense),
-        Err(PoolError::IndexCount {
+        Err(RegionError::IndexCount {
             masks: 2,
             indices: 1
         })
@@ -111,12 +112,12 @@ fn bad_pooling_input_is_an_error_naming_the_region() {
     let wrong = Tensor::ones([2, 4, 3], (Kind::Float, Device::Cpu));
     assert!(matches!(
         mask_pool(&features, &wrong, &[0, 1], PoolStrategy::Dense),
-        Err(PoolError::MaskShape { .. })
+        Err(RegionError::MaskShape { .. })
     ));
     let flat = Tensor::ones([4, 9], (Kind::Float, Device::Cpu));
     assert!(matches!(
         mask_pool(&flat, &masks, &[0, 1], PoolStrategy::Dense),
-        Err(PoolError::FeatureShape(_))
+        Err(RegionError::FeatureShape(_))
     ));
 }
 
@@ -196,7 +197,7 @@ fn a_region_cropped_away_is_an_error() {
     let _ = mask.narrow(1, 0, 4).fill_(1);
     assert!(matches!(
         project_mask(&mask, &geometry, 3),
-        Err(PoolError::EmptyRegion { region: 3 })
+        Err(RegionError::EmptyRegion { region: 3 })
     ));
     let empty = Tensor::zeros([16, 16], (Kind::Uint8, Device::Cpu));
     assert!(project_mask(&empty, &GridGeometry::identity(16, 16, 4, 4), 0).is_err());
