@@ -76,7 +76,13 @@ fn each_turn_answers_as_a_generation_over_the_whole_conversation() {
     expected.push(Role::Assistant, None);
     assert_eq!(
         a1.output.token_ids,
-        one_shot(&generator, &image, &expected, &[first.clone()], &config)
+        one_shot(
+            &generator,
+            &image,
+            &expected,
+            std::slice::from_ref(&first),
+            &config
+        )
     );
 
     assert_eq!(chat.add_region(second.clone()).unwrap(), 1);
