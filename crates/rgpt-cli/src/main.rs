@@ -1,6 +1,6 @@
 //! `rgpt`: the RGPT-rs command line. Each subcommand parses its arguments,
 //! calls one library function and formats the result.
-use std::io::Write;
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -9,8 +9,9 @@ use clap::{Args, Parser, Subcommand};
 use rgpt_llm::device::{parse_device, parse_dtype};
 use rgpt_llm::generation::{GenerationConfig, Sampling};
 use rgpt_llm::{Template, TextGenerator};
-use rgpt_model::pipeline::RegionGenerator;
+use rgpt_model::pipeline::{RegionChat, RegionGenerator};
 use rgpt_model::rgpt::RegionGpt;
+use rgpt_model::ModelError;
 use rgpt_region::RegionSpec;
 use rgpt_vision::preprocess::load_image;
 use rgpt_vision::refiner::RefinerKind;
@@ -31,6 +32,9 @@ enum Command {
     /// Generate text with a LLaMA-family Hugging Face checkpoint, or answer
     /// about an image and its regions with an RGPT / LLaVA checkpoint.
     Generate(GenerateArgs),
+    /// Talk about one image and its regions, turn by turn (`/region SPEC`
+    /// adds a region, `/reset` starts over, `/quit` ends).
+    Chat(ChatArgs),
     /// Compose a fresh RGPT checkpoint from a CLIP directory and a LLaMA
     /// directory (refiner and connector newly initialised), to train from.
     Compose(ComposeArgs),
@@ -76,6 +80,39 @@ struct GenerateArgs {
     /// point:x,y[,r] (original-image pixels).
     #[arg(long = "region", requires = "image")]
     regions: Vec<String>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Report the K most likely tokens of every step (with --json).
+    #[arg(long, default_value_t = 0)]
+    top_logprobs: usize,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+    /// Print one JSON object instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ChatArgs {
+    /// RGPT or LLaVA checkpoint directory (with preprocessor_config.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// The image the conversation is about; it is given to the model once,
+    /// with the first question.
+    #[arg(long)]
+    image: PathBuf,
+    /// Regions to start with, as for `generate` (more with `/region SPEC`).
+    #[arg(long = "region")]
+    regions: Vec<String>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+/// How tokens are chosen; shared by `generate` and `chat`.
+#[derive(Args)]
+struct SamplingArgs {
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
     max_new_tokens: u32,
     /// Always take the most likely token (the default unless --temperature is given).
@@ -101,9 +138,11 @@ struct GenerateArgs {
     /// Keep generating past the end-of-sequence token.
     #[arg(long)]
     ignore_eos: bool,
-    /// Report the K most likely tokens of every step (with --json).
-    #[arg(long, default_value_t = 0)]
-    top_logprobs: usize,
+}
+
+/// Where and how the model runs.
+#[derive(Args)]
+struct RuntimeArgs {
     /// f32, bf16 or f16.
     #[arg(long, default_value = "f32")]
     dtype: String,
@@ -113,9 +152,15 @@ struct GenerateArgs {
     /// libtorch intra-op threads (default: libtorch's choice).
     #[arg(long)]
     threads: Option<i32>,
-    /// Print one JSON object instead of streaming text.
-    #[arg(long)]
-    json: bool,
+}
+
+impl RuntimeArgs {
+    fn apply(&self) -> anyhow::Result<(tch::Device, tch::Kind)> {
+        if let Some(threads) = self.threads {
+            tch::set_num_threads(threads);
+        }
+        Ok((parse_device(&self.device)?, parse_dtype(&self.dtype)?))
+    }
 }
 
 fn main() -> ExitCode {
@@ -126,6 +171,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => run_generate(args),
+        Command::Chat(args) => run_chat(args),
         Command::Compose(args) => run_compose(args),
     };
     match result {
@@ -222,11 +268,7 @@ fn run_compose(args: ComposeArgs) -> anyhow::Result<()> {
 }
 
 fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
-    if let Some(threads) = args.threads {
-        tch::set_num_threads(threads);
-    }
-    let device = parse_device(&args.device)?;
-    let kind = parse_dtype(&args.dtype)?;
+    let (device, kind) = args.runtime.apply()?;
     let template = if args.raw {
         Template::Raw
     } else {
@@ -243,26 +285,22 @@ fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
     };
     let completion = match &args.image {
         Some(image_path) => {
-            let regions = args
-                .regions
-                .iter()
-                .map(|spec| {
-                    spec.parse::<RegionSpec>()
-                        .with_context(|| format!("invalid --region `{spec}`"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let regions = parse_regions(&args.regions)?;
             let image = load_image(image_path)?;
             let generator = RegionGenerator::load(&args.model, device, kind)
                 .with_context(|| format!("while loading {}", args.model.display()))?;
-            let config = generation_config(&args, generator.default_config());
-            generator.complete(
-                &args.prompt,
-                &image,
-                &regions,
-                template,
-                &config,
-                &mut on_text,
-            )?
+            let mut config = generation_config(&args.sampling, generator.default_config());
+            config.top_logprobs = args.top_logprobs;
+            generator
+                .complete(
+                    &args.prompt,
+                    &image,
+                    &regions,
+                    template,
+                    &config,
+                    &mut on_text,
+                )
+                .map_err(|e| name_region(e, &args.regions))?
         }
         None => {
             let mut progress = LoadBar::new(&args.model);
@@ -270,7 +308,8 @@ fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
                 TextGenerator::load(&args.model, device, kind, &mut |p| progress.update(p))
                     .with_context(|| format!("while loading {}", args.model.display()))?;
             progress.finish();
-            let config = generation_config(&args, generator.default_config());
+            let mut config = generation_config(&args.sampling, generator.default_config());
+            config.top_logprobs = args.top_logprobs;
             generator.complete(&args.prompt, template, &config, &mut on_text)?
         }
     };
@@ -279,7 +318,7 @@ fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
 }
 
 /// The sampling flags on top of a model's defaults (EOS, pad).
-fn generation_config(args: &GenerateArgs, mut config: GenerationConfig) -> GenerationConfig {
+fn generation_config(args: &SamplingArgs, mut config: GenerationConfig) -> GenerationConfig {
     config.max_new_tokens = args.max_new_tokens as usize;
     config.sampling = match args.temperature {
         Some(temperature) if !args.greedy => Sampling::Sample {
@@ -293,8 +332,100 @@ fn generation_config(args: &GenerateArgs, mut config: GenerationConfig) -> Gener
     config.seed = args.seed;
     config.stop_strings = args.stop.clone();
     config.ignore_eos = args.ignore_eos;
-    config.top_logprobs = args.top_logprobs;
     config
+}
+
+fn parse_region(spec: &str) -> anyhow::Result<RegionSpec> {
+    spec.parse::<RegionSpec>()
+        .with_context(|| format!("invalid --region `{spec}`"))
+}
+
+fn parse_regions(specs: &[String]) -> anyhow::Result<Vec<RegionSpec>> {
+    specs.iter().map(|spec| parse_region(spec)).collect()
+}
+
+/// Puts the user's own text of a region in front of an error about it (a
+/// mask file's path, say, which the parsed region no longer knows).
+fn name_region(error: ModelError, specs: &[String]) -> anyhow::Error {
+    let spec = match &error {
+        ModelError::Region { index, .. } => specs.get(*index).cloned(),
+        _ => None,
+    };
+    match spec {
+        Some(spec) => anyhow::Error::new(error).context(format!("--region `{spec}`")),
+        None => error.into(),
+    }
+}
+
+fn run_chat(args: ChatArgs) -> anyhow::Result<()> {
+    let (device, kind) = args.runtime.apply()?;
+    let regions = parse_regions(&args.regions)?;
+    let image = load_image(&args.image)?;
+    let generator = RegionGenerator::load(&args.model, device, kind)
+        .with_context(|| format!("while loading {}", args.model.display()))?;
+    let config = generation_config(&args.sampling, generator.default_config());
+    let mut chat = RegionChat::new(&generator, &image, Template::VicunaV1)?;
+    for region in regions {
+        chat.add_region(region)
+            .map_err(|e| name_region(e, &args.regions))?;
+    }
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    if interactive {
+        eprintln!(
+            "chatting about {} ({} region(s)); /region SPEC adds one, /reset, /quit",
+            args.image.display(),
+            chat.regions().len()
+        );
+    }
+    let mut line = String::new();
+    loop {
+        if interactive {
+            eprint!("> ");
+        }
+        line.clear();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            break;
+        }
+        let input = line.trim();
+        let outcome = match input.split_once(char::is_whitespace).unwrap_or((input, "")) {
+            ("", _) => continue,
+            ("/quit" | "/exit", _) => break,
+            ("/reset", _) => {
+                chat.reset();
+                println!("(conversation and regions cleared; the image stays)");
+                Ok(())
+            }
+            ("/region", spec) => parse_region(spec.trim()).and_then(|region| {
+                let number = chat
+                    .add_region(region)
+                    .with_context(|| format!("/region `{}`", spec.trim()))?;
+                println!(
+                    "(region {number} added: refer to it with <region> in the next question; {} waiting)",
+                    chat.pending_regions()
+                );
+                Ok(())
+            }),
+            (command, _) if command.starts_with('/') => Err(anyhow::anyhow!(
+                "unknown command `{command}`: use /region SPEC, /reset or /quit"
+            )),
+            _ => {
+                let stdout = std::io::stdout();
+                let mut on_text = |text: &str| {
+                    let mut out = stdout.lock();
+                    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+                };
+                chat.ask(input, &config, &mut on_text)
+                    .map(|_| println!())
+                    .map_err(anyhow::Error::from)
+            }
+        };
+        // A mistake costs the one line, not the conversation.
+        if let Err(e) = outcome {
+            eprintln!("error: {}", one_line(&e));
+        }
+    }
+    Ok(())
 }
 
 fn report(args: &GenerateArgs, completion: &rgpt_llm::Completion) {
