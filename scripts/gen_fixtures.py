@@ -219,6 +219,7 @@ def main():
         print(f"wrote {FIXTURES / name}")
     # After the tokenizer fixture, which the LLaVA one extends with <image>.
     llava.generate(FIXTURES / "llava-tiny")
+    llava.generate_siglip(FIXTURES / "llava-siglip-tiny")
     rgpt.generate(FIXTURES / "rgpt-tiny")
 
 

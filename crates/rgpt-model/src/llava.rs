@@ -1,6 +1,6 @@
 //! LLaVA-1.5, the model RegionGPT starts from (paper Sec. 4), after
 //! transformers' `LlavaForConditionalGeneration` (`models/llava/
-//! modeling_llava.py`, v5.23): CLIP vision tower -> hidden state of
+//! modeling_llava.py`, v5.23): CLIP (or SigLIP) vision tower -> hidden state of
 //! `vision_feature_layer` (CLS dropped for `default`) -> the shared
 //! connector -> image tokens spliced at `<image>` into the LLaMA decoder.
 //!
@@ -15,7 +15,8 @@ use std::path::Path;
 use rgpt_connector::{Connector, ConnectorConfig};
 use rgpt_llm::generation::{generate_from_embeds, GenerationConfig, GenerationOutput};
 use rgpt_llm::{Llama, LlamaConfig};
-use rgpt_vision::clip::{ClipVisionConfig, ClipVisionModel, FeatureSelect};
+use rgpt_vision::clip::FeatureSelect;
+use rgpt_vision::tower::{VisionTower, VisionTowerConfig};
 use rgpt_weights::Checkpoint;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
@@ -136,7 +137,7 @@ pub(crate) fn load_frozen<M, C: serde::de::DeserializeOwned>(
 
 #[derive(Debug)]
 pub struct Llava {
-    pub vision: ClipVisionModel,
+    pub vision: VisionTower,
     pub connector: Connector,
     pub llm: Llama,
     pub config: LlavaConfig,
@@ -149,21 +150,18 @@ impl Llava {
             path: path.to_path_buf(),
             message,
         };
-        let vision_config: ClipVisionConfig = serde_json::from_value(config.vision_config.clone())
-            .map_err(|e| invalid(format!("vision_config: {e}")))?;
-        vision_config
-            .validate()
-            .map_err(|e| invalid(format!("vision_config: {e}")))?;
+        let vision_config = VisionTowerConfig::from_value(&config.vision_config)
+            .map_err(|e| invalid(e.to_string()))?;
         let text_config = LlamaConfig::from_value(config.text_config.clone(), path)?;
         let feature_select: FeatureSelect = config.vision_feature_select_strategy.parse()?;
         let connector_config = ConnectorConfig {
-            vision_hidden_size: vision_config.hidden_size,
+            vision_hidden_size: vision_config.hidden_size(),
             text_hidden_size: text_config.hidden_size,
             projector_hidden_act: config.projector_hidden_act.clone(),
             multimodal_projector_bias: config.multimodal_projector_bias,
         };
         Ok(Llava {
-            vision: ClipVisionModel::new(&(vs / "vision_tower"), &vision_config)?,
+            vision: VisionTower::new(&(vs / "vision_tower"), &vision_config)?,
             connector: Connector::new(&(vs / "multi_modal_projector"), &connector_config)
                 .map_err(|e| invalid(e.to_string()))?,
             llm: Llama::new(&(vs / "language_model"), &text_config)?,
@@ -185,8 +183,11 @@ impl Llava {
 
     /// The vision tower's selected hidden state: [batch, tokens, vision_hidden].
     pub fn vision_features(&self, pixel_values: &Tensor) -> Result<Tensor, ModelError> {
-        let output = self.vision.forward(pixel_values)?;
-        Ok(output.select_features(self.config.vision_feature_layer, self.feature_select)?)
+        Ok(self.vision.features(
+            pixel_values,
+            self.config.vision_feature_layer,
+            self.feature_select,
+        )?)
     }
 
     /// Image tokens in the decoder's space: [batch, tokens, text_hidden].

@@ -15,8 +15,10 @@ use std::path::Path;
 
 use rgpt_llm::generation::{GenerationConfig, GenerationOutput};
 use rgpt_region::{mask_pool, project_bitmap, rasterize, GridGeometry, PoolStrategy, RegionSpec};
+use rgpt_vision::clip::FeatureSelect;
 use rgpt_vision::preprocess::ImageTransform;
 use rgpt_vision::refiner::{image_tokens, FeatureRefiner, RefinerKind};
+use rgpt_vision::tower::VisionTowerConfig;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -137,7 +139,7 @@ impl RegionGpt {
     pub fn new(vs: &nn::Path, config: &RgptConfig, path: &Path) -> Result<Self, ModelError> {
         let llava = Llava::new(vs, &config.llava, path)?;
         let section = config.section();
-        let channels = llava.vision.config().hidden_size as i64;
+        let channels = llava.vision.hidden_size() as i64;
         let refiner = FeatureRefiner::new(vs, section.refiner, channels);
         Ok(RegionGpt {
             llava,
@@ -208,8 +210,9 @@ impl RegionGpt {
         Ok(())
     }
 
-    /// A fresh RGPT from a CLIP directory (`CLIPVisionModel` or `CLIPModel`)
-    /// and a LLaMA directory, as training starts (paper Sec. 4): tower and
+    /// A fresh RGPT from a CLIP or SigLIP directory (`CLIPVisionModel`,
+    /// `CLIPModel`, `SiglipVisionModel` or `SiglipModel`) and a LLaMA
+    /// directory, as training starts (paper Sec. 4): tower and
     /// decoder load their weights, the refiner and connector keep their fresh
     /// initialisation, and the tokenizer gains the `<image>` and `<region>`
     /// placeholders. Nothing is frozen; training decides what trains.
@@ -221,11 +224,21 @@ impl RegionGpt {
         kind: Kind,
     ) -> Result<(Self, nn::VarStore, rgpt_llm::Tokenizer), ModelError> {
         let _span = tracing::info_span!("compose_rgpt").entered();
-        let vision_json: serde_json::Value = read_config(&vision_dir.join("config.json"))?;
+        let vision_path = vision_dir.join("config.json");
+        let vision_json: serde_json::Value = read_config(&vision_path)?;
         let vision_config = vision_json
             .get("vision_config")
             .cloned()
             .unwrap_or(vision_json);
+        let tower =
+            VisionTowerConfig::from_value(&vision_config).map_err(|e| ModelError::Config {
+                path: vision_path.clone(),
+                message: e.to_string(),
+            })?;
+        let feature_select = match tower.patch_select() {
+            FeatureSelect::Default => "default",
+            FeatureSelect::Full => "full",
+        };
         let llm_config_path = llm_dir.join("config.json");
         let text_config: serde_json::Value = read_config(&llm_config_path)?;
         let mut tokenizer = rgpt_llm::Tokenizer::from_dir(llm_dir)?;
@@ -241,7 +254,7 @@ impl RegionGpt {
                 text_config,
                 image_token_index,
                 vision_feature_layer: -2,
-                vision_feature_select_strategy: "default".into(),
+                vision_feature_select_strategy: feature_select.into(),
                 projector_hidden_act: "gelu".into(),
                 multimodal_projector_bias: true,
             },
@@ -255,8 +268,8 @@ impl RegionGpt {
         vs.set_kind(kind);
         let model = RegionGpt::new(&vs.root(), &config, &llm_config_path)?;
         let mut vision = rgpt_weights::Checkpoint::open(vision_dir)?;
-        // CLIPModel nests the tower under `vision_model.`; CLIPVisionModel
-        // saved by transformers 5 has no prefix.
+        // CLIPModel / SiglipModel nest the tower under `vision_model.`; a
+        // vision model saved by transformers 5 has no prefix.
         vision.rename_prefixes(&[("vision_model.", "vision_tower."), ("", "vision_tower.")])?;
         vision.load_under(&vs, "vision_tower.", &mut |_| {})?;
         let mut llm = rgpt_weights::Checkpoint::open(llm_dir)?;

@@ -25,7 +25,10 @@ struct Expected {
     prompt_ids: Vec<i64>,
     greedy_tokens: Vec<i64>,
     top_logprobs: Vec<Vec<Top>>,
+    /// Only the CLIP fixture has the resized-image case.
+    #[serde(default)]
     resized_greedy_tokens: Vec<i64>,
+    #[serde(default)]
     resized_top_logprobs: Vec<Vec<Top>>,
 }
 
@@ -150,4 +153,29 @@ fn hub_layout_loads_the_same_model() {
         run(&dir, &expected.prompt_ids).token_ids,
         expected.greedy_tokens
     );
+}
+
+/// The same LLaVA with a SigLIP tower (`scripts/fixtures/llava.py`,
+/// `generate_siglip`, seed 22): no CLS token, `full` feature selection.
+#[test]
+fn greedy_generation_with_a_siglip_tower_matches_transformers() {
+    let dir = fixture().with_file_name("llava-siglip-tiny");
+    let expected: Expected =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let tokenizer = Tokenizer::from_dir(&dir).unwrap();
+    assert_eq!(
+        tokenizer.encode(&expected.prompt, true).unwrap(),
+        expected.prompt_ids
+    );
+    let pixels = rgpt_weights::Checkpoint::open(dir.join("pixel_values.safetensors"))
+        .unwrap()
+        .tensor("pixel_values")
+        .unwrap();
+    let (model, _vs) = Llava::from_pretrained(&dir, Device::Cpu, Kind::Float).unwrap();
+    assert!(matches!(
+        model.vision,
+        rgpt_vision::tower::VisionTower::Siglip(_)
+    ));
+    let seq = run_on(&dir, &expected.prompt_ids, &pixels);
+    assert_same(&seq, &expected.greedy_tokens, &expected.top_logprobs);
 }

@@ -264,3 +264,86 @@ fn a_composed_rgpt_loads_its_parts_and_round_trips() {
     let reloaded_tokenizer = Tokenizer::from_dir(&out).unwrap();
     assert_eq!(reloaded_tokenizer.token_to_id("<region>"), Some(region_id));
 }
+
+#[test]
+fn a_siglip_backbone_composes_pools_regions_and_reloads() {
+    let fixtures = fixture().join("..");
+    let (vision_dir, llm_dir) = (
+        fixtures.join("siglip-vision-tiny"),
+        fixtures.join("llama-mha-tied"),
+    );
+    tch::manual_seed(5);
+    let (model, vs, tokenizer) = RegionGpt::compose(
+        &vision_dir,
+        &llm_dir,
+        RefinerKind::Deconv,
+        Device::Cpu,
+        Kind::Float,
+    )
+    .unwrap();
+    assert!(matches!(
+        model.llava.vision,
+        rgpt_vision::tower::VisionTower::Siglip(_)
+    ));
+    // SigLIP has no CLS token: every patch is kept.
+    assert_eq!(model.llava.config.vision_feature_select_strategy, "full");
+    let preprocessor = PreprocessorConfig::from_json_str(
+        r#"{"image_processor_type": "SiglipImageProcessor", "size": {"height": 32, "width": 32}, "resample": 3,
+            "do_rescale": true, "rescale_factor": 0.00392156862745098, "do_normalize": true,
+            "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}"#,
+    )
+    .unwrap();
+    let processed = preprocessor
+        .preprocess(&load_image(fixture().join("image.png")).unwrap())
+        .unwrap();
+    let pixel_values = processed.pixel_values.unsqueeze(0);
+    let (refined, tokens) = {
+        let _guard = tch::no_grad_guard();
+        model.encode_image(&pixel_values).unwrap()
+    };
+    // 32 px / patch 4 = an 8x8 grid of 32 channels, refined 4x.
+    assert_eq!(refined.size(), [1, 32, 32, 32]);
+    assert_eq!(tokens.size(), [1, 64, 32]);
+    let ids = tokenizer
+        .encode(
+            &Conversation::single_turn(Template::VicunaV1, "<image>\nWhat is <region>?").prompt(),
+            true,
+        )
+        .unwrap();
+    let region: RegionSpec = "box:8,5,24,20".parse().unwrap();
+    let config = GenerationConfig {
+        max_new_tokens: 4,
+        ignore_eos: true,
+        ..GenerationConfig::default()
+    };
+    let region_id = tokenizer.token_to_id("<region>").unwrap();
+    let generate = |model: &RegionGpt| {
+        model
+            .generate(
+                &RegionPrompt {
+                    prompt_ids: &ids,
+                    pixel_values: &pixel_values,
+                    transform: &processed.transform,
+                    regions: std::slice::from_ref(&region),
+                },
+                region_id,
+                &config,
+                None,
+                &mut |_, _| {},
+            )
+            .unwrap()
+            .sequences[0]
+            .token_ids
+            .clone()
+    };
+    let before = generate(&model);
+    assert_eq!(before.len(), 4);
+    let out = std::env::temp_dir().join(format!("rgpt-compose-siglip-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    model
+        .save_pretrained(&vs, &tokenizer, &[&vision_dir, &llm_dir], &out, None)
+        .unwrap();
+    let (reloaded, _reloaded_vs) =
+        RegionGpt::from_pretrained(&out, Device::Cpu, Kind::Float).unwrap();
+    assert_eq!(generate(&reloaded), before);
+}

@@ -9,3 +9,4 @@ pub mod error;
 pub mod preprocess;
 pub mod refiner;
 pub mod siglip;
+pub mod tower;
