@@ -1,4 +1,14 @@
-//! Training and evaluation data (paper Sec. 3.2-3.3): readers for LLaVA
-//! captions, Visual Genome, RefCOCOg, V3Det and COCO, the conversion of their
-//! annotations into region conversations with task-guided prompts, and the
-//! RecapD region-caption pipeline.
+//! Training and evaluation data (paper Sec. 3.2): readers for the public
+//! datasets as published (COCO, RefCOCOg, Visual Genome, V3Det, LLaVA,
+//! POPE), builders that turn their annotations into region conversations
+//! with task-guided prompts, a synthetic region world with known answers,
+//! and the loader that tokenises, labels and batches samples for training.
+//! Everything meets in one JSON-lines conversation format ([`format`]).
+
+mod error;
+pub mod format;
+pub mod skips;
+
+pub use error::DataError;
+pub use format::{Region, Sample, Speaker, Turn};
+pub use skips::Skips;

@@ -1,0 +1,54 @@
+use std::path::PathBuf;
+
+/// Errors of the data crate; each names the file (and line, for JSON lines)
+/// or the sample at fault and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: malformed JSON: {message}")]
+    JsonLine {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: malformed {what}: {message}")]
+    Format {
+        path: PathBuf,
+        what: &'static str,
+        message: String,
+    },
+    #[error("sample {id}: {message}")]
+    Sample { id: String, message: String },
+    #[error("sample {id}: region {index}: {source}")]
+    Region {
+        id: String,
+        index: usize,
+        #[source]
+        source: rgpt_region::RegionError,
+    },
+    #[error("sample {id}: image {path}: {message}")]
+    Image {
+        id: String,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error(transparent)]
+    Llm(#[from] rgpt_llm::LlmError),
+    #[error(transparent)]
+    Model(#[from] rgpt_model::ModelError),
+    #[error("torch error: {0}")]
+    Torch(#[from] tch::TchError),
+}
