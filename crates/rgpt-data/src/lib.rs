@@ -7,8 +7,11 @@
 
 mod error;
 pub mod format;
+pub mod prompts;
 pub mod skips;
+pub mod synth;
 
 pub use error::DataError;
 pub use format::{Region, Sample, Speaker, Turn};
+pub use prompts::PromptBank;
 pub use skips::Skips;

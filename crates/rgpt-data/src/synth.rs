@@ -1,0 +1,1 @@
+//! The synthetic region world (being written).
