@@ -27,6 +27,7 @@ FIXTURES = ROOT / "tests" / "fixtures"
 sys.path.insert(0, str(ROOT / "scripts" / "fixtures"))
 
 import connector  # noqa: E402
+import dataset_formats  # noqa: E402
 import llava  # noqa: E402
 import rgpt  # noqa: E402
 import preprocess  # noqa: E402
@@ -212,6 +213,7 @@ def main():
     connector.generate(FIXTURES / "connector")
     vision_towers.generate(FIXTURES)
     preprocess.generate(FIXTURES / "preprocess")
+    dataset_formats.generate(FIXTURES / "datasets")
     # A directory with only tokenizer.model (+ config), as Vicuna ships it.
     tok = transformers.AutoTokenizer.from_pretrained(FIXTURES / "sentencepiece")
     for seed, (name, spec) in enumerate(MODELS.items(), start=1):

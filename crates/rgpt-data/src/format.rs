@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use rgpt_region::{Bitmap, Rle, RegionSpec};
+use rgpt_region::{Bitmap, RegionSpec, Rle};
 use serde::{Deserialize, Serialize};
 
 use crate::DataError;
@@ -80,7 +80,9 @@ impl Region {
             Region::Box([x1, y1, x2, y2]) => RegionSpec::from_xyxy(*x1, *y1, *x2, *y2),
             Region::Polygon(parts) => RegionSpec::polygon(parts.clone()),
             Region::Rle(value) => RegionSpec::Rle(rgpt_region::rle::rle_from_json_value(value)?),
-            Region::Mask(path) => RegionSpec::Mask(Bitmap::from_image_file(&image_root.join(path))?),
+            Region::Mask(path) => {
+                RegionSpec::Mask(Bitmap::from_image_file(&image_root.join(path))?)
+            }
             Region::Point(xy) => match xy[..] {
                 [x, y] => RegionSpec::Point { x, y, radius: None },
                 [x, y, r] => RegionSpec::Point {
@@ -203,13 +205,15 @@ pub fn read_samples(
                 source,
             })),
             Ok(line) if line.trim().is_empty() => None,
-            Ok(line) => Some(
-                serde_json::from_str::<Sample>(&line).map_err(|e| DataError::JsonLine {
-                    path: path.clone(),
-                    line: i + 1,
-                    message: e.to_string(),
-                }),
-            ),
+            Ok(line) => {
+                Some(
+                    serde_json::from_str::<Sample>(&line).map_err(|e| DataError::JsonLine {
+                        path: path.clone(),
+                        line: i + 1,
+                        message: e.to_string(),
+                    }),
+                )
+            }
         }))
 }
 

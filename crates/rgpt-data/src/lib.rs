@@ -6,8 +6,10 @@
 //! Everything meets in one JSON-lines conversation format ([`format`]).
 
 mod error;
+pub mod builders;
 pub mod format;
 pub mod prompts;
+pub mod readers;
 pub mod skips;
 pub mod synth;
 

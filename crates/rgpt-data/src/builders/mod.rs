@@ -1,0 +1,60 @@
+//! Builders (paper Sec. 3.2, "Data Processing"): each turns one published
+//! dataset into region conversations in the [`crate::format`] layout,
+//! deterministic under a seed, with instructions drawn from the prompt bank
+//! and every record it leaves out counted in [`Skips`].
+pub mod classification;
+pub mod llava;
+pub mod mix;
+pub mod refcocog;
+pub mod vg;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::{Sample, Skips};
+
+/// What a builder produced and what it left out.
+#[derive(Debug, Clone, Default)]
+pub struct Built {
+    pub samples: Vec<Sample>,
+    pub skips: Skips,
+}
+
+/// Which geometry of an annotation becomes the region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegionKind {
+    /// The annotation's box.
+    #[default]
+    Box,
+    /// Its polygons or RLE (any-shape regions, as the paper's REC uses).
+    Mask,
+}
+
+impl std::str::FromStr for RegionKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "box" => Ok(RegionKind::Box),
+            "mask" => Ok(RegionKind::Mask),
+            other => Err(format!("unknown region kind `{other}`: use box or mask")),
+        }
+    }
+}
+
+/// The one RNG of the builders: ChaCha8, whose stream is fixed across
+/// platforms and `rand` versions, so a seed always gives the same data.
+pub fn seeded_rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// The first question of a conversation: the image placeholder, the
+/// question, and the task-guided prompt when the task has one.
+pub(crate) fn first_question(question: &str, guide: Option<&str>) -> String {
+    match guide {
+        Some(guide) => format!("{}\n{question} {guide}", crate::format::IMAGE_TOKEN),
+        None => format!("{}\n{question}", crate::format::IMAGE_TOKEN),
+    }
+}

@@ -1,0 +1,105 @@
+//! COCO instances JSON (`instances_train2017.json`, RefCOCOg's
+//! `instances.json`, and V3Det, which uses the same layout with boxes
+//! only): images, annotations (box, polygons or RLE) and categories.
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::format::Region;
+use crate::DataError;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CocoImage {
+    pub id: u64,
+    pub file_name: String,
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CocoCategory {
+    pub id: u64,
+    pub name: String,
+    #[serde(default)]
+    pub supercategory: Option<String>,
+}
+
+/// A `segmentation`: polygon parts, or an RLE (crowd regions).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Segmentation {
+    Polygons(Vec<Vec<f64>>),
+    Rle(serde_json::Value),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CocoAnnotation {
+    pub id: u64,
+    pub image_id: u64,
+    pub category_id: u64,
+    /// `[x, y, w, h]`.
+    pub bbox: [f64; 4],
+    #[serde(default)]
+    pub segmentation: Option<Segmentation>,
+    #[serde(default)]
+    pub area: f64,
+    #[serde(default)]
+    pub iscrowd: u8,
+}
+
+impl CocoAnnotation {
+    /// Why the annotation cannot give a region, if it cannot.
+    pub fn defect(&self) -> Option<&'static str> {
+        let [x, y, w, h] = self.bbox;
+        if !(x.is_finite() && y.is_finite() && w.is_finite() && h.is_finite()) {
+            Some("non-finite box")
+        } else if w < 1.0 || h < 1.0 {
+            Some("degenerate box (width or height under 1 px)")
+        } else {
+            None
+        }
+    }
+
+    /// The box as a region.
+    pub fn box_region(&self) -> Region {
+        Region::from_coco_bbox(self.bbox)
+    }
+
+    /// The mask as a region (polygons or RLE), when the annotation has one.
+    pub fn mask_region(&self) -> Option<Region> {
+        match &self.segmentation {
+            Some(Segmentation::Polygons(parts)) if !parts.is_empty() => {
+                Some(Region::Polygon(parts.clone()))
+            }
+            Some(Segmentation::Rle(value)) if value.is_object() => Some(Region::Rle(value.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// A COCO-format file, indexed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CocoDataset {
+    pub images: Vec<CocoImage>,
+    pub annotations: Vec<CocoAnnotation>,
+    pub categories: Vec<CocoCategory>,
+}
+
+impl CocoDataset {
+    pub fn read(path: &Path) -> Result<Self, DataError> {
+        super::read_json(path, "COCO instances JSON")
+    }
+
+    pub fn images_by_id(&self) -> HashMap<u64, &CocoImage> {
+        self.images.iter().map(|i| (i.id, i)).collect()
+    }
+
+    pub fn categories_by_id(&self) -> HashMap<u64, &CocoCategory> {
+        self.categories.iter().map(|c| (c.id, c)).collect()
+    }
+
+    pub fn annotations_by_id(&self) -> HashMap<u64, &CocoAnnotation> {
+        self.annotations.iter().map(|a| (a.id, a)).collect()
+    }
+}
