@@ -1,0 +1,230 @@
+//! The training loader on real fixture files: COCO classification samples
+//! with their JPEGs, tokenised with the tiny RGPT's tokenizer. Labels
+//! token by token, skips, sharding, resumption and a training step on what
+//! it yields.
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use rgpt_data::builders::classification::{build_classification, ClassificationOptions};
+use rgpt_data::loader::{Loader, LoaderConfig, PromptFormat};
+use rgpt_data::readers::coco::CocoDataset;
+use rgpt_data::{PromptBank, Region, Sample, Turn};
+use rgpt_llm::{Template, Tokenizer};
+use rgpt_model::prompt::Placeholders;
+use rgpt_model::rgpt::RegionGpt;
+use rgpt_model::splice::Segment;
+use rgpt_vision::preprocess::PreprocessorConfig;
+use tch::{Device, Kind};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn format() -> PromptFormat {
+    let model = fixtures().join("rgpt-tiny");
+    let tokenizer = Tokenizer::from_dir(&model).unwrap();
+    let placeholders = Placeholders {
+        image: tokenizer.token_to_id("<image>").unwrap(),
+        region: tokenizer.token_to_id("<region>").unwrap(),
+    };
+    PromptFormat {
+        tokenizer,
+        template: Template::VicunaV1,
+        placeholders,
+        preprocessor: PreprocessorConfig::from_file(model.join("preprocessor_config.json"))
+            .unwrap(),
+    }
+}
+
+fn coco_samples() -> Vec<Sample> {
+    let coco = CocoDataset::read(&fixtures().join("datasets/coco/instances_val2017.json")).unwrap();
+    let prompts =
+        PromptBank::from_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/prompts"))
+            .unwrap();
+    let options = ClassificationOptions {
+        max_regions_per_sample: 1,
+        ..ClassificationOptions::coco()
+    };
+    build_classification(&coco, &prompts, &options)
+        .unwrap()
+        .samples
+}
+
+fn config(batch_size: usize) -> LoaderConfig {
+    LoaderConfig {
+        image_root: fixtures().join("datasets/coco/val2017"),
+        batch_size,
+        ..LoaderConfig::default()
+    }
+}
+
+fn ids_of(loader: &Loader, epoch: u64, start: usize) -> Vec<String> {
+    loader
+        .batches(epoch, start)
+        .into_iter()
+        .flat_map(|b| b.unwrap().samples)
+        .map(|s| s.id)
+        .collect()
+}
+
+#[test]
+fn labels_cover_the_answers_of_a_two_turn_two_region_conversation() {
+    let sample = Sample {
+        id: "two-turns".into(),
+        image: Some("000000000139.jpg".into()),
+        width: Some(64),
+        height: Some(48),
+        regions: vec![
+            Region::Box([10.0, 8.0, 30.0, 40.0]),
+            Region::Polygon(vec![vec![40.0, 10.0, 60.0, 10.0, 50.0, 30.0]]),
+        ],
+        conversations: vec![
+            Turn::human("<image>\nWhat is <region>?"),
+            Turn::gpt("A person."),
+            Turn::human("And <region>?"),
+            Turn::gpt("A car."),
+        ],
+        task: "test".into(),
+        meta: None,
+    };
+    let format = format();
+    let loader = Loader::new(vec![sample], format.clone(), config(1)).unwrap();
+    let prepared = loader.prepare(0, 0).unwrap();
+    // Token by token: every id of the rendered prompt, with its label.
+    let text = "A chat between a curious user and an artificial intelligence assistant. The \
+                assistant gives helpful, detailed, and polite answers to the user's questions. \
+                USER: <image>\nWhat is <region>? ASSISTANT: A person.</s>USER: And <region>? \
+                ASSISTANT: A car.</s>";
+    let ids = format.tokenizer.encode(text, true).unwrap();
+    let mut flat: Vec<(i64, bool)> = Vec::new();
+    for segment in &prepared.segments {
+        match segment {
+            Segment::Text { ids, target } => flat.extend(ids.iter().map(|&id| (id, *target))),
+            Segment::Image => flat.push((format.placeholders.image, false)),
+            Segment::Region => flat.push((format.placeholders.region, false)),
+        }
+    }
+    assert_eq!(flat.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids);
+    // The targets are exactly two runs: each answer with its </s>, right
+    // after "ASSISTANT:"; every other token (system prompt, roles,
+    // questions, image and region placeholders) is ignored.
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, (_, target)) in flat.iter().enumerate() {
+        match runs.last_mut() {
+            Some(run) if *target && run.end == i => run.end = i + 1,
+            _ if *target => runs.push(i..i + 1),
+            _ => {}
+        }
+    }
+    let decode =
+        |range: std::ops::Range<usize>| format.tokenizer.decode(&ids[range], false).unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(decode(runs[0].clone()).trim(), "A person.</s>");
+    assert_eq!(decode(runs[1].clone()).trim(), "A car.</s>");
+    for run in &runs {
+        assert!(decode(0..run.start).ends_with("ASSISTANT:"));
+    }
+    assert!(decode(runs[0].end..runs[1].start)
+        .trim()
+        .starts_with("USER: And"));
+    assert_eq!(runs[1].end, ids.len());
+    let targets: Vec<i64> = flat.iter().filter(|(_, t)| *t).map(|(id, _)| *id).collect();
+    assert_eq!(
+        format.tokenizer.decode(&targets, false).unwrap(),
+        "A person.</s> A car.</s>"
+    );
+    // Both regions were rasterised on the 64x48 image.
+    assert_eq!(prepared.regions.len(), 2);
+    let (pixels, transform) = prepared.image.as_ref().unwrap();
+    assert_eq!(pixels.size(), [3, 28, 28]);
+    assert_eq!(transform.original_size, (64, 48));
+}
+
+#[test]
+fn bad_samples_are_skipped_and_counted_or_fail_when_strict() {
+    let mut samples = coco_samples();
+    let good = samples.len();
+    let mut missing = samples[0].clone();
+    missing.id = "missing-image".into();
+    missing.image = Some("nope.jpg".into());
+    let mut outside = samples[0].clone();
+    outside.id = "outside".into();
+    outside.regions = vec![Region::Box([500.0, 500.0, 600.0, 600.0])];
+    samples.push(missing);
+    samples.push(outside);
+    let loader = Loader::new(samples.clone(), format(), config(3)).unwrap();
+    let ids = ids_of(&loader, 0, 0);
+    assert_eq!(ids.len(), good);
+    let skips = loader.skips();
+    assert_eq!(skips.count("image missing or unreadable"), 1);
+    assert_eq!(skips.count("region invalid on its image"), 1);
+    assert!(skips.to_string().contains("nope.jpg"), "{skips}");
+
+    let strict = Loader::new(
+        samples,
+        format(),
+        LoaderConfig {
+            strict: true,
+            seed: None,
+            ..config(64)
+        },
+    )
+    .unwrap();
+    let err = strict
+        .batches(0, 0)
+        .into_iter()
+        .find_map(Result::err)
+        .expect("strict mode fails");
+    let message = err.to_string();
+    assert!(
+        message.contains("missing-image") && message.contains("nope.jpg"),
+        "{message}"
+    );
+}
+
+#[test]
+fn ranks_split_the_data_and_a_resumed_epoch_continues_exactly() {
+    let samples = coco_samples();
+    assert!(samples.len() >= 6, "{}", samples.len());
+    let all: BTreeSet<String> = samples.iter().map(|s| s.id.clone()).collect();
+    let rank = |rank| {
+        Loader::new(
+            samples.clone(),
+            format(),
+            LoaderConfig {
+                rank,
+                world_size: 2,
+                ..config(2)
+            },
+        )
+        .unwrap()
+    };
+    let (r0, r1) = (ids_of(&rank(0), 0, 0), ids_of(&rank(1), 0, 0));
+    let union: BTreeSet<String> = r0.iter().chain(&r1).cloned().collect();
+    assert_eq!(union, all);
+    assert_eq!(r0.len() + r1.len(), all.len(), "no sample on both ranks");
+
+    let loader = Loader::new(samples.clone(), format(), config(2)).unwrap();
+    let epoch0 = ids_of(&loader, 0, 0);
+    assert_ne!(epoch0, ids_of(&loader, 1, 0), "epochs reshuffle");
+    // Resume after the first batch: the rest of the epoch, identical.
+    let first = loader.batches(0, 0).recv().unwrap().unwrap();
+    assert_eq!(first.next_position, 2);
+    assert_eq!(ids_of(&loader, 0, first.next_position), epoch0[2..]);
+}
+
+#[test]
+fn a_batch_trains_the_tiny_model() {
+    let loader = Loader::new(coco_samples(), format(), config(4)).unwrap();
+    let batch = loader.batches(0, 0).recv().unwrap().unwrap();
+    assert_eq!(batch.samples.len(), 4);
+    let (model, _vs) =
+        RegionGpt::from_pretrained(&fixtures().join("rgpt-tiny"), Device::Cpu, Kind::Float)
+            .unwrap();
+    let _guard = tch::no_grad_guard();
+    let out = model.forward_train(&batch.examples()).unwrap();
+    let loss = f64::try_from(&out.loss).unwrap();
+    assert!(loss.is_finite() && loss > 0.0, "{loss}");
+    // One category name (+ </s>) per sample is all the loss sees.
+    assert!(out.target_tokens >= 8, "{}", out.target_tokens);
+}
