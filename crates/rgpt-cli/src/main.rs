@@ -1,5 +1,7 @@
 //! `rgpt`: the RGPT-rs command line. Each subcommand parses its arguments,
 //! calls one library function and formats the result.
+mod data;
+
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +37,12 @@ enum Command {
     /// Talk about one image and its regions, turn by turn (`/region SPEC`
     /// adds a region, `/reset` starts over, `/quit` ends).
     Chat(ChatArgs),
+    /// Training data: build conversations from datasets, the synthetic
+    /// world, statistics.
+    Data {
+        #[command(subcommand)]
+        command: data::DataCommand,
+    },
     /// Compose a fresh RGPT checkpoint from a CLIP directory and a LLaMA
     /// directory (refiner and connector newly initialised), to train from.
     Compose(ComposeArgs),
@@ -172,6 +180,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => run_generate(args),
         Command::Chat(args) => run_chat(args),
+        Command::Data { command } => data::run(command),
         Command::Compose(args) => run_compose(args),
     };
     match result {

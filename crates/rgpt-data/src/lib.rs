@@ -8,9 +8,11 @@
 mod error;
 pub mod builders;
 pub mod format;
+pub mod loader;
 pub mod prompts;
 pub mod readers;
 pub mod skips;
+pub mod stats;
 pub mod synth;
 
 pub use error::DataError;

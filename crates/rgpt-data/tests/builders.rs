@@ -361,3 +361,27 @@ fn malformed_input_names_file_and_line() {
         "{err}"
     );
 }
+
+#[test]
+fn stats_count_tasks_regions_words_and_areas() {
+    let coco = CocoDataset::read(&data("coco/instances_val2017.json")).unwrap();
+    let built = build_classification(&coco, &prompts(), &ClassificationOptions::coco()).unwrap();
+    let mut stats = rgpt_data::stats::DatasetStats::default();
+    for sample in &built.samples {
+        stats.add(sample);
+    }
+    let cls = &stats.by_task["coco-cls"];
+    assert_eq!((cls.samples, cls.regions, cls.answers), (3, 7, 7));
+    assert_eq!(cls.turns, 14);
+    // Every answer is one category name of one word.
+    assert_eq!(cls.words_per_answer(), 1.0);
+    // The boxes of the fixture are all under 32x32 px.
+    assert_eq!(stats.area_classes["small"], 7);
+    assert_eq!(stats.area_fractions.values().sum::<u64>(), 7);
+    let table = stats.to_string();
+    assert!(table.contains("coco-cls"), "{table}");
+    assert_eq!(
+        rgpt_data::stats::region_area(&Region::Polygon(vec![vec![0.0, 0.0, 4.0, 0.0, 0.0, 3.0]])),
+        Some(6.0)
+    );
+}
