@@ -25,6 +25,16 @@ then
   .venv/bin/pip install --quiet --disable-pip-version-check "torch==$torch_version"
 fi
 
+# The caption metrics are checked against pycocoevalcap, whose wheel carries
+# the METEOR 1.5 and Stanford PTBTokenizer jars that `rgpt eval` drives (Java
+# runs them); installed without its dependencies, which only its Python
+# scorers need.
+pycocoevalcap_version=1.2
+if [ ! -f .venv/lib/python3*/site-packages/pycocoevalcap/meteor/meteor-1.5.jar ] 2>/dev/null; then
+  echo "setup: installing pycocoevalcap==$pycocoevalcap_version (METEOR 1.5 jar) into .venv" >&2
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps "pycocoevalcap==$pycocoevalcap_version"
+fi
+
 torch_dir=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 cxx11_abi=$(.venv/bin/python -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')
 
