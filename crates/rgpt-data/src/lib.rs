@@ -3,7 +3,7 @@
 //! POPE), builders that turn their annotations into region conversations
 //! with task-guided prompts, a synthetic region world with known answers,
 //! and the loader that tokenises, labels and batches samples for training.
-//! Everything meets in one JSON-lines conversation format ([`format`]).
+//! Everything meets in one JSON-lines conversation format ([`format`](mod@format)).
 
 mod error;
 pub mod builders;

@@ -1,1 +1,0 @@
-//! The synthetic region world (being written).

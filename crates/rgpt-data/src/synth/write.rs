@@ -1,0 +1,137 @@
+//! Writing a world to disk: images rendered in parallel to
+//! `images/NNNNNN.png`, one JSON-lines file per task, and `objects.jsonl`
+//! with every image's ground truth. Work is done in chunks whose results
+//! are written in index order, so the files are the same whatever the
+//! thread count, and memory stays bounded however many images there are.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use image::codecs::png::PngEncoder;
+use image::{ExtendedColorType, ImageEncoder};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::scene::{SynthImage, SynthObject};
+use super::tasks::{check_prompts, image_path, samples_for_image, SynthSamples, TASKS};
+use super::SynthWorld;
+use crate::format::JsonlWriter;
+use crate::prompts::PromptBank;
+use crate::DataError;
+
+/// Images rendered per parallel batch.
+const CHUNK: u64 = 512;
+/// The ground-truth file.
+pub const OBJECTS_FILE: &str = "objects.jsonl";
+
+/// One line of `objects.jsonl`: an image and its objects, back to front.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageObjects {
+    pub image: String,
+    pub width: u32,
+    pub height: u32,
+    pub objects: Vec<SynthObject>,
+}
+
+/// What a world run wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SynthSummary {
+    pub out_dir: PathBuf,
+    pub images: u64,
+    pub objects: u64,
+    /// Samples written per task.
+    pub samples: BTreeMap<String, u64>,
+}
+
+/// The JSON-lines file of `task` under `out_dir`.
+pub fn task_file(out_dir: &Path, task: &str) -> PathBuf {
+    out_dir.join(format!("{task}.jsonl"))
+}
+
+impl SynthWorld {
+    /// Renders `config.images` images and their samples under `out_dir`.
+    pub fn write(&self, prompts: &PromptBank, out_dir: &Path) -> Result<SynthSummary, DataError> {
+        check_prompts(prompts)?;
+        let total = self.config().images;
+        let _span =
+            tracing::info_span!("synth_world", images = total, out = %out_dir.display()).entered();
+        let images_dir = out_dir.join("images");
+        std::fs::create_dir_all(&images_dir).map_err(|source| DataError::Write {
+            path: images_dir.clone(),
+            source,
+        })?;
+        let mut objects_out = JsonlWriter::create(&out_dir.join(OBJECTS_FILE))?;
+        let mut task_out = TASKS
+            .iter()
+            .map(|task| JsonlWriter::create(&task_file(out_dir, task)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut objects = 0u64;
+        for start in (0..total).step_by(CHUNK as usize) {
+            let end = total.min(start + CHUNK);
+            let rendered: Vec<Result<(SynthImage, SynthSamples), DataError>> = (start..end)
+                .into_par_iter()
+                .map(|index| {
+                    let image = self.generate_image(index);
+                    write_png(&image, &out_dir.join(image_path(index)))?;
+                    let samples = samples_for_image(&image, self.config(), prompts)?;
+                    Ok((image, samples))
+                })
+                .collect();
+            // The first failure in index order, whatever thread hit it first.
+            for result in rendered {
+                let (image, samples) = result?;
+                objects += image.objects.len() as u64;
+                objects_out.write(&ImageObjects {
+                    image: image_path(image.index),
+                    width: image.rgb.width(),
+                    height: image.rgb.height(),
+                    objects: image.objects,
+                })?;
+                for (out, (_, task_samples)) in task_out.iter_mut().zip(samples.by_task()) {
+                    for sample in task_samples {
+                        out.write(sample)?;
+                    }
+                }
+            }
+            tracing::info!(done = end, total, "synthetic images rendered");
+        }
+        objects_out.finish()?;
+        let mut samples = BTreeMap::new();
+        for (task, out) in TASKS.iter().zip(task_out) {
+            samples.insert(task.to_string(), out.finish()?);
+        }
+        Ok(SynthSummary {
+            out_dir: out_dir.to_path_buf(),
+            images: total,
+            objects,
+            samples,
+        })
+    }
+}
+
+/// Writes the image as PNG to `PATH.tmp` and renames it onto `path`, so a
+/// reader never sees half an image.
+fn write_png(image: &SynthImage, path: &Path) -> Result<(), DataError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut png = Vec::new();
+    PngEncoder::new(&mut png)
+        .write_image(
+            image.rgb.as_raw(),
+            image.rgb.width(),
+            image.rgb.height(),
+            ExtendedColorType::Rgb8,
+        )
+        .map_err(|e| DataError::Write {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e),
+        })?;
+    std::fs::write(&tmp, png).map_err(|source| DataError::Write {
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| DataError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}

@@ -1,0 +1,907 @@
+//! The synthetic world checked against its own geometry: masks are exactly
+//! the pixels each shape shows, and every answer (classification, caption,
+//! referring expression, image caption) is recomputed here from the masks
+//! with rules written independently of the library's.
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use rgpt_data::format::{read_all_samples, Region, Sample, Speaker, IMAGE_TOKEN, REGION_TOKEN};
+use rgpt_data::synth::vocab::BACKGROUND_LEVELS;
+use rgpt_data::synth::{
+    write_world, ColorName, ImageObjects, ShapeKind, SizeClass, SynthConfig, SynthImage,
+    SynthObject, SynthSamples, SynthWorld, TASKS,
+};
+use rgpt_data::{DataError, PromptBank};
+use rgpt_region::Bitmap;
+
+/// Images checked by the property tests: enough for every shape, colour,
+/// size class, position and relation to turn up.
+const IMAGES: u64 = 150;
+
+fn prompts() -> &'static PromptBank {
+    static PROMPTS: OnceLock<PromptBank> = OnceLock::new();
+    PROMPTS.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/prompts");
+        PromptBank::from_dir(&dir).expect("configs/prompts reads")
+    })
+}
+
+fn world(config: SynthConfig) -> SynthWorld {
+    SynthWorld::new(config).expect("valid config")
+}
+
+/// The default world's first [`IMAGES`] images with their samples.
+fn default_world() -> &'static [(SynthImage, SynthSamples)] {
+    static WORLD: OnceLock<Vec<(SynthImage, SynthSamples)>> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        let world = world(SynthConfig {
+            seed: 7,
+            ..SynthConfig::default()
+        });
+        (0..IMAGES)
+            .map(|i| {
+                let image = world.generate_image(i);
+                let samples = world.samples(&image, prompts()).expect("samples build");
+                (image, samples)
+            })
+            .collect()
+    })
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rgpt-synth-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+// ---- independent geometry -------------------------------------------------
+
+/// (row, column) of the 3×3 grid cell holding a point.
+fn grid_cell(center: [f64; 2], size: u32) -> (usize, usize) {
+    let third = |v: f64| ((3.0 * v / f64::from(size)) as usize).min(2);
+    (third(center[1]), third(center[0]))
+}
+
+const POSITION_PHRASES: [(&str, (usize, usize)); 9] = [
+    ("in the top left", (0, 0)),
+    ("at the top", (0, 1)),
+    ("in the top right", (0, 2)),
+    ("on the left", (1, 0)),
+    ("in the centre", (1, 1)),
+    ("on the right", (1, 2)),
+    ("in the bottom left", (2, 0)),
+    ("at the bottom", (2, 1)),
+    ("in the bottom right", (2, 2)),
+];
+
+fn mask_bitmap(object: &SynthObject) -> Bitmap {
+    Bitmap::from_rle(&object.mask).expect("mask decodes")
+}
+
+/// The other object with the nearest centroid.
+fn nearest(objects: &[SynthObject], i: usize) -> Option<usize> {
+    let d = |j: usize| {
+        let (a, b) = (objects[i].center, objects[j].center);
+        (a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)
+    };
+    let mut best: Option<usize> = None;
+    for j in (0..objects.len()).filter(|&j| j != i) {
+        if best.is_none_or(|b| d(j) < d(b)) {
+            best = Some(j);
+        }
+    }
+    best
+}
+
+/// Whether object `front` (drawn later) shows on a pixel that object
+/// `back`'s outline covers.
+fn hides(image: &SynthImage, front: usize, back: usize) -> bool {
+    let outline = image.objects[back].outline;
+    let mask = mask_bitmap(&image.objects[front]);
+    front > back
+        && image.rgb.enumerate_pixels().any(|(x, y, _)| {
+            mask.get(x, y) == Some(true) && outline.contains(f64::from(x) + 0.5, f64::from(y) + 0.5)
+        })
+}
+
+/// The first word of `text` and the rest.
+fn next_word(text: &str) -> (&str, &str) {
+    text.split_once(' ').unwrap_or((text, ""))
+}
+
+/// A parsed "size colour shape" phrase; each part optional but the shape.
+#[derive(Debug, Default)]
+struct Described {
+    size: Option<SizeClass>,
+    color: Option<ColorName>,
+    shape: Option<ShapeKind>,
+    cell: Option<(usize, usize)>,
+}
+
+impl Described {
+    /// Reads "[size] [colour] shape [position phrase]".
+    fn parse(text: &str) -> Described {
+        let mut d = Described::default();
+        let (mut word, mut rest) = next_word(text.trim());
+        if let Some(size) = SizeClass::ALL.into_iter().find(|s| s.name() == word) {
+            d.size = Some(size);
+            (word, rest) = next_word(rest);
+        }
+        if let Some(color) = ColorName::ALL.into_iter().find(|c| c.name() == word) {
+            d.color = Some(color);
+            (word, rest) = next_word(rest);
+        }
+        d.shape = ShapeKind::ALL.into_iter().find(|s| s.name() == word);
+        assert!(d.shape.is_some(), "no shape word in {text:?}");
+        if !rest.is_empty() {
+            let cell = POSITION_PHRASES.iter().find(|(p, _)| *p == rest);
+            assert!(
+                cell.is_some(),
+                "unknown position phrase {rest:?} in {text:?}"
+            );
+            d.cell = cell.map(|(_, c)| *c);
+        }
+        d
+    }
+
+    fn matches(&self, o: &SynthObject, size: u32) -> bool {
+        self.shape == Some(o.shape)
+            && self.size.is_none_or(|s| s == o.size)
+            && self.color.is_none_or(|c| c == o.color)
+            && self.cell.is_none_or(|c| c == grid_cell(o.center, size))
+    }
+
+    fn describes_fully(&self, o: &SynthObject) -> bool {
+        self.size == Some(o.size) && self.color == Some(o.color) && self.shape == Some(o.shape)
+    }
+}
+
+fn article_for(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
+/// Strips "a "/"an " and checks it suits the next word.
+fn strip_article(text: &str) -> &str {
+    let (article, rest) = text.split_once(' ').expect("an article and a phrase");
+    assert_eq!(
+        article.to_lowercase(),
+        article_for(rest),
+        "wrong article in {text:?}"
+    );
+    rest
+}
+
+/// The region a sample gives for an object: its exact mask or tight box.
+fn assert_region_is(region: &Region, object: &SynthObject) {
+    let as_mask = Region::from_rle(&object.mask);
+    let as_box = Region::Box(object.bbox.map(f64::from));
+    assert!(
+        *region == as_mask || *region == as_box,
+        "region {region:?} is neither the mask nor the box of {object:?}"
+    );
+}
+
+fn human_turns(sample: &Sample) -> Vec<&str> {
+    sample
+        .conversations
+        .iter()
+        .filter(|t| t.from == Speaker::Human)
+        .map(|t| t.value.as_str())
+        .collect()
+}
+
+fn gpt_turns(sample: &Sample) -> Vec<&str> {
+    sample
+        .conversations
+        .iter()
+        .filter(|t| t.from == Speaker::Gpt)
+        .map(|t| t.value.as_str())
+        .collect()
+}
+
+fn meta_indices(sample: &Sample, key: &str) -> Vec<usize> {
+    let meta = sample.meta.as_ref().expect("meta");
+    meta[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("meta {key} in {}", sample.id))
+        .iter()
+        .map(|v| v.as_u64().expect("index") as usize)
+        .collect()
+}
+
+// ---- determinism ----------------------------------------------------------
+
+#[test]
+fn same_seed_gives_the_same_world_and_another_seed_another() {
+    let config = SynthConfig {
+        seed: 3,
+        ..SynthConfig::default()
+    };
+    let a = world(config.clone());
+    let b = world(config.clone());
+    let c = world(SynthConfig { seed: 4, ..config });
+    let mut differ = 0;
+    for i in 0..20 {
+        let (ia, ib, ic) = (
+            a.generate_image(i),
+            b.generate_image(i),
+            c.generate_image(i),
+        );
+        assert_eq!(ia, ib, "image {i}");
+        assert_eq!(
+            a.samples(&ia, prompts()).unwrap(),
+            b.samples(&ib, prompts()).unwrap(),
+            "samples of image {i}"
+        );
+        differ += usize::from(ia.rgb != ic.rgb);
+    }
+    assert_eq!(differ, 20, "another seed gives other images");
+    // An image does not depend on what was generated before it.
+    assert_eq!(
+        a.generate_image(17),
+        world(SynthConfig {
+            seed: 3,
+            ..SynthConfig::default()
+        })
+        .generate_image(17)
+    );
+}
+
+// ---- masks and geometry ---------------------------------------------------
+
+#[test]
+fn masks_are_exactly_the_pixels_of_their_colour() {
+    for (image, _) in default_world() {
+        let size = image.size();
+        let masks: Vec<Bitmap> = image.objects.iter().map(mask_bitmap).collect();
+        for (y, x, pixel) in image.rgb.enumerate_pixels().map(|(x, y, p)| (y, x, p)) {
+            let owners: Vec<usize> = (0..masks.len())
+                .filter(|&i| masks[i].get(x, y) == Some(true))
+                .collect();
+            assert!(
+                owners.len() <= 1,
+                "image {}: masks overlap at ({x}, {y})",
+                image.index
+            );
+            match owners.first() {
+                Some(&i) => assert_eq!(
+                    pixel.0,
+                    image.objects[i].color.rgb(),
+                    "image {}: ({x}, {y}) is in the {:?} mask",
+                    image.index,
+                    image.objects[i].color
+                ),
+                None => assert!(
+                    pixel.0.iter().all(|c| BACKGROUND_LEVELS.contains(c)),
+                    "image {}: background pixel ({x}, {y}) = {:?}",
+                    image.index,
+                    pixel.0
+                ),
+            }
+        }
+        assert!(masks.iter().all(|m| m.width == size && m.height == size));
+    }
+}
+
+#[test]
+fn boxes_areas_centres_and_size_classes_follow_the_masks() {
+    let config = SynthConfig::default();
+    for (image, _) in default_world() {
+        let size = image.size();
+        let image_area = f64::from(size * size);
+        let mut keys = HashSet::new();
+        assert!((config.min_shapes..=config.max_shapes).contains(&image.objects.len()));
+        for object in &image.objects {
+            let mask = mask_bitmap(object);
+            let (mut x1, mut y1, mut x2, mut y2) = (u32::MAX, u32::MAX, 0, 0);
+            let (mut sx, mut sy, mut n) = (0.0, 0.0, 0u64);
+            for y in 0..size {
+                for x in 0..size {
+                    if mask.get(x, y) == Some(true) {
+                        (x1, y1, x2, y2) = (x1.min(x), y1.min(y), x2.max(x + 1), y2.max(y + 1));
+                        sx += f64::from(x) + 0.5;
+                        sy += f64::from(y) + 0.5;
+                        n += 1;
+                    }
+                }
+            }
+            assert_eq!(object.bbox, [x1, y1, x2, y2], "image {}", image.index);
+            assert_eq!(object.area, n);
+            assert_eq!(object.mask.area(), n);
+            let centre = [sx / n as f64, sy / n as f64];
+            // Centroids are stored to 1/1024 px.
+            assert!((object.center[0] - centre[0]).abs() <= 1.0 / 2048.0);
+            assert!((object.center[1] - centre[1]).abs() <= 1.0 / 2048.0);
+            let (row, column) = grid_cell(object.center, size);
+            assert_eq!(object.position.cell(), (row, column));
+            // Bounded overlap: most of each shape stays visible.
+            assert!(object.area <= object.full_area);
+            assert!(object.area as f64 >= config.min_visible * object.full_area as f64);
+            let fraction = n as f64 / image_area;
+            let expected = if fraction < config.small_area {
+                SizeClass::Small
+            } else if fraction >= config.large_area {
+                SizeClass::Large
+            } else {
+                SizeClass::Medium
+            };
+            assert_eq!(object.size, expected, "area {n} of {image_area}");
+            assert!(
+                keys.insert((object.shape, object.color, object.size)),
+                "image {}: two {:?}",
+                image.index,
+                (object.shape, object.color, object.size)
+            );
+        }
+    }
+}
+
+/// Unoccluded shapes look like their names: a square fills its box, the
+/// others leave the box's corners empty, a triangle is widest at the
+/// bottom, and a cross covers its centre but not its box's corners.
+#[test]
+fn shapes_are_drawn_as_named() {
+    let mut checked = HashSet::new();
+    for (image, _) in default_world() {
+        for object in image.objects.iter().filter(|o| o.area == o.full_area) {
+            let mask = mask_bitmap(object);
+            let [x1, y1, x2, y2] = object.bbox;
+            let box_area = u64::from((x2 - x1) * (y2 - y1));
+            let corners = [(x1, y1), (x2 - 1, y1), (x1, y2 - 1), (x2 - 1, y2 - 1)]
+                .iter()
+                .filter(|&&(x, y)| mask.get(x, y) == Some(true))
+                .count();
+            let row_width = |y: u32| (x1..x2).filter(|&x| mask.get(x, y) == Some(true)).count();
+            let context = format!("image {} {:?}", image.index, object.shape);
+            match object.shape {
+                ShapeKind::Square => assert_eq!(object.area, box_area, "{context}"),
+                ShapeKind::Triangle => {
+                    assert!(row_width(y2 - 1) > row_width(y1), "{context}");
+                    let top_corners = [(x1, y1), (x2 - 1, y1)]
+                        .iter()
+                        .filter(|&&(x, y)| mask.get(x, y) == Some(true))
+                        .count();
+                    assert_eq!(top_corners, 0, "{context}");
+                }
+                ShapeKind::Cross => {
+                    let [cx, cy] = object.center;
+                    assert_eq!(mask.get(cx as u32, cy as u32), Some(true), "{context}");
+                    assert_eq!(corners, 0, "{context}");
+                }
+                ShapeKind::Circle | ShapeKind::Diamond | ShapeKind::Star => {
+                    assert_eq!(corners, 0, "{context}");
+                    assert!(object.area < box_area, "{context}");
+                }
+            }
+            checked.insert(object.shape);
+        }
+    }
+    assert_eq!(
+        checked.len(),
+        ShapeKind::ALL.len(),
+        "every shape seen unoccluded"
+    );
+}
+
+#[test]
+fn the_world_is_varied() {
+    let mut shapes = HashSet::new();
+    let mut colors = HashSet::new();
+    let mut sizes = HashSet::new();
+    let mut cells = HashSet::new();
+    let mut occluded = 0;
+    for (image, _) in default_world() {
+        for o in &image.objects {
+            shapes.insert(o.shape);
+            colors.insert(o.color);
+            sizes.insert(o.size);
+            cells.insert(o.position);
+            occluded += usize::from(o.area < o.full_area);
+        }
+    }
+    assert_eq!(shapes.len(), ShapeKind::ALL.len());
+    assert_eq!(colors.len(), ColorName::ALL.len());
+    assert_eq!(sizes.len(), 3);
+    assert_eq!(cells.len(), 9);
+    assert!(occluded >= 10, "only {occluded} shapes are partly covered");
+}
+
+#[test]
+fn shapes_stay_apart_when_overlap_is_off() {
+    let world = world(SynthConfig {
+        overlap: 0.0,
+        ..SynthConfig::default()
+    });
+    for i in 0..40 {
+        let image = world.generate_image(i);
+        for object in &image.objects {
+            assert_eq!(object.area, object.full_area, "image {i}");
+            assert!(object.hidden_by.is_empty());
+        }
+    }
+}
+
+#[test]
+fn backgrounds_are_textured_unless_turned_off() {
+    let textured = world(SynthConfig::default()).generate_image(0);
+    let plain = world(SynthConfig {
+        texture: false,
+        ..SynthConfig::default()
+    })
+    .generate_image(0);
+    let background = |image: &SynthImage| -> HashSet<[u8; 3]> {
+        let masks: Vec<Bitmap> = image.objects.iter().map(mask_bitmap).collect();
+        image
+            .rgb
+            .enumerate_pixels()
+            .filter(|(x, y, _)| masks.iter().all(|m| m.get(*x, *y) == Some(false)))
+            .map(|(_, _, p)| p.0)
+            .collect()
+    };
+    assert_eq!(background(&plain).len(), 1);
+    assert!(background(&textured).len() > 1);
+}
+
+// ---- tasks ----------------------------------------------------------------
+
+#[test]
+fn every_sample_validates_and_its_regions_rasterise() {
+    let (mut masks, mut boxes) = (0, 0);
+    for (image, samples) in default_world() {
+        for sample in samples.iter() {
+            sample.validate().unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                sample.image.as_deref(),
+                Some(format!("images/{:06}.png", image.index).as_str())
+            );
+            assert_eq!(
+                (sample.width, sample.height),
+                (Some(image.size()), Some(image.size()))
+            );
+            assert!(sample.conversations[0]
+                .value
+                .starts_with(&format!("{IMAGE_TOKEN}\n")));
+            for region in &sample.regions {
+                let spec = region.to_spec(Path::new(".")).expect("region reads");
+                let rle = spec
+                    .to_rle(image.size(), image.size())
+                    .expect("region rasterises");
+                assert!(rle.area() > 0);
+                match region {
+                    Region::Box(_) => boxes += 1,
+                    _ => masks += 1,
+                }
+            }
+        }
+        assert_eq!(samples.captions.len(), image.objects.len());
+    }
+    // Default box_fraction 0.25: both kinds are exercised.
+    assert!(
+        boxes > 0 && masks > 2 * boxes,
+        "{boxes} boxes, {masks} masks"
+    );
+}
+
+#[test]
+fn box_regions_cover_exactly_the_box_pixels() {
+    let (image, _) = &default_world()[0];
+    let object = &image.objects[0];
+    let region = Region::Box(object.bbox.map(f64::from));
+    let rle = region
+        .to_spec(Path::new("."))
+        .unwrap()
+        .to_rle(image.size(), image.size())
+        .unwrap();
+    let [x1, y1, x2, y2] = object.bbox;
+    assert_eq!(rle.area(), u64::from((x2 - x1) * (y2 - y1)));
+}
+
+#[test]
+fn classification_answers_are_the_ground_truth() {
+    let shapes_guide = prompts().guide("shapes").unwrap();
+    let colors_guide = prompts().guide("colors").unwrap();
+    for (image, samples) in default_world() {
+        for (sample, guide, is_shape) in [
+            (&samples.shape, shapes_guide, true),
+            (&samples.color, colors_guide, false),
+        ] {
+            let order = meta_indices(sample, "objects");
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..image.objects.len()).collect::<Vec<_>>());
+            let questions = human_turns(sample);
+            let answers = gpt_turns(sample);
+            assert_eq!(questions.len(), order.len());
+            for (turn, question) in questions.iter().enumerate() {
+                assert_eq!(question.matches(REGION_TOKEN).count(), 1);
+                assert_eq!(question.ends_with(guide), turn == 0, "{question}");
+            }
+            let meta = sample.meta.as_ref().unwrap();
+            for (k, &i) in order.iter().enumerate() {
+                let object = &image.objects[i];
+                let truth = if is_shape {
+                    object.shape.name()
+                } else {
+                    object.color.name()
+                };
+                assert_eq!(answers[k], truth);
+                assert_eq!(meta["answers"][k], truth);
+                assert_eq!(meta["sizes"][k], object.size.name());
+                assert_region_is(&sample.regions[k], object);
+            }
+        }
+    }
+}
+
+#[test]
+fn region_captions_state_only_what_the_geometry_says() {
+    let mut relations = HashSet::new();
+    for (image, samples) in default_world() {
+        let size = image.size();
+        for sample in &samples.captions {
+            let i = sample.meta.as_ref().unwrap()["object"].as_u64().unwrap() as usize;
+            let object = &image.objects[i];
+            assert_region_is(&sample.regions[0], object);
+            let caption = gpt_turns(sample)[0];
+            let body = caption.strip_suffix('.').expect("a sentence");
+            let (subject, relation) = match body.split_once(", ") {
+                Some((s, r)) => (s, Some(r)),
+                None => (body, None),
+            };
+            // "A small red circle in the top left of the image"
+            let subject = strip_article(subject)
+                .strip_suffix(" of the image")
+                .unwrap_or_else(|| panic!("{caption}"));
+            let described = Described::parse(subject);
+            assert!(described.describes_fully(object), "{caption} vs {object:?}");
+            assert_eq!(
+                described.cell,
+                Some(grid_cell(object.center, size)),
+                "{caption}"
+            );
+
+            // ", to the left of a large blue square"
+            let other = nearest(&image.objects, i);
+            assert_eq!(relation.is_some(), other.is_some(), "{caption}");
+            let (Some(relation), Some(j)) = (relation, other) else {
+                continue;
+            };
+            let (word, rest) = [
+                "to the left of ",
+                "to the right of ",
+                "above ",
+                "below ",
+                "partly behind ",
+                "in front of ",
+            ]
+            .iter()
+            .find_map(|w| relation.strip_prefix(w).map(|rest| (w.trim(), rest)))
+            .unwrap_or_else(|| panic!("no relation in {caption}"));
+            let target = &image.objects[j];
+            assert!(
+                Described::parse(strip_article(rest)).describes_fully(target),
+                "{caption}: the nearest shape is {target:?}"
+            );
+            let dx = object.center[0] - target.center[0];
+            let dy = object.center[1] - target.center[1];
+            let behind = hides(image, j, i);
+            let in_front = hides(image, i, j);
+            let holds = match word {
+                "partly behind" => behind,
+                "in front of" => in_front,
+                _ if behind || in_front => false,
+                "to the left of" => dx < 0.0 && dx.abs() >= dy.abs(),
+                "to the right of" => dx > 0.0 && dx.abs() >= dy.abs(),
+                "above" => dy < 0.0 && dy.abs() > dx.abs(),
+                "below" => dy > 0.0 && dy.abs() > dx.abs(),
+                _ => unreachable!(),
+            };
+            assert!(
+                holds,
+                "{caption}: centres {:?} vs {:?}",
+                object.center, target.center
+            );
+            relations.insert(word);
+        }
+    }
+    assert_eq!(relations.len(), 6, "every relation is used");
+}
+
+#[test]
+fn rec_answers_point_at_the_only_matching_candidate() {
+    let rec_guide = prompts().guide("rec").unwrap();
+    let no_match = prompts().guide("rec_no_match").unwrap();
+    let (mut positives, mut negatives, mut followups, mut first_negatives) = (0, 0, 0, 0);
+    let mut with_position = 0;
+    for (image, samples) in default_world() {
+        let sample = &samples.rec;
+        let size = image.size();
+        let candidates = meta_indices(sample, "candidates");
+        assert_eq!(candidates.len(), image.objects.len());
+        assert_eq!(sample.regions.len(), candidates.len());
+        for (k, &i) in candidates.iter().enumerate() {
+            assert_region_is(&sample.regions[k], &image.objects[i]);
+        }
+        let meta = sample.meta.as_ref().unwrap();
+        let questions = human_turns(sample);
+        let answers = gpt_turns(sample);
+        assert!(questions[0].ends_with(rec_guide), "{}", questions[0]);
+        assert_eq!(questions[0].matches(REGION_TOKEN).count(), candidates.len());
+        followups += questions.len() - 1;
+        for (turn, (question, answer)) in questions.iter().zip(&answers).enumerate() {
+            let expression = meta["expressions"][turn].as_str().unwrap();
+            assert!(
+                question.contains(expression),
+                "{question} lacks {expression}"
+            );
+            let parsed = Described::parse(expression.strip_prefix("the ").unwrap());
+            with_position += usize::from(parsed.cell.is_some());
+            let matching: Vec<usize> = (0..image.objects.len())
+                .filter(|&i| parsed.matches(&image.objects[i], size))
+                .collect();
+            match meta["targets"][turn].as_u64() {
+                Some(k) => {
+                    assert_eq!(matching, [candidates[k as usize - 1]], "{expression}");
+                    assert_eq!(*answer, format!("Region [{k}]."));
+                    positives += 1;
+                }
+                None => {
+                    assert!(matching.is_empty(), "{expression} matches {matching:?}");
+                    assert_eq!(*answer, no_match);
+                    negatives += 1;
+                    first_negatives += usize::from(turn == 0);
+                }
+            }
+        }
+    }
+    assert!(
+        positives > 100 && negatives > 20,
+        "{positives} / {negatives}"
+    );
+    assert!(
+        followups > 40 && first_negatives > 5,
+        "{followups} / {first_negatives}"
+    );
+    assert!(with_position > 0);
+}
+
+#[test]
+fn image_captions_list_the_shapes_left_to_right() {
+    const COUNTS: [&str; 5] = ["No", "One", "Two", "Three", "Four"];
+    for (image, samples) in default_world() {
+        let caption = gpt_turns(&samples.image_caption)[0];
+        let mut order: Vec<usize> = (0..image.objects.len()).collect();
+        // Left to right, top to bottom where two centres line up.
+        order.sort_by(|&a, &b| {
+            let (ca, cb) = (image.objects[a].center, image.objects[b].center);
+            ca[0].total_cmp(&cb[0]).then(ca[1].total_cmp(&cb[1]))
+        });
+        let (count, list) = caption
+            .strip_suffix('.')
+            .and_then(|c| c.split_once(": "))
+            .unwrap_or_else(|| panic!("{caption}"));
+        let n = image.objects.len();
+        let noun = if n == 1 { "shape" } else { "shapes" };
+        assert_eq!(count, format!("{} {noun}", COUNTS[n]));
+        let items: Vec<&str> = list
+            .split(", ")
+            .flat_map(|part| part.split(" and "))
+            .collect();
+        assert_eq!(items.len(), n, "{caption}");
+        for (item, &i) in items.iter().zip(&order) {
+            let d = Described::parse(strip_article(item));
+            let o = &image.objects[i];
+            assert_eq!(
+                (d.color, d.shape),
+                (Some(o.color), Some(o.shape)),
+                "{caption}"
+            );
+        }
+        assert_eq!(meta_indices(&samples.image_caption, "objects"), order);
+    }
+}
+
+// ---- files ----------------------------------------------------------------
+
+#[test]
+fn write_world_writes_images_ground_truth_and_task_files() {
+    let dir = temp_dir("write");
+    let config = SynthConfig {
+        images: 200,
+        seed: 11,
+        ..SynthConfig::default()
+    };
+    let summary = write_world(&config, prompts(), &dir).expect("world writes");
+    assert_eq!(summary.images, 200);
+    let objects: Vec<ImageObjects> = std::fs::read_to_string(dir.join("objects.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("objects line parses"))
+        .collect();
+    assert_eq!(objects.len(), 200);
+    assert_eq!(
+        summary.objects,
+        objects.iter().map(|o| o.objects.len() as u64).sum::<u64>()
+    );
+    let world = world(config);
+    for task in TASKS {
+        let samples = read_all_samples(&dir.join(format!("{task}.jsonl"))).unwrap();
+        assert_eq!(summary.samples[task], samples.len() as u64, "{task}");
+        assert!(samples
+            .iter()
+            .all(|s| s.task == task && s.validate().is_ok()));
+        assert!(samples
+            .iter()
+            .all(|s| dir.join(s.image.as_ref().unwrap()).is_file()));
+    }
+    for index in [0u64, 57, 199] {
+        let image = world.generate_image(index);
+        let path = dir.join(format!("images/{index:06}.png"));
+        let read = image::open(&path).unwrap().into_rgb8();
+        assert_eq!(read, image.rgb, "{}", path.display());
+        assert_eq!(objects[index as usize].objects, image.objects);
+        assert_eq!(
+            objects[index as usize].image,
+            format!("images/{index:06}.png")
+        );
+    }
+    let leftovers: Vec<_> = walk(&dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn written_world_does_not_depend_on_the_thread_count() {
+    let config = SynthConfig {
+        images: 40,
+        seed: 5,
+        ..SynthConfig::default()
+    };
+    let run = |threads: usize, name: &str| {
+        let dir = temp_dir(name);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| write_world(&config, prompts(), &dir))
+            .unwrap();
+        dir
+    };
+    let (one, two) = (run(1, "threads1"), run(2, "threads2"));
+    let files: Vec<String> = ["objects.jsonl".to_string(), "images/000039.png".to_string()]
+        .into_iter()
+        .chain(TASKS.iter().map(|t| format!("{t}.jsonl")))
+        .collect();
+    for file in files {
+        assert_eq!(
+            std::fs::read(one.join(&file)).unwrap(),
+            std::fs::read(two.join(&file)).unwrap(),
+            "{file}"
+        );
+    }
+    std::fs::remove_dir_all(one).unwrap();
+    std::fs::remove_dir_all(two).unwrap();
+}
+
+// ---- configuration --------------------------------------------------------
+
+#[test]
+fn bad_configs_are_refused_with_the_field_named() {
+    let cases: [(&str, SynthConfig); 6] = [
+        (
+            "min_shapes",
+            SynthConfig {
+                min_shapes: 5,
+                max_shapes: 2,
+                ..SynthConfig::default()
+            },
+        ),
+        (
+            "min_size",
+            SynthConfig {
+                max_size: 100,
+                ..SynthConfig::default()
+            },
+        ),
+        (
+            "image_size",
+            SynthConfig {
+                image_size: 8,
+                ..SynthConfig::default()
+            },
+        ),
+        (
+            "shapes",
+            SynthConfig {
+                colors: Vec::new(),
+                ..SynthConfig::default()
+            },
+        ),
+        (
+            "small_area",
+            SynthConfig {
+                small_area: 0.2,
+                ..SynthConfig::default()
+            },
+        ),
+        (
+            "box_fraction",
+            SynthConfig {
+                box_fraction: 1.5,
+                ..SynthConfig::default()
+            },
+        ),
+    ];
+    for (field, config) in cases {
+        match SynthWorld::new(config) {
+            Err(DataError::InvalidArgument(message)) => {
+                assert!(message.contains(field), "{message} should name {field}")
+            }
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    let err = write_world(
+        &SynthConfig {
+            max_shapes: 0,
+            ..SynthConfig::default()
+        },
+        prompts(),
+        &temp_dir("refused"),
+    );
+    assert!(matches!(err, Err(DataError::InvalidArgument(_))));
+}
+
+#[test]
+fn config_reads_partial_yaml_and_refuses_unknown_fields() {
+    let config: SynthConfig =
+        serde_yaml::from_str("image_size: 32\nmax_size: 16\nshapes: [circle, star]\n").unwrap();
+    assert_eq!(config.image_size, 32);
+    assert_eq!(config.shapes, [ShapeKind::Circle, ShapeKind::Star]);
+    assert_eq!(config.min_shapes, SynthConfig::default().min_shapes);
+    let image = world(config).generate_image(0);
+    assert_eq!(image.size(), 32);
+    assert!(image
+        .objects
+        .iter()
+        .all(|o| matches!(o.shape, ShapeKind::Circle | ShapeKind::Star)));
+    assert!(serde_yaml::from_str::<SynthConfig>("image_sise: 32\n").is_err());
+}
+
+#[test]
+fn missing_prompt_sets_are_reported_before_any_work() {
+    let dir = temp_dir("no-prompts");
+    let mut bank = PromptBank::default();
+    bank.add_yaml("image_caption: [\"Caption this image.\"]\n")
+        .unwrap();
+    let err = write_world(
+        &SynthConfig {
+            images: 3,
+            ..SynthConfig::default()
+        },
+        &bank,
+        &dir,
+    );
+    assert!(matches!(err, Err(DataError::InvalidArgument(_))), "{err:?}");
+    assert!(!dir.join("images").exists());
+}
