@@ -5,8 +5,8 @@
 //! and the loader that tokenises, labels and batches samples for training.
 //! Everything meets in one JSON-lines conversation format ([`format`](mod@format)).
 
-mod error;
 pub mod builders;
+mod error;
 pub mod format;
 pub mod loader;
 pub mod prompts;
