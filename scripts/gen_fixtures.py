@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "scripts" / "fixtures"))
 
 import connector  # noqa: E402
 import dataset_formats  # noqa: E402
+import eval_metrics  # noqa: E402
 import llava  # noqa: E402
 import rgpt  # noqa: E402
 import preprocess  # noqa: E402
@@ -214,6 +215,7 @@ def main():
     vision_towers.generate(FIXTURES)
     preprocess.generate(FIXTURES / "preprocess")
     dataset_formats.generate(FIXTURES / "datasets")
+    eval_metrics.generate(FIXTURES / "eval_metrics")
     # A directory with only tokenizer.model (+ config), as Vicuna ships it.
     tok = transformers.AutoTokenizer.from_pretrained(FIXTURES / "sentencepiece")
     for seed, (name, spec) in enumerate(MODELS.items(), start=1):

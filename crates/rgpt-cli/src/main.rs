@@ -43,9 +43,27 @@ enum Command {
         #[command(subcommand)]
         command: data::DataCommand,
     },
+    /// Region geometry tools.
+    Region {
+        #[command(subcommand)]
+        command: RegionCommand,
+    },
     /// Compose a fresh RGPT checkpoint from a CLIP directory and a LLaMA
     /// directory (refiner and connector newly initialised), to train from.
     Compose(ComposeArgs),
+}
+
+#[derive(Subcommand)]
+enum RegionCommand {
+    /// Area (pixels of the rasterised mask) and tight box of every
+    /// annotation of a COCO instances file, as pycocotools computes them.
+    Stats {
+        #[arg(long)]
+        annotations: PathBuf,
+        /// Print JSON `{"<ann id>": {"area": .., "bbox": [x, y, w, h]}}`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -181,6 +199,9 @@ fn main() -> ExitCode {
         Command::Generate(args) => run_generate(args),
         Command::Chat(args) => run_chat(args),
         Command::Data { command } => data::run(command),
+        Command::Region { command } => match command {
+            RegionCommand::Stats { annotations, json } => region_stats(&annotations, json),
+        },
         Command::Compose(args) => run_compose(args),
     };
     match result {
@@ -252,6 +273,44 @@ fn one_line(error: &anyhow::Error) -> String {
         }
     }
     message
+}
+
+fn region_stats(annotations: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let dataset = rgpt_data::readers::coco::CocoDataset::read(annotations)?;
+    let images = dataset.images_by_id();
+    let mut rows = std::collections::BTreeMap::new();
+    for ann in &dataset.annotations {
+        let image = images.get(&ann.image_id).ok_or_else(|| {
+            anyhow::anyhow!(
+                "annotation {} refers to image {}, which {} does not list",
+                ann.id,
+                ann.image_id,
+                annotations.display()
+            )
+        })?;
+        let rle = ann
+            .to_rle(image.width, image.height)
+            .with_context(|| format!("annotation {}", ann.id))?;
+        rows.insert(ann.id, (rle.area(), rle.to_bbox()));
+    }
+    if json {
+        let out: serde_json::Map<String, serde_json::Value> = rows
+            .iter()
+            .map(|(id, (area, bbox))| {
+                (
+                    id.to_string(),
+                    serde_json::json!({"area": area, "bbox": bbox}),
+                )
+            })
+            .collect();
+        println!("{}", serde_json::Value::Object(out));
+    } else {
+        println!("{:>12} {:>10}  bbox [x, y, w, h]", "annotation", "area");
+        for (id, (area, bbox)) in &rows {
+            println!("{id:>12} {area:>10}  {bbox:?}");
+        }
+    }
+    Ok(())
 }
 
 fn run_compose(args: ComposeArgs) -> anyhow::Result<()> {

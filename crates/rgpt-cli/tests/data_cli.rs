@@ -94,3 +94,31 @@ fn synth_build_and_stats() {
     // The earlier output is untouched by the failed build.
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 3);
 }
+
+#[test]
+fn region_stats_equal_pycocotools() {
+    let out = rgpt(&[
+        "region",
+        "stats",
+        "--annotations",
+        "tests/fixtures/datasets/coco/instances_val2017.json",
+        "--json",
+    ]);
+    let ours: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/eval_metrics/region_stats.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    // Exact: integer areas and boxes, compared as JSON numbers.
+    let expected = expected["annotations"].as_object().unwrap();
+    let ours = ours.as_object().unwrap();
+    assert_eq!(ours.len(), expected.len());
+    for (id, want) in expected {
+        let got = &ours[id];
+        assert_eq!(got["area"], want["area"], "annotation {id}");
+        let got_box: Vec<f64> = serde_json::from_value(got["bbox"].clone()).unwrap();
+        let want_box: Vec<f64> = serde_json::from_value(want["bbox"].clone()).unwrap();
+        assert_eq!(got_box, want_box, "annotation {id}");
+    }
+}

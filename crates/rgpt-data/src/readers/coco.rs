@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use rgpt_region::rle::ann_to_rle;
+use rgpt_region::{RegionError, Rle};
 use serde::Deserialize;
 
 use crate::format::Region;
@@ -75,6 +77,21 @@ impl CocoAnnotation {
             Some(Segmentation::Rle(value)) if value.is_object() => Some(Region::Rle(value.clone())),
             _ => None,
         }
+    }
+}
+
+impl CocoAnnotation {
+    /// The annotation's mask as `COCO.annToRLE` rasterises it (polygon
+    /// parts merged, RLE as given) on its `width` x `height` image.
+    pub fn to_rle(&self, width: u32, height: u32) -> Result<Rle, RegionError> {
+        let segmentation = match &self.segmentation {
+            Some(Segmentation::Polygons(parts)) => {
+                serde_json::to_value(parts).unwrap_or(serde_json::Value::Null)
+            }
+            Some(Segmentation::Rle(value)) => value.clone(),
+            None => serde_json::Value::Null,
+        };
+        ann_to_rle(&segmentation, height, width)
     }
 }
 
