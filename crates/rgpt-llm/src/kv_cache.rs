@@ -101,6 +101,29 @@ impl KvCache {
         }
     }
 
+    /// One sequence's cache repeated `n` times, to branch several
+    /// continuations off one prefix in a single batch.
+    pub fn expand_batch(&self, n: i64) -> Result<Self, LlmError> {
+        if self.batch_size() != 1 || n < 1 {
+            return Err(LlmError::InvalidRequest(format!(
+                "only a cache of one sequence can be expanded (it holds {}), to at least one copy",
+                self.batch_size()
+            )));
+        }
+        Ok(KvCache {
+            layers: self
+                .layers
+                .iter()
+                .map(|(k, v)| (k.repeat([n, 1, 1, 1]), v.repeat([n, 1, 1, 1])))
+                .collect(),
+            mask: self.mask.repeat([n, 1]),
+            seen: self.seen.repeat([n]),
+            len: self.len,
+            capacity: self.capacity,
+            padded: self.padded,
+        })
+    }
+
     /// Registers `seq` new slots whose validity is `mask` ([batch, seq] bool;
     /// None = all real) and returns their positions and attention mask. Call
     /// once per forward pass, before the layers write; `commit` afterwards.

@@ -13,6 +13,7 @@ pub mod kv_cache;
 pub mod llama;
 pub mod pipeline;
 mod rope;
+pub mod scoring;
 pub mod sentencepiece;
 pub mod tokenizer;
 

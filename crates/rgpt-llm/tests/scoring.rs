@@ -1,0 +1,60 @@
+//! Candidate scoring: one prefill, a cache expanded per candidate and a
+//! right-padded batch must give each candidate the same log-likelihood as
+//! running prompt + candidate alone through the decoder.
+use std::path::PathBuf;
+
+use rgpt_llm::scoring::score_continuations;
+use rgpt_llm::Llama;
+use tch::{Device, Kind, Tensor};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
+}
+
+/// Sum of log p(candidate | prompt) from one plain forward over both.
+fn alone(model: &Llama, prompt: &[i64], candidate: &[i64]) -> f64 {
+    let ids: Vec<i64> = prompt.iter().chain(candidate).copied().collect();
+    let input = Tensor::from_slice(&ids).unsqueeze(0);
+    let mut cache = model.new_cache(1, ids.len() as i64);
+    let hidden = model
+        .forward_embeds(&model.embed(&input), None, &mut cache)
+        .unwrap();
+    let log_probs = model.logits(&hidden).log_softmax(-1, Kind::Float).get(0);
+    candidate
+        .iter()
+        .enumerate()
+        .map(|(j, &id)| {
+            f64::try_from(log_probs.get((prompt.len() + j - 1) as i64).get(id)).unwrap()
+        })
+        .sum()
+}
+
+#[test]
+fn batched_scores_equal_each_candidate_alone() {
+    let _guard = tch::no_grad_guard();
+    for name in ["llama-gqa-theta", "llama-mha-tied"] {
+        let (model, _vs) =
+            Llama::from_pretrained(&fixture(name), Device::Cpu, Kind::Float).unwrap();
+        let prompt = vec![1i64, 15, 27, 99, 4, 61, 8];
+        let candidates = vec![
+            vec![42i64],
+            vec![42, 7, 2],
+            vec![13, 2],
+            vec![200, 201, 202, 203, 2],
+        ];
+        let embeds = model.embed(&Tensor::from_slice(&prompt).unsqueeze(0));
+        let scores = score_continuations(&model, &embeds, &candidates).unwrap();
+        for (candidate, score) in candidates.iter().zip(&scores) {
+            let expected = alone(&model, &prompt, candidate);
+            assert!(
+                (score - expected).abs() < 1e-4,
+                "{name} {candidate:?}: {score} vs {expected}"
+            );
+        }
+        // A longer candidate that extends a shorter one scores lower.
+        assert!(scores[1] < scores[0]);
+        assert!(score_continuations(&model, &embeds, &[vec![]]).is_err());
+    }
+}
