@@ -21,7 +21,7 @@ use rgpt_weights::Checkpoint;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::splice::{segments_from_ids, splice, Segment};
+use crate::splice::{pad_batch, segments_from_ids, splice, Segment, SplicedPrompt};
 use crate::ModelError;
 
 /// HF `LlavaConfig` fields the model needs.
@@ -223,16 +223,12 @@ impl Llava {
         self.generate_spliced(&request, config, tokenizer, on_token)
     }
 
-    /// Splices image tokens and region embeddings (already in the decoder's
-    /// space) into the prompt at their placeholder ids, and generates.
-    pub fn generate_spliced(
+    /// The spliced prompt of a request, and the text ids the repetition
+    /// penalty should see (transformers sees the prompt ids it was given).
+    pub fn splice_request(
         &self,
         request: &SplicedRequest<'_>,
-        config: &GenerationConfig,
-        tokenizer: Option<&rgpt_llm::Tokenizer>,
-        on_token: &mut dyn FnMut(usize, i64),
-    ) -> Result<GenerationOutput, ModelError> {
-        let _guard = tch::no_grad_guard();
+    ) -> Result<(SplicedPrompt, Vec<i64>), ModelError> {
         let image_id = self.config.image_token_index;
         let mut collapsed: Vec<i64> = Vec::with_capacity(request.prompt_ids.len());
         for &id in request.prompt_ids {
@@ -245,9 +241,6 @@ impl Llava {
         let segments = segments_from_ids(&collapsed, image_id, region_id);
         let embed = |ids: &Tensor| self.llm.embed(ids);
         let spliced = splice(&segments, &embed, request.images, request.regions)?;
-        let seq = spliced.labels.len() as i64;
-        let mask = Tensor::ones([1, seq], (Kind::Bool, self.llm.device()));
-        // transformers' repetition penalty sees the prompt ids it was given.
         let history: Vec<i64> = segments
             .iter()
             .flat_map(|s| match s {
@@ -255,11 +248,44 @@ impl Llava {
                 _ => Vec::new(),
             })
             .collect();
+        Ok((spliced, history))
+    }
+
+    /// Splices image tokens and region embeddings (already in the decoder's
+    /// space) into the prompt at their placeholder ids, and generates.
+    pub fn generate_spliced(
+        &self,
+        request: &SplicedRequest<'_>,
+        config: &GenerationConfig,
+        tokenizer: Option<&rgpt_llm::Tokenizer>,
+        on_token: &mut dyn FnMut(usize, i64),
+    ) -> Result<GenerationOutput, ModelError> {
+        self.generate_spliced_batch(std::slice::from_ref(request), config, tokenizer, on_token)
+    }
+
+    /// [`Llava::generate_spliced`] for several requests at once: the
+    /// prompts are left-padded into one batch.
+    pub fn generate_spliced_batch(
+        &self,
+        requests: &[SplicedRequest<'_>],
+        config: &GenerationConfig,
+        tokenizer: Option<&rgpt_llm::Tokenizer>,
+        on_token: &mut dyn FnMut(usize, i64),
+    ) -> Result<GenerationOutput, ModelError> {
+        let _guard = tch::no_grad_guard();
+        let mut prompts = Vec::with_capacity(requests.len());
+        let mut histories = Vec::with_capacity(requests.len());
+        for request in requests {
+            let (spliced, history) = self.splice_request(request)?;
+            prompts.push(spliced);
+            histories.push(history);
+        }
+        let batch = pad_batch(&prompts, true)?;
         Ok(generate_from_embeds(
             &self.llm,
-            &spliced.embeds.unsqueeze(0),
-            &mask,
-            &[history],
+            &batch.embeds,
+            &batch.mask,
+            &histories,
             config,
             tokenizer,
             on_token,

@@ -454,6 +454,85 @@ impl RegionGpt {
         tokenizer: Option<&rgpt_llm::Tokenizer>,
         on_token: &mut dyn FnMut(usize, i64),
     ) -> Result<GenerationOutput, ModelError> {
+        self.generate_batch(
+            std::slice::from_ref(prompt),
+            region_token_id,
+            config,
+            tokenizer,
+            on_token,
+        )
+    }
+
+    /// Answers several prompts in one batch: their images go through the
+    /// tower and refiner together, and the spliced prompts are left-padded
+    /// into one generation. Every image must have the same preprocessed
+    /// size (as one preprocessor gives).
+    pub fn generate_batch(
+        &self,
+        prompts: &[RegionPrompt<'_>],
+        region_token_id: i64,
+        config: &GenerationConfig,
+        tokenizer: Option<&rgpt_llm::Tokenizer>,
+        on_token: &mut dyn FnMut(usize, i64),
+    ) -> Result<GenerationOutput, ModelError> {
+        let _guard = tch::no_grad_guard();
+        let inputs = self.encode_prompt_batch(prompts)?;
+        let requests: Vec<SplicedRequest<'_>> = prompts
+            .iter()
+            .zip(&inputs)
+            .map(|(prompt, (image, regions))| SplicedRequest {
+                prompt_ids: prompt.prompt_ids,
+                region_token_id: Some(region_token_id),
+                images: std::slice::from_ref(image),
+                regions,
+            })
+            .collect();
+        self.llava
+            .generate_spliced_batch(&requests, config, tokenizer, on_token)
+    }
+
+    /// Per prompt, its image tokens [tokens, text_hidden] and region
+    /// embeddings [regions, text_hidden], computed in one batch.
+    pub fn encode_prompt_batch(
+        &self,
+        prompts: &[RegionPrompt<'_>],
+    ) -> Result<Vec<(Tensor, Tensor)>, ModelError> {
+        if prompts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pixels: Vec<Tensor> = prompts
+            .iter()
+            .map(|p| {
+                p.pixel_values
+                    .view([-1, 3, p.pixel_values.size()[2], p.pixel_values.size()[3]])
+            })
+            .collect();
+        let pixels = Tensor::f_cat(&pixels, 0)?.f_to_device(self.llava.llm.device())?;
+        let (refined, tokens) = self.encode_image(&pixels)?;
+        let per_image: Vec<(&ImageTransform, &[RegionSpec])> =
+            prompts.iter().map(|p| (p.transform, p.regions)).collect();
+        let pooled = self.batch_region_features(&refined, &per_image)?;
+        let images = self.llava.connector.forward(&tokens);
+        let regions = self.llava.connector.forward(&pooled);
+        let mut out = Vec::with_capacity(prompts.len());
+        let mut next = 0;
+        for (i, prompt) in prompts.iter().enumerate() {
+            let count = prompt.regions.len() as i64;
+            out.push((images.f_get(i as i64)?, regions.f_narrow(0, next, count)?));
+            next += count;
+        }
+        Ok(out)
+    }
+
+    /// Log-likelihood of each candidate answer (token ids, e.g. a class
+    /// name and `</s>`) after the prompt: the prompt runs once and the
+    /// candidates in one batch (paper Table 3's closed-set scores).
+    pub fn score_answers(
+        &self,
+        prompt: &RegionPrompt<'_>,
+        region_token_id: i64,
+        candidates: &[Vec<i64>],
+    ) -> Result<Vec<f64>, ModelError> {
         let _guard = tch::no_grad_guard();
         let (image, regions) =
             self.encode_prompt_inputs(prompt.pixel_values, prompt.transform, prompt.regions)?;
@@ -463,7 +542,11 @@ impl RegionGpt {
             images: std::slice::from_ref(&image),
             regions: &regions,
         };
-        self.llava
-            .generate_spliced(&request, config, tokenizer, on_token)
+        let (spliced, _) = self.llava.splice_request(&request)?;
+        Ok(rgpt_llm::scoring::score_continuations(
+            &self.llava.llm,
+            &spliced.embeds.unsqueeze(0),
+            candidates,
+        )?)
     }
 }

@@ -347,3 +347,72 @@ fn a_siglip_backbone_composes_pools_regions_and_reloads() {
         RegionGpt::from_pretrained(&out, Device::Cpu, Kind::Float).unwrap();
     assert_eq!(generate(&reloaded), before);
 }
+
+#[test]
+fn a_batch_answers_as_each_prompt_alone_and_scores_match_generation() {
+    let _guard = tch::no_grad_guard();
+    let tokenizer = Tokenizer::from_dir(&fixture()).unwrap();
+    let (model, _vs) = RegionGpt::from_pretrained(&fixture(), Device::Cpu, Kind::Float).unwrap();
+    let region_id = tokenizer.token_to_id("<region>").unwrap();
+    let (pixel_values, transform) = image();
+    let ids = |q: &str| {
+        tokenizer
+            .encode(
+                &Conversation::single_turn(Template::VicunaV1, q).prompt(),
+                true,
+            )
+            .unwrap()
+    };
+    let short = ids("<image>\n<region>?");
+    let long = ids("<image>\nCompare <region> with <region>, in detail please.");
+    let one: Vec<RegionSpec> = vec!["box:8,5,24,20".parse().unwrap()];
+    let two: Vec<RegionSpec> = vec![
+        "point:30,10,4".parse().unwrap(),
+        "poly:2,2,20,2,10,25".parse().unwrap(),
+    ];
+    let prompt = |ids, regions| RegionPrompt {
+        prompt_ids: ids,
+        pixel_values: &pixel_values,
+        transform: &transform,
+        regions,
+    };
+    let config = GenerationConfig {
+        max_new_tokens: 6,
+        ignore_eos: true,
+        top_logprobs: 5,
+        ..GenerationConfig::default()
+    };
+    let prompts = [prompt(&short, &one), prompt(&long, &two)];
+    let batch = model
+        .generate_batch(&prompts, region_id, &config, None, &mut |_, _| {})
+        .unwrap();
+    for (p, batched) in prompts.iter().zip(&batch.sequences) {
+        let alone = model
+            .generate(p, region_id, &config, None, &mut |_, _| {})
+            .unwrap();
+        assert_eq!(batched.token_ids, alone.sequences[0].token_ids);
+        for (a, b) in batched.top_logprobs[0]
+            .iter()
+            .zip(&alone.sequences[0].top_logprobs[0])
+        {
+            assert_eq!(a.id, b.id);
+            assert!((a.logprob - b.logprob).abs() < 1e-4);
+        }
+    }
+    // Scoring single-token answers gives generation's first-step log-probs.
+    let alone = model
+        .generate(&prompts[1], region_id, &config, None, &mut |_, _| {})
+        .unwrap();
+    let top = &alone.sequences[0].top_logprobs[0];
+    let candidates: Vec<Vec<i64>> = top.iter().map(|t| vec![t.id]).collect();
+    let scores = model
+        .score_answers(&prompts[1], region_id, &candidates)
+        .unwrap();
+    for (t, s) in top.iter().zip(&scores) {
+        assert!(
+            (f64::from(t.logprob) - s).abs() < 1e-4,
+            "{} vs {s}",
+            t.logprob
+        );
+    }
+}
