@@ -45,6 +45,11 @@ impl RegionGenerator {
         })
     }
 
+    /// The id of the region placeholder in this model's prompts.
+    pub fn region_token_id(&self) -> i64 {
+        self.region_token_id
+    }
+
     /// A generation config with the decoder's EOS and pad ids filled in.
     pub fn default_config(&self) -> GenerationConfig {
         GenerationConfig::for_model(self.model.llava.llm.config(), &self.tokenizer)
