@@ -905,3 +905,43 @@ fn missing_prompt_sets_are_reported_before_any_work() {
     assert!(matches!(err, Err(DataError::InvalidArgument(_))), "{err:?}");
     assert!(!dir.join("images").exists());
 }
+
+#[test]
+fn pope_split_asks_about_shown_and_absent_objects() {
+    let dir = std::env::temp_dir().join(format!("rgpt-synth-pope-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let prompts = PromptBank::from_dir(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/prompts"),
+    )
+    .unwrap();
+    let config = rgpt_data::synth::SynthConfig {
+        images: 12,
+        seed: 3,
+        ..Default::default()
+    };
+    let summary = rgpt_data::synth::write_world(&config, &prompts, &dir).unwrap();
+    let questions = rgpt_data::synth::pope::pope_questions(&dir, 0).unwrap();
+    assert_eq!(questions.len() as u64, summary.images * 2);
+    let objects: Vec<rgpt_data::synth::ImageObjects> =
+        std::fs::read_to_string(dir.join("objects.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    for q in &questions {
+        let image = objects.iter().find(|o| o.image == q.image).unwrap();
+        let shown = image.objects.iter().any(|o| {
+            q.text
+                == format!(
+                    "Is there a {} {} in the image?",
+                    o.color.name(),
+                    o.shape.name()
+                )
+        });
+        assert_eq!(shown, q.label == "yes", "{q:?}");
+    }
+    let out = dir.join("pope.jsonl");
+    rgpt_data::synth::pope::write_pope_questions(&questions, &out).unwrap();
+    let read = rgpt_data::readers::pope::read_questions(&out).unwrap();
+    assert_eq!(read.len(), questions.len());
+}

@@ -21,6 +21,7 @@ mod background;
 pub mod config;
 pub mod describe;
 pub mod outline;
+pub mod pope;
 mod rng;
 pub mod scene;
 pub mod tasks;
