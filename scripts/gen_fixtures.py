@@ -5,7 +5,8 @@ Run once in the project venv (tests never run it):
 
     scripts/setup.sh
     .venv/bin/pip install transformers==5.23.0 tokenizers==0.23.3 sentencepiece==0.2.3 protobuf \
-        pillow==13.0.0 pycocotools==2.0.11 numpy==2.4.6
+        pillow==13.0.0 pycocotools==2.0.11 numpy==2.4.6 \
+        pycocoevalcap==1.2   # and a Java runtime, for its PTBTokenizer and METEOR jars
     .venv/bin/python scripts/gen_fixtures.py
 
 Everything is deterministic (fixed seeds, one thread). Each model fixture is
@@ -26,6 +27,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 sys.path.insert(0, str(ROOT / "scripts" / "fixtures"))
 
+import caption_metrics  # noqa: E402
 import connector  # noqa: E402
 import dataset_formats  # noqa: E402
 import eval_metrics  # noqa: E402
@@ -216,6 +218,7 @@ def main():
     preprocess.generate(FIXTURES / "preprocess")
     dataset_formats.generate(FIXTURES / "datasets")
     eval_metrics.generate(FIXTURES / "eval_metrics")
+    caption_metrics.generate(FIXTURES / "caption_metrics")  # needs java
     # A directory with only tokenizer.model (+ config), as Vicuna ships it.
     tok = transformers.AutoTokenizer.from_pretrained(FIXTURES / "sentencepiece")
     for seed, (name, spec) in enumerate(MODELS.items(), start=1):

@@ -136,6 +136,16 @@ pub enum BuildKind {
         #[command(flatten)]
         common: Common,
     },
+    /// POPE-style existence questions about a synthetic world (POPE's file format).
+    SynthPope {
+        /// A directory written by `rgpt data synth`.
+        #[arg(long)]
+        world: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Combine built files with weights (FILE or FILE:WEIGHT) into one shuffled file.
     Mix {
         #[arg(long = "input", required = true)]
@@ -272,6 +282,12 @@ fn build(kind: BuildKind) -> anyhow::Result<()> {
         }
         BuildKind::Llava { json, common } => (build_llava(&json)?, common),
         BuildKind::Mix { inputs, common } => (mix(&inputs, common.seed)?, common),
+        BuildKind::SynthPope { world, out, seed } => {
+            let questions = rgpt_data::synth::pope::pope_questions(&world, seed)?;
+            let written = rgpt_data::synth::pope::write_pope_questions(&questions, &out)?;
+            println!("wrote {written} questions to {}", out.display());
+            return Ok(());
+        }
     };
     write(&built, &common.out)
 }

@@ -1,6 +1,7 @@
 //! `rgpt`: the RGPT-rs command line. Each subcommand parses its arguments,
 //! calls one library function and formats the result.
 mod data;
+mod eval;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -42,6 +43,11 @@ enum Command {
     Data {
         #[command(subcommand)]
         command: data::DataCommand,
+    },
+    /// Evaluate a model on the paper's benchmarks, or score predictions.
+    Eval {
+        #[command(subcommand)]
+        command: eval::EvalCommand,
     },
     /// Region geometry tools.
     Region {
@@ -199,6 +205,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => run_generate(args),
         Command::Chat(args) => run_chat(args),
         Command::Data { command } => data::run(command),
+        Command::Eval { command } => eval::run(command),
         Command::Region { command } => match command {
             RegionCommand::Stats { annotations, json } => region_stats(&annotations, json),
         },

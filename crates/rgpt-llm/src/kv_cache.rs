@@ -101,23 +101,28 @@ impl KvCache {
         }
     }
 
-    /// One sequence's cache repeated `n` times, to branch several
-    /// continuations off one prefix in a single batch.
+    /// Every sequence's cache repeated `n` times in a row (sequence `i`
+    /// becomes rows `i*n .. (i+1)*n`), to branch several continuations off
+    /// each prefix in a single batch.
     pub fn expand_batch(&self, n: i64) -> Result<Self, LlmError> {
-        if self.batch_size() != 1 || n < 1 {
-            return Err(LlmError::InvalidRequest(format!(
-                "only a cache of one sequence can be expanded (it holds {}), to at least one copy",
-                self.batch_size()
-            )));
+        if n < 1 {
+            return Err(LlmError::InvalidRequest(
+                "a cache expands to at least one copy per sequence".into(),
+            ));
         }
         Ok(KvCache {
             layers: self
                 .layers
                 .iter()
-                .map(|(k, v)| (k.repeat([n, 1, 1, 1]), v.repeat([n, 1, 1, 1])))
+                .map(|(k, v)| {
+                    (
+                        k.repeat_interleave_self_int(n, 0, None),
+                        v.repeat_interleave_self_int(n, 0, None),
+                    )
+                })
                 .collect(),
-            mask: self.mask.repeat([n, 1]),
-            seen: self.seen.repeat([n]),
+            mask: self.mask.repeat_interleave_self_int(n, 0, None),
+            seen: self.seen.repeat_interleave_self_int(n, 0, None),
             len: self.len,
             capacity: self.capacity,
             padded: self.padded,

@@ -14,6 +14,28 @@ pub fn score_continuations(
     prefix_embeds: &Tensor,
     continuations: &[Vec<i64>],
 ) -> Result<Vec<f64>, LlmError> {
+    let (batch, seq, _) = prefix_embeds.size3()?;
+    if batch != 1 {
+        return Err(LlmError::InvalidRequest(format!(
+            "score_continuations takes one prompt, got a batch of {batch}; use \
+             score_continuations_batch"
+        )));
+    }
+    let mask = Tensor::ones([1, seq], (Kind::Bool, model.device()));
+    let mut scores = score_continuations_batch(model, prefix_embeds, &mask, continuations)?;
+    Ok(scores.pop().unwrap_or_default())
+}
+
+/// [`score_continuations`] for a left-padded batch of prompts
+/// (`prefix_embeds` [batch, seq, hidden], `mask` [batch, seq]): one
+/// prefill for all prompts, then every (prompt, candidate) pair in one
+/// forward. Returns, per prompt, the score of each candidate.
+pub fn score_continuations_batch(
+    model: &Llama,
+    prefix_embeds: &Tensor,
+    prefix_mask: &Tensor,
+    continuations: &[Vec<i64>],
+) -> Result<Vec<Vec<f64>>, LlmError> {
     let _guard = tch::no_grad_guard();
     if continuations.is_empty() || continuations.iter().any(Vec::is_empty) {
         return Err(LlmError::InvalidRequest(
@@ -21,12 +43,7 @@ pub fn score_continuations(
         ));
     }
     let (batch, prefix_len, _) = prefix_embeds.size3()?;
-    if batch != 1 {
-        return Err(LlmError::InvalidRequest(format!(
-            "scoring takes one prompt at a time, got a batch of {batch}"
-        )));
-    }
-    let n = continuations.len() as i64;
+    let c = continuations.len() as i64;
     let longest = continuations.iter().map(Vec::len).max().unwrap_or(1) as i64;
     let max_positions = model.config().max_position_embeddings as i64;
     if prefix_len + longest > max_positions {
@@ -36,55 +53,50 @@ pub fn score_continuations(
         });
     }
     let device = model.device();
-    let mut cache = model.new_cache(1, prefix_len + longest);
-    let hidden = model.forward_embeds(prefix_embeds, None, &mut cache)?;
-    // [vocab]: the distribution of every candidate's first token.
+    let mut cache = model.new_cache(batch, prefix_len + longest);
+    let hidden = model.forward_embeds(prefix_embeds, Some(prefix_mask), &mut cache)?;
+    // [batch, vocab]: the distribution of every candidate's first token.
     let first = model
         .logits(&hidden.select(1, -1))
-        .log_softmax(-1, Kind::Float)
-        .get(0);
-    let mut cache = cache.expand_batch(n)?;
-    let mut ids = Vec::with_capacity((n * longest) as usize);
-    let mut mask = Vec::with_capacity((n * longest) as usize);
-    for c in continuations {
-        ids.extend(
-            c.iter()
-                .copied()
-                .chain(std::iter::repeat_n(0, longest as usize - c.len())),
-        );
-        mask.extend(
-            std::iter::repeat_n(true, c.len())
-                .chain(std::iter::repeat_n(false, longest as usize - c.len())),
-        );
+        .log_softmax(-1, Kind::Float);
+    let mut cache = cache.expand_batch(c)?;
+    let mut ids = Vec::with_capacity((batch * c * longest) as usize);
+    let mut mask = Vec::with_capacity((batch * c * longest) as usize);
+    for _ in 0..batch {
+        for cand in continuations {
+            let pad = longest as usize - cand.len();
+            ids.extend(cand.iter().copied().chain(std::iter::repeat_n(0, pad)));
+            mask.extend(
+                std::iter::repeat_n(true, cand.len()).chain(std::iter::repeat_n(false, pad)),
+            );
+        }
     }
+    let rows = batch * c;
     let ids = Tensor::from_slice(&ids)
-        .view([n, longest])
+        .view([rows, longest])
         .to_device(device);
     let mask = Tensor::from_slice(&mask)
-        .view([n, longest])
+        .view([rows, longest])
         .to_device(device);
-    // Right padding: real tokens never attend to the padding after them.
-    let hidden = model.forward_embeds(&model.embed(&ids), Some(&mask), &mut cache)?;
-    // Position j predicts token j + 1 of the same candidate.
-    let log_probs = model.logits(&hidden).log_softmax(-1, Kind::Float);
-    let first_scores: Vec<f64> = {
-        let index = Tensor::from_slice(&continuations.iter().map(|c| c[0]).collect::<Vec<_>>())
-            .to_device(device);
-        Vec::try_from(first.index_select(0, &index).to_kind(Kind::Double))?
-    };
-    let mut scores = first_scores;
+    let first_ids = ids.select(1, 0).view([batch, c]);
+    let mut scores = first.gather(1, &first_ids, false).to_kind(Kind::Double);
     if longest > 1 {
+        // Right padding: real tokens never attend to the padding after them.
+        let hidden = model.forward_embeds(&model.embed(&ids), Some(&mask), &mut cache)?;
+        // Position j predicts token j + 1 of the same candidate.
+        let log_probs = model
+            .logits(&hidden.narrow(1, 0, longest - 1))
+            .log_softmax(-1, Kind::Float);
         let targets = ids.narrow(1, 1, longest - 1);
         let picked = log_probs
-            .narrow(1, 0, longest - 1)
             .gather(2, &targets.unsqueeze(-1), false)
             .squeeze_dim(-1);
         let counted = mask.narrow(1, 1, longest - 1).to_kind(Kind::Float);
-        let rest: Vec<f64> =
-            Vec::try_from((picked * counted).sum_dim_intlist(1, false, Kind::Double))?;
-        for (score, rest) in scores.iter_mut().zip(rest) {
-            *score += rest;
-        }
+        let rest = (picked * counted)
+            .sum_dim_intlist(1, false, Kind::Double)
+            .view([batch, c]);
+        scores += rest;
     }
-    Ok(scores)
+    let flat: Vec<f64> = Vec::try_from(scores.view([-1]))?;
+    Ok(flat.chunks(c as usize).map(<[f64]>::to_vec).collect())
 }

@@ -58,3 +58,38 @@ fn batched_scores_equal_each_candidate_alone() {
         assert!(score_continuations(&model, &embeds, &[vec![]]).is_err());
     }
 }
+
+#[test]
+fn a_left_padded_batch_of_prompts_scores_as_each_prompt_alone() {
+    let _guard = tch::no_grad_guard();
+    let (model, _vs) =
+        Llama::from_pretrained(&fixture("llama-gqa-theta"), Device::Cpu, Kind::Float).unwrap();
+    let prompts = [vec![1i64, 15, 27, 99, 4, 61, 8], vec![1i64, 300, 5]];
+    let candidates = vec![vec![42i64, 2], vec![13], vec![200, 201, 202, 2]];
+    let longest = 7;
+    let mut ids = Vec::new();
+    let mut mask = Vec::new();
+    for p in &prompts {
+        let pad = longest - p.len();
+        ids.extend(std::iter::repeat_n(0, pad).chain(p.iter().copied()));
+        mask.extend(std::iter::repeat_n(false, pad).chain(std::iter::repeat_n(true, p.len())));
+    }
+    let ids = Tensor::from_slice(&ids).view([2, longest as i64]);
+    let mask = Tensor::from_slice(&mask).view([2, longest as i64]);
+    let scores = rgpt_llm::scoring::score_continuations_batch(
+        &model,
+        &model.embed(&ids),
+        &mask,
+        &candidates,
+    )
+    .unwrap();
+    for (prompt, row) in prompts.iter().zip(&scores) {
+        for (candidate, score) in candidates.iter().zip(row) {
+            let expected = alone(&model, prompt, candidate);
+            assert!(
+                (score - expected).abs() < 1e-4,
+                "{prompt:?} {candidate:?}: {score} vs {expected}"
+            );
+        }
+    }
+}

@@ -533,19 +533,37 @@ impl RegionGpt {
         region_token_id: i64,
         candidates: &[Vec<i64>],
     ) -> Result<Vec<f64>, ModelError> {
+        let mut scores =
+            self.score_answers_batch(std::slice::from_ref(prompt), region_token_id, candidates)?;
+        Ok(scores.pop().unwrap_or_default())
+    }
+
+    /// [`RegionGpt::score_answers`] for a batch of prompts: images encoded
+    /// together, one left-padded prefill, every (prompt, candidate) pair in
+    /// one forward. Returns, per prompt, each candidate's score.
+    pub fn score_answers_batch(
+        &self,
+        prompts: &[RegionPrompt<'_>],
+        region_token_id: i64,
+        candidates: &[Vec<i64>],
+    ) -> Result<Vec<Vec<f64>>, ModelError> {
         let _guard = tch::no_grad_guard();
-        let (image, regions) =
-            self.encode_prompt_inputs(prompt.pixel_values, prompt.transform, prompt.regions)?;
-        let request = SplicedRequest {
-            prompt_ids: prompt.prompt_ids,
-            region_token_id: Some(region_token_id),
-            images: std::slice::from_ref(&image),
-            regions: &regions,
-        };
-        let (spliced, _) = self.llava.splice_request(&request)?;
-        Ok(rgpt_llm::scoring::score_continuations(
+        let inputs = self.encode_prompt_batch(prompts)?;
+        let mut spliced = Vec::with_capacity(prompts.len());
+        for (prompt, (image, regions)) in prompts.iter().zip(&inputs) {
+            let request = SplicedRequest {
+                prompt_ids: prompt.prompt_ids,
+                region_token_id: Some(region_token_id),
+                images: std::slice::from_ref(image),
+                regions,
+            };
+            spliced.push(self.llava.splice_request(&request)?.0);
+        }
+        let batch = crate::splice::pad_batch(&spliced, true)?;
+        Ok(rgpt_llm::scoring::score_continuations_batch(
             &self.llava.llm,
-            &spliced.embeds.unsqueeze(0),
+            &batch.embeds,
+            &batch.mask,
             candidates,
         )?)
     }

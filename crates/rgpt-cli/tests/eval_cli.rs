@@ -1,0 +1,262 @@
+//! `rgpt eval` end to end: the metrics-only modes against the reference
+//! tools' numbers in the fixtures, and the task runners on the synthetic
+//! world with the tiny RGPT checkpoint (numbers meaningless; form checked).
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn rgpt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rgpt"))
+        .current_dir(root())
+        .args(args)
+        .output()
+        .expect("rgpt runs")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rgpt-eval-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn captions_match_pycocoevalcap_and_missing_ids_are_reported() {
+    let dir = scratch("captions");
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/caption_metrics/expected.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("pred.json"), expected["preds"].to_string()).unwrap();
+    std::fs::write(dir.join("refs.json"), expected["refs"].to_string()).unwrap();
+    let (pred, refs) = (dir.join("pred.json"), dir.join("refs.json"));
+    let out = ok(&rgpt(&[
+        "eval",
+        "captions",
+        "--pred",
+        pred.to_str().unwrap(),
+        "--refs",
+        refs.to_str().unwrap(),
+        "--json",
+    ]));
+    let scores: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for (name, want) in expected["corpus"].as_object().unwrap() {
+        let tol = if name == "METEOR" { 1e-4 } else { 1e-6 };
+        let got = scores[name].as_f64().unwrap();
+        assert!(
+            (got - want.as_f64().unwrap()).abs() < tol,
+            "{name}: {got} vs {want}"
+        );
+    }
+    // A prediction without references: an error naming it, unless allowed.
+    let mut preds = expected["preds"].clone();
+    preds["not-a-reference-id"] = serde_json::json!("a cat");
+    std::fs::write(dir.join("pred2.json"), preds.to_string()).unwrap();
+    let pred2 = dir.join("pred2.json");
+    let args = [
+        "eval",
+        "captions",
+        "--pred",
+        pred2.to_str().unwrap(),
+        "--refs",
+        refs.to_str().unwrap(),
+    ];
+    let out = rgpt(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("not-a-reference-id"),
+        "{stderr}"
+    );
+    std::fs::write(dir.join("bad.json"), b"{\"a\": \"\xff\"}").unwrap();
+    let out = rgpt(&[
+        "eval",
+        "captions",
+        "--pred",
+        dir.join("bad.json").to_str().unwrap(),
+        "--refs",
+        refs.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is not UTF-8") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn pope_and_coco_ap_score_given_answers() {
+    let dir = scratch("pope");
+    let case: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/eval_metrics/pope.json")).unwrap(),
+    )
+    .unwrap();
+    let (mut questions, mut answers) = (String::new(), String::new());
+    for (i, (answer, label)) in case["answers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(case["labels"].as_array().unwrap())
+        .enumerate()
+    {
+        questions.push_str(&serde_json::json!({"question_id": i, "image": "x.jpg", "text": "Is there a dog?", "label": label}).to_string());
+        questions.push('\n');
+        answers.push_str(&serde_json::json!({"question_id": i, "text": answer}).to_string());
+        answers.push('\n');
+    }
+    std::fs::write(dir.join("q.jsonl"), questions).unwrap();
+    std::fs::write(dir.join("a.jsonl"), answers).unwrap();
+    let out = ok(&rgpt(&[
+        "eval",
+        "pope",
+        "--questions",
+        dir.join("q.jsonl").to_str().unwrap(),
+        "--answers",
+        dir.join("a.jsonl").to_str().unwrap(),
+        "--json",
+    ]));
+    let scores: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for name in ["accuracy", "precision", "recall", "f1", "yes_ratio"] {
+        assert!(
+            (scores[name].as_f64().unwrap() - case[name].as_f64().unwrap()).abs() < 1e-12,
+            "{name}"
+        );
+    }
+
+    // Every annotation scored highest for its own category: AP is 1 over
+    // the categories with (non-crowd) ground truth.
+    let coco: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            root().join("tests/fixtures/datasets/coco/instances_val2017.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut lines = String::new();
+    for ann in coco["annotations"].as_array().unwrap() {
+        let own = ann["category_id"].as_u64().unwrap();
+        let scores: serde_json::Map<String, serde_json::Value> = coco["categories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let id = c["id"].as_u64().unwrap();
+                (
+                    c["name"].as_str().unwrap().to_string(),
+                    serde_json::json!(if id == own { 0.9 } else { 0.01 }),
+                )
+            })
+            .collect();
+        lines.push_str(
+            &serde_json::json!({"annotation_id": ann["id"], "scores": scores}).to_string(),
+        );
+        lines.push('\n');
+    }
+    std::fs::write(dir.join("scores.jsonl"), lines).unwrap();
+    let out = ok(&rgpt(&[
+        "eval",
+        "coco-ap",
+        "--annotations",
+        "tests/fixtures/datasets/coco/instances_val2017.json",
+        "--scores",
+        dir.join("scores.jsonl").to_str().unwrap(),
+        "--json",
+    ]));
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        (summary["ap"].as_f64().unwrap() - 1.0).abs() < 1e-9,
+        "{summary}"
+    );
+}
+
+#[test]
+fn runners_evaluate_the_synthetic_world_and_resume() {
+    let dir = scratch("run");
+    let world = dir.join("world");
+    ok(&rgpt(&[
+        "data",
+        "synth",
+        "--out",
+        world.to_str().unwrap(),
+        "--images",
+        "3",
+        "--seed",
+        "5",
+    ]));
+    ok(&rgpt(&[
+        "data",
+        "build",
+        "synth-pope",
+        "--world",
+        world.to_str().unwrap(),
+        "--out",
+        world.join("pope.jsonl").to_str().unwrap(),
+    ]));
+    let model = "tests/fixtures/rgpt-tiny";
+    for (command, data, key) in [
+        ("coco-cls", "synth-shape.jsonl", "mAP"),
+        ("rec", "synth-rec.jsonl", "accuracy"),
+        ("cap", "synth-caption.jsonl", "CIDEr"),
+    ] {
+        let out = dir.join(command);
+        let data = world.join(data);
+        let args = [
+            "eval",
+            command,
+            "--model",
+            model,
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            "4",
+            "--batch-size",
+            "4",
+        ];
+        let table = ok(&rgpt(&args));
+        assert!(table.starts_with('|'), "{table}");
+        let results: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap())
+                .unwrap();
+        assert!(results[key].is_number(), "{command}: {results}");
+        assert!(out.join("results.md").is_file());
+        // A second run finds every answer done and scores the same.
+        ok(&rgpt(&args));
+        let again: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap())
+                .unwrap();
+        assert_eq!(again, results);
+    }
+    let out = dir.join("pope-run");
+    ok(&rgpt(&[
+        "eval",
+        "pope",
+        "--model",
+        model,
+        "--questions",
+        world.join("pope.jsonl").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]));
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["questions"].as_u64(), Some(6));
+    assert!(results["yes_ratio"].is_number());
+}

@@ -1,0 +1,157 @@
+//! What a task runner asks: every answer of every sample in the
+//! conversation format becomes one question, asked with the gold
+//! conversation before it (the image given once, at the start, as in
+//! training) and scored against that answer and the sample's `meta`.
+use rgpt_data::format::{Speaker, REGION_TOKEN};
+use rgpt_data::{Region, Sample};
+use serde_json::Value;
+
+use crate::EvalError;
+
+/// Which metric family a sample's `task` belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskKind {
+    /// Closed-set region classification (`coco-cls`, `v3det-cls`,
+    /// `synth-shape`, `synth-color`).
+    Classification,
+    /// Referring expressions answered `Region [k].` (`refcocog-rec`, `synth-rec`).
+    Rec,
+    /// Region or image captions (`refcocog-cap`, `vg`, `synth-caption`, ...).
+    Caption,
+    /// POPE yes/no object-existence questions.
+    Pope,
+}
+
+impl TaskKind {
+    pub fn of(task: &str) -> Option<TaskKind> {
+        if task.ends_with("-cls") || task == "synth-shape" || task == "synth-color" {
+            Some(TaskKind::Classification)
+        } else if task.ends_with("-rec") {
+            Some(TaskKind::Rec)
+        } else if task.ends_with("-cap") || task.ends_with("caption") || task == "vg" {
+            Some(TaskKind::Caption)
+        } else if task.contains("pope") {
+            Some(TaskKind::Pope)
+        } else {
+            None
+        }
+    }
+}
+
+/// One question of the evaluation.
+#[derive(Debug, Clone)]
+pub struct EvalItem {
+    /// `{sample id}#{turn}`.
+    pub id: String,
+    pub task: String,
+    pub kind: TaskKind,
+    pub image: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// (human, gold answer) turns before this one, then this question.
+    pub history: Vec<(String, String)>,
+    pub question: String,
+    /// The regions the history and question refer to, in order.
+    pub regions: Vec<Region>,
+    /// The gold answer.
+    pub answer: String,
+    /// Reference captions (captioning), the gold answer otherwise.
+    pub references: Vec<String>,
+    /// REC: the 1-based target among `regions`, or none for no match.
+    pub target: Option<usize>,
+    /// small / medium / large, when the data says (synthetic world) or
+    /// can be computed (COCO area classes of the box).
+    pub size: Option<String>,
+}
+
+fn meta_at<'a>(sample: &'a Sample, key: &str, turn: usize) -> Option<&'a Value> {
+    sample.meta.as_ref()?.get(key)?.as_array()?.get(turn)
+}
+
+/// The questions of one sample, one per answer.
+pub fn items_of(sample: &Sample) -> Result<Vec<EvalItem>, EvalError> {
+    let kind = TaskKind::of(&sample.task).ok_or_else(|| EvalError::Sample {
+        id: sample.id.clone(),
+        message: format!(
+            "task `{}` has no evaluation; expected a classification (-cls, synth-shape, \
+             synth-color), REC (-rec) or caption (-cap, vg, *caption) task",
+            sample.task
+        ),
+    })?;
+    sample.validate()?;
+    let mut items = Vec::new();
+    let mut history: Vec<(String, String)> = Vec::new();
+    let mut regions_so_far = 0;
+    for (turn, pair) in sample.conversations.chunks(2).enumerate() {
+        let [question, answer] = pair else { break };
+        if question.from != Speaker::Human || answer.from != Speaker::Gpt {
+            break;
+        }
+        regions_so_far += question.value.matches(REGION_TOKEN).count();
+        let target = match meta_at(sample, "targets", turn) {
+            Some(Value::Number(n)) => n.as_u64().map(|k| k as usize),
+            _ => None,
+        };
+        let size = match kind {
+            TaskKind::Rec => target
+                .and_then(|k| sample.meta.as_ref()?.get("sizes")?.get(k - 1)?.as_str())
+                .map(str::to_string),
+            _ => meta_at(sample, "sizes", turn)
+                .or_else(|| sample.meta.as_ref().and_then(|m| m.get("size")))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        };
+        let references = match meta_at(sample, "references", turn) {
+            Some(Value::Array(refs)) => refs
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
+            _ => vec![answer.value.clone()],
+        };
+        items.push(EvalItem {
+            id: format!("{}#{turn}", sample.id),
+            task: sample.task.clone(),
+            kind,
+            image: sample.image.clone(),
+            width: sample.width,
+            height: sample.height,
+            history: history.clone(),
+            question: question.value.clone(),
+            regions: sample.regions[..regions_so_far].to_vec(),
+            answer: answer.value.clone(),
+            references,
+            target,
+            size,
+        });
+        history.push((question.value.clone(), answer.value.clone()));
+    }
+    Ok(items)
+}
+
+/// POPE questions as evaluation items: the question after the image,
+/// answered yes or no.
+pub fn pope_items(
+    questions: &[rgpt_data::readers::pope::PopeQuestion],
+    task: &str,
+) -> Vec<EvalItem> {
+    questions
+        .iter()
+        .map(|q| EvalItem {
+            id: q.question_id.to_string(),
+            task: task.to_string(),
+            kind: TaskKind::Pope,
+            image: Some(q.image.clone()),
+            width: None,
+            height: None,
+            history: Vec::new(),
+            question: format!("{}\n{}", rgpt_data::format::IMAGE_TOKEN, q.text),
+            regions: Vec::new(),
+            answer: q.label.clone(),
+            references: vec![q.label.clone()],
+            target: None,
+            size: None,
+        })
+        .collect()
+}
