@@ -130,10 +130,14 @@ impl Evaluator<'_> {
         on_progress: &mut dyn FnMut(usize, usize),
     ) -> Result<(), EvalError> {
         let _guard = tch::no_grad_guard();
-        let todo: Vec<&EvalItem> = items
+        // Questions of similar length share a batch, so little of each
+        // left-padded batch is padding; the answers do not depend on it.
+        let mut todo: Vec<(Vec<i64>, &EvalItem)> = items
             .iter()
             .filter(|i| store.get(&i.id).is_none())
-            .collect();
+            .map(|i| Ok((self.prompt_ids(i)?, i)))
+            .collect::<Result<_, EvalError>>()?;
+        todo.sort_by_key(|(ids, _)| ids.len());
         let total = items.len();
         let mut done = total - todo.len();
         on_progress(done, total);
@@ -148,11 +152,8 @@ impl Evaluator<'_> {
         };
         let model = &self.generator.model;
         let region_id = self.generator.region_token_id();
-        for batch in todo.chunks(self.batch_size.max(1)) {
-            let ids: Vec<Vec<i64>> = batch
-                .iter()
-                .map(|i| self.prompt_ids(i))
-                .collect::<Result<_, _>>()?;
+        for chunk in todo.chunks(self.batch_size.max(1)) {
+            let (ids, batch): (Vec<Vec<i64>>, Vec<&EvalItem>) = chunk.iter().cloned().unzip();
             let images: Vec<Prepared> = batch
                 .iter()
                 .map(|i| self.prepare_image(i))
