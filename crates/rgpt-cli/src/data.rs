@@ -7,7 +7,10 @@ use clap::{Args, Subcommand};
 use rgpt_data::builders::classification::{build_classification, ClassificationOptions};
 use rgpt_data::builders::llava::build_llava;
 use rgpt_data::builders::mix::{mix, MixInput};
-use rgpt_data::builders::refcocog::{build_refcocog_caption, build_refcocog_rec, RefcocogOptions};
+use rgpt_data::builders::refcocog::{
+    build_refcocog_caption, build_refcocog_rec, build_refcocog_rec_eval, read_proposals,
+    RefcocogOptions,
+};
 use rgpt_data::builders::vg::{build_vg, VgOptions};
 use rgpt_data::builders::{Built, RegionKind};
 use rgpt_data::format::{read_samples, JsonlWriter};
@@ -112,6 +115,12 @@ pub enum BuildKind {
         /// Candidate regions per image.
         #[arg(long, default_value_t = 8)]
         max_candidates: usize,
+        /// Build the evaluation set of the paper's protocol instead: one
+        /// question per sentence, candidates from these detection proposals
+        /// (COCO results JSON), the ground truth added when none reaches
+        /// IoU 0.5.
+        #[arg(long)]
+        proposals: Option<PathBuf>,
         #[command(flatten)]
         common: Common,
     },
@@ -250,6 +259,7 @@ fn build(kind: BuildKind) -> anyhow::Result<()> {
             refcocog,
             negatives,
             max_candidates,
+            proposals,
             common,
         } => {
             let (instances, refs) = refcocog.read()?;
@@ -259,10 +269,14 @@ fn build(kind: BuildKind) -> anyhow::Result<()> {
                 ..refcocog.options(common.seed)
             };
             let prompts = prompts(&common.prompts)?;
-            (
-                build_refcocog_rec(&instances, &refs, &prompts, &options)?,
-                common,
-            )
+            let built = match proposals {
+                Some(path) => {
+                    let proposals = read_proposals(&path)?;
+                    build_refcocog_rec_eval(&instances, &refs, &proposals, &prompts, &options)?
+                }
+                None => build_refcocog_rec(&instances, &refs, &prompts, &options)?,
+            };
+            (built, common)
         }
         BuildKind::Vg {
             regions,

@@ -385,3 +385,65 @@ fn stats_count_tasks_regions_words_and_areas() {
         Some(6.0)
     );
 }
+
+#[test]
+fn refcocog_rec_with_proposals_adds_the_ground_truth_only_when_missed() {
+    use rgpt_data::builders::refcocog::{build_refcocog_rec_eval, Proposal};
+    let refs = refcoco::read_refs(&data("refcocog/refs(umd).p")).unwrap();
+    let instances = CocoDataset::read(&data("refcocog/instances.json")).unwrap();
+    let ann = |id: u64| {
+        instances
+            .annotations
+            .iter()
+            .find(|a| a.id == id)
+            .unwrap()
+            .bbox
+    };
+    let [x, y, w, h] = ann(1);
+    let proposals = vec![
+        Proposal {
+            image_id: 139,
+            bbox: [x + 1.0, y, w, h - 1.0],
+            score: 0.9,
+        },
+        Proposal {
+            image_id: 139,
+            bbox: [0.0, 40.0, 5.0, 5.0],
+            score: 0.8,
+        },
+        Proposal {
+            image_id: 285,
+            bbox: [40.0, 50.0, 6.0, 6.0],
+            score: 0.7,
+        },
+    ];
+    let built = build_refcocog_rec_eval(
+        &instances,
+        &refs,
+        &proposals,
+        &prompts(),
+        &RefcocogOptions::default(),
+    )
+    .unwrap();
+    // One question per train sentence: 3 for image 139, 3 for image 285.
+    assert_eq!(built.samples.len(), 6);
+    // Annotation 1 is found by a proposal; 2, 3 and 4 are not.
+    assert_eq!(
+        built
+            .skips
+            .count("ground truth added: no proposal reaches IoU 0.5"),
+        3
+    );
+    for sample in &built.samples {
+        sample.validate().unwrap();
+        let meta = sample.meta.as_ref().unwrap();
+        let target = meta["targets"][0].as_u64().unwrap() as usize;
+        let truth: [f64; 4] = serde_json::from_value(meta["ground_truth"].clone()).unwrap();
+        let Region::Box([x1, y1, x2, y2]) = sample.regions[target - 1] else {
+            panic!("proposal regions are boxes")
+        };
+        let iou = rgpt_region::iou::bbox_iou_one([x1, y1, x2 - x1, y2 - y1], truth, false);
+        assert!(iou >= 0.5, "{iou}");
+        assert_eq!(answers(sample), [format!("Region [{target}].")]);
+    }
+}

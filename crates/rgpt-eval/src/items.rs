@@ -60,6 +60,9 @@ pub struct EvalItem {
     pub references: Vec<String>,
     /// REC: the 1-based target among `regions`, or none for no match.
     pub target: Option<usize>,
+    /// REC with proposals: the ground-truth box `[x, y, w, h]`; a chosen
+    /// candidate is right when its IoU with it is at least 0.5.
+    pub ground_truth: Option<[f64; 4]>,
     /// small / medium / large, when the data says (synthetic world) or
     /// can be computed (COCO area classes of the box).
     pub size: Option<String>,
@@ -123,6 +126,11 @@ pub fn items_of(sample: &Sample) -> Result<Vec<EvalItem>, EvalError> {
             answer: answer.value.clone(),
             references,
             target,
+            ground_truth: sample
+                .meta
+                .as_ref()
+                .and_then(|m| m.get("ground_truth"))
+                .and_then(|v| serde_json::from_value(v.clone()).ok()),
             size,
         });
         history.push((question.value.clone(), answer.value.clone()));
@@ -151,6 +159,7 @@ pub fn pope_items(
             answer: q.label.clone(),
             references: vec![q.label.clone()],
             target: None,
+            ground_truth: None,
             size: None,
         })
         .collect()

@@ -206,18 +206,22 @@ pub fn rec_results(
     for item in items {
         let p = prediction(store, item)?;
         let chosen = parse_region_index(&p.answer);
-        let correct = match item.target {
-            Some(target) => chosen.is_some_and(|k| {
+        let correct = match (item.target, item.ground_truth) {
+            // Proposals: the chosen candidate must overlap the ground truth.
+            (Some(_), Some(truth)) => chosen
+                .and_then(|k| region_box(item, k.checked_sub(1)?, image_root))
+                .is_some_and(|b| rgpt_region::iou::bbox_iou_one(b, truth, false) >= 0.5),
+            (Some(target), None) => chosen.is_some_and(|k| {
                 k == target
                     || match (
-                        region_box(item, k - 1, image_root),
+                        region_box(item, k.saturating_sub(1), image_root),
                         region_box(item, target - 1, image_root),
                     ) {
                         (Some(a), Some(b)) => rgpt_region::iou::bbox_iou_one(a, b, false) >= 0.5,
                         _ => false,
                     }
             }),
-            None => chosen.is_none() && p.answer.to_lowercase().contains("no corresponding"),
+            (None, _) => chosen.is_none() && p.answer.to_lowercase().contains("no corresponding"),
         };
         let counter = if item.target.is_some() {
             &mut positives

@@ -131,3 +131,82 @@ fn pope_reads_answers_and_scores_as_its_script() {
         assert!((ours - theirs).abs() < 1e-12, "{name}: {ours} vs {theirs}");
     }
 }
+
+/// REC with proposals: right when the chosen candidate overlaps the
+/// ground truth (IoU >= 0.5), whichever index that is.
+#[test]
+fn rec_with_proposals_scores_by_overlap_with_the_ground_truth() {
+    use rgpt_data::builders::refcocog::{build_refcocog_rec_eval, Proposal, RefcocogOptions};
+    use rgpt_data::readers::coco::CocoDataset;
+    use rgpt_data::readers::refcoco::read_refs;
+    use rgpt_eval::items::items_of;
+    use rgpt_eval::predictions::{Prediction, PredictionStore};
+    let data =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/datasets/refcocog");
+    let refs = read_refs(&data.join("refs(umd).p")).unwrap();
+    let instances = CocoDataset::read(&data.join("instances.json")).unwrap();
+    let [x, y, w, h] = instances.annotations[0].bbox;
+    // Two proposals both overlap annotation 1 (IoU >= 0.5), one is far away.
+    let proposals = vec![
+        Proposal {
+            image_id: 139,
+            bbox: [x, y, w, h - 1.0],
+            score: 0.9,
+        },
+        Proposal {
+            image_id: 139,
+            bbox: [x + 1.0, y + 1.0, w - 1.0, h - 2.0],
+            score: 0.8,
+        },
+        Proposal {
+            image_id: 139,
+            bbox: [45.0, 35.0, 5.0, 5.0],
+            score: 0.7,
+        },
+    ];
+    let prompts = rgpt_data::PromptBank::from_dir(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/prompts"),
+    )
+    .unwrap();
+    let built = build_refcocog_rec_eval(
+        &instances,
+        &refs,
+        &proposals,
+        &prompts,
+        &RefcocogOptions::default(),
+    )
+    .unwrap();
+    let sample = built
+        .samples
+        .iter()
+        .find(|s| s.meta.as_ref().unwrap()["ref_id"] == 0)
+        .unwrap();
+    let items = items_of(sample).unwrap();
+    let dir = std::env::temp_dir().join(format!("rgpt-rec-proposals-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (answer, right) in [
+        ("Region [1].", true),
+        ("region [2]", true),
+        ("Region [3].", false),
+        ("Region [0]", false),
+        ("the man", false),
+    ] {
+        let path = dir.join(format!("p{}.jsonl", answer.len()));
+        let _ = std::fs::remove_file(&path);
+        let mut store = PredictionStore::open(&path).unwrap();
+        store
+            .append(vec![Prediction {
+                id: items[0].id.clone(),
+                answer: answer.into(),
+                scores: None,
+                error: None,
+            }])
+            .unwrap();
+        let results = rgpt_eval::results::rec_results(&items, &store, &dir).unwrap();
+        assert_eq!(
+            results["accuracy"].as_f64(),
+            Some(if right { 1.0 } else { 0.0 }),
+            "{answer}"
+        );
+    }
+}

@@ -287,3 +287,117 @@ pub fn build_refcocog_rec(
     }
     Ok(built)
 }
+
+/// A detection proposal, as detectors write COCO results
+/// (`[{"image_id", "bbox": [x, y, w, h], "score"}]`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Proposal {
+    pub image_id: u64,
+    pub bbox: [f64; 4],
+    #[serde(default)]
+    pub score: f64,
+}
+
+/// Reads a proposals file in the COCO results layout.
+pub fn read_proposals(path: &std::path::Path) -> Result<Vec<Proposal>, DataError> {
+    crate::readers::read_json(path, "proposals JSON (COCO results layout)")
+}
+
+/// REC evaluation with proposals (paper Table 5's protocol): one question
+/// per sentence, the candidates are the image's proposals (the
+/// `max_candidates` best by score), with the ground-truth box added when
+/// no proposal reaches IoU 0.5 with it; the target is the candidate of
+/// highest IoU with the ground truth, and any candidate with IoU >= 0.5
+/// counts as right when scored.
+pub fn build_refcocog_rec_eval(
+    instances: &CocoDataset,
+    refs: &[RefRecord],
+    proposals: &[Proposal],
+    prompts: &PromptBank,
+    options: &RefcocogOptions,
+) -> Result<Built, DataError> {
+    let rec_guide = prompts.guide("rec")?;
+    let answer_template = prompts.guide("rec_answer")?;
+    let images = instances.images_by_id();
+    let mut by_image: HashMap<u64, Vec<&Proposal>> = HashMap::new();
+    for p in proposals {
+        by_image.entry(p.image_id).or_default().push(p);
+    }
+    for list in by_image.values_mut() {
+        list.sort_by(|a, b| {
+            b.score
+                .partial_cmp(&a.score)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        list.truncate(options.max_candidates.max(1));
+    }
+    let boxes_options = RefcocogOptions {
+        region_kind: RegionKind::Box,
+        ..options.clone()
+    };
+    let Joined {
+        by_image: refs_by_image,
+        mut built,
+    } = join(instances, refs, &boxes_options);
+    let mut rng = seeded_rng(options.seed);
+    for (image_id, pairs) in refs_by_image {
+        let image = images[&image_id];
+        let mut candidates: Vec<[f64; 4]> = by_image
+            .get(&image_id)
+            .map(|list| list.iter().map(|p| p.bbox).collect())
+            .unwrap_or_default();
+        for (r, ann) in &pairs {
+            let iou = |c: &[f64; 4]| rgpt_region::iou::bbox_iou_one(*c, ann.bbox, false);
+            if !candidates.iter().any(|c| iou(c) >= 0.5) {
+                candidates.push(ann.bbox);
+                built.skips.add(
+                    "ground truth added: no proposal reaches IoU 0.5",
+                    format!("ref {}", r.ref_id),
+                );
+            }
+        }
+        let listed = region_list(candidates.len());
+        for (r, ann) in &pairs {
+            let target = candidates
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (i, rgpt_region::iou::bbox_iou_one(*c, ann.bbox, false)))
+                .max_by(|a, b| a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal))
+                .map(|(i, _)| i + 1)
+                .unwrap_or(1);
+            for (s, sentence) in r.sentences.iter().enumerate() {
+                let expr = sentence.sent.trim();
+                if expr.is_empty() {
+                    continue;
+                }
+                let question = fill(
+                    prompts.pick("rec_question", &mut rng)?,
+                    &[("regions", &listed), ("expr", expr)],
+                );
+                let answer = fill(answer_template, &[("index", &target.to_string())]);
+                built.samples.push(Sample {
+                    id: format!("refcocog-rec/{}/{s}", r.ref_id),
+                    image: Some(image.file_name.clone()),
+                    width: Some(image.width),
+                    height: Some(image.height),
+                    regions: candidates
+                        .iter()
+                        .map(|b| Region::from_coco_bbox(*b))
+                        .collect(),
+                    conversations: vec![
+                        Turn::human(first_question(&question, Some(rec_guide))),
+                        Turn::gpt(answer.clone()),
+                    ],
+                    task: "refcocog-rec".into(),
+                    meta: Some(json!({
+                        "answers": [answer],
+                        "targets": [target],
+                        "ref_id": r.ref_id,
+                        "ground_truth": ann.bbox,
+                    })),
+                });
+            }
+        }
+    }
+    Ok(built)
+}
