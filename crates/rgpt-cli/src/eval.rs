@@ -430,18 +430,8 @@ fn coco_ap(annotations: &Path, scores_path: &Path, json: bool) -> anyhow::Result
             });
         }
     }
-    let ground_truth: Vec<GroundTruth> = dataset
-        .annotations
-        .iter()
-        .map(|a| GroundTruth {
-            id: a.id,
-            image_id: a.image_id,
-            category_id: a.category_id,
-            bbox: a.bbox,
-            area: a.area,
-            iscrowd: a.iscrowd != 0,
-        })
-        .collect();
+    let ground_truth: Vec<GroundTruth> =
+        dataset.annotations.iter().map(GroundTruth::from).collect();
     let categories: Vec<u64> = dataset.categories.iter().map(|c| c.id).collect();
     let images: Vec<u64> = dataset.images.iter().map(|i| i.id).collect();
     let summary = coco_box_ap(

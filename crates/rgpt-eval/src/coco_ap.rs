@@ -31,6 +31,19 @@ pub struct GroundTruth {
     pub iscrowd: bool,
 }
 
+impl From<&rgpt_data::readers::coco::CocoAnnotation> for GroundTruth {
+    fn from(a: &rgpt_data::readers::coco::CocoAnnotation) -> Self {
+        GroundTruth {
+            id: a.id,
+            image_id: a.image_id,
+            category_id: a.category_id,
+            bbox: a.bbox,
+            area: a.area,
+            iscrowd: a.iscrowd != 0,
+        }
+    }
+}
+
 /// A scored detection.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Detection {
