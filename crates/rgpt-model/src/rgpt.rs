@@ -82,6 +82,7 @@ pub struct RegionGpt {
 /// One training example: a conversation split into labelled segments
 /// (see [`crate::prompt::conversation_segments`]), its image if it has one,
 /// and its regions in `<region>` order.
+#[derive(Clone, Copy)]
 pub struct TrainingExample<'a> {
     pub segments: &'a [Segment],
     pub image: Option<ExampleImage<'a>>,
@@ -89,6 +90,7 @@ pub struct TrainingExample<'a> {
 }
 
 /// A preprocessed image of a training example.
+#[derive(Clone, Copy)]
 pub struct ExampleImage<'a> {
     /// [3, H, W]; every image of a batch has the same size.
     pub pixel_values: &'a Tensor,

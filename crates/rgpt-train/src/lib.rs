@@ -2,3 +2,11 @@
 //! with vision tower and LLM frozen, then fine-tuning that also trains the
 //! LLM; loss on the answers only, cosine schedule with warm-up, resumable
 //! checkpoints and metrics.
+
+mod error;
+pub mod optimizer;
+pub mod parts;
+pub mod schedule;
+pub mod step;
+
+pub use error::TrainError;

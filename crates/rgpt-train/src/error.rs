@@ -1,0 +1,31 @@
+use std::path::PathBuf;
+
+/// Errors of training; each names the config field, file or step at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("config {path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("invalid config: {field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("step {step}: the loss is {loss}; the run stops and keeps its last good checkpoint")]
+    NonFiniteLoss { step: u64, loss: f64 },
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    #[error(transparent)]
+    Model(#[from] rgpt_model::ModelError),
+    #[error(transparent)]
+    Data(#[from] rgpt_data::DataError),
+    #[error(transparent)]
+    Weights(#[from] rgpt_weights::WeightsError),
+    #[error("torch error: {0}")]
+    Torch(#[from] tch::TchError),
+}

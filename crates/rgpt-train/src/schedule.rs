@@ -1,0 +1,32 @@
+//! The learning-rate schedule of the paper (Sec. 4): linear warm-up over
+//! `warmup_ratio` of the steps, then cosine decay to zero, as transformers'
+//! `get_cosine_schedule_with_warmup` (num_cycles 0.5) computes it.
+
+/// Learning rate at optimiser step `step` (0-based) of `total` steps.
+pub fn cosine_with_warmup(base_lr: f64, step: u64, total: u64, warmup_ratio: f64) -> f64 {
+    // transformers: num_warmup_steps = ceil(total * warmup_ratio).
+    let warmup = (total as f64 * warmup_ratio).ceil() as u64;
+    if step < warmup {
+        return base_lr * step as f64 / warmup.max(1) as f64;
+    }
+    let progress = (step - warmup) as f64 / (total.saturating_sub(warmup)).max(1) as f64;
+    base_lr * (0.5 * (1.0 + (std::f64::consts::PI * progress).cos())).max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warms_up_linearly_then_decays_by_cosine_to_zero() {
+        // 100 steps, ratio 0.03: 3 warm-up steps.
+        let lr = |s| cosine_with_warmup(1e-3, s, 100, 0.03);
+        assert_eq!(lr(0), 0.0);
+        assert!((lr(1) - 1e-3 / 3.0).abs() < 1e-15);
+        assert!((lr(3) - 1e-3).abs() < 1e-15);
+        // Half-way through the decay: half the rate.
+        assert!((cosine_with_warmup(1.0, 3 + 97 / 2, 100, 0.03) - 0.5).abs() < 0.02);
+        assert!(lr(100) < 1e-12);
+        assert!((1..100).all(|s| lr(s + 1) <= lr(s) || s < 3));
+    }
+}

@@ -1,0 +1,51 @@
+//! One optimiser step's worth of gradients from several micro-batches
+//! (gradient accumulation). Each micro-batch's mean loss is weighted by
+//! its share of the step's answer tokens, so the accumulated gradient is
+//! exactly that of the whole batch in one forward: the loss is a mean over
+//! answer tokens, not over samples.
+use rgpt_model::rgpt::{RegionGpt, TrainingExample};
+use rgpt_model::splice::Segment;
+
+use crate::TrainError;
+
+/// Answer tokens the loss counts in one example.
+pub fn target_tokens(example: &TrainingExample<'_>) -> usize {
+    example
+        .segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| match s {
+            // A target at the very first position has nothing before it.
+            Segment::Text { ids, target: true } => ids.len() - usize::from(i == 0),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// What a step's forward passes measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepLoss {
+    /// Mean loss over the step's answer tokens.
+    pub loss: f64,
+    pub target_tokens: usize,
+}
+
+/// Runs forward and backward over `micro_batches`, adding to the
+/// variables' gradients.
+pub fn accumulate_gradients(
+    model: &RegionGpt,
+    micro_batches: &[Vec<TrainingExample<'_>>],
+) -> Result<StepLoss, TrainError> {
+    let total: usize = micro_batches.iter().flatten().map(target_tokens).sum();
+    let mut loss = 0.0;
+    for batch in micro_batches.iter().filter(|b| !b.is_empty()) {
+        let out = model.forward_train(batch)?;
+        let share = out.target_tokens as f64 / total.max(1) as f64;
+        (&out.loss * share).backward();
+        loss += f64::try_from(&out.loss)? * share;
+    }
+    Ok(StepLoss {
+        loss,
+        target_tokens: total,
+    })
+}
