@@ -3,10 +3,12 @@
 //! LLM; loss on the answers only, cosine schedule with warm-up, resumable
 //! checkpoints and metrics.
 
+pub mod config;
 mod error;
 pub mod optimizer;
 pub mod parts;
 pub mod schedule;
 pub mod step;
+pub mod trainer;
 
 pub use error::TrainError;

@@ -1,0 +1,219 @@
+//! `rgpt train --config FILE.yaml`: every field of a run, checked before
+//! any work starts (unknown fields are refused by name). The paper's runs
+//! are `configs/rgpt-7b-pretrain.yaml` and `configs/rgpt-7b-finetune.yaml`.
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::optimizer::AdamWConfig;
+use crate::parts::Stage;
+use crate::TrainError;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Where the weights come from: `{pretrained: DIR}` or
+    /// `{compose: {vision: DIR, llm: DIR, refiner: deconv}}`.
+    #[serde(with = "serde_yaml::with::singleton_map")]
+    pub model: ModelSource,
+    pub data: DataConfig,
+    /// `pretrain` (refiner + connector), `finetune` (+ LLM) or
+    /// `{custom: [vision, refiner, connector, llm]}`.
+    #[serde(with = "serde_yaml::with::singleton_map")]
+    pub stage: Stage,
+    /// Peak learning rate (paper: 1e-3 pre-training, 2e-5 fine-tuning).
+    pub lr: f64,
+    #[serde(default)]
+    pub optimizer: AdamWConfig,
+    /// Share of the steps spent warming up (paper: 0.03).
+    #[serde(default = "default_warmup")]
+    pub warmup_ratio: f64,
+    /// Passes over the data (paper: 1); `steps` overrides it.
+    #[serde(default = "default_epochs")]
+    pub epochs: u64,
+    #[serde(default)]
+    pub steps: Option<u64>,
+    /// Samples per optimiser step (paper: 256, then 128).
+    pub global_batch: usize,
+    /// Samples per forward pass; `global_batch` must be a multiple.
+    pub micro_batch: usize,
+    /// Clip gradients to this global L2 norm (0: off).
+    #[serde(default = "default_clip")]
+    pub grad_clip: f64,
+    #[serde(default)]
+    pub seed: u64,
+    /// Save a checkpoint every N optimiser steps (and at the end).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// Where checkpoints, metrics and the final model go.
+    pub output_dir: PathBuf,
+    /// Worker threads of the data loader.
+    #[serde(default = "default_workers")]
+    pub loader_workers: usize,
+}
+
+fn default_warmup() -> f64 {
+    0.03
+}
+fn default_epochs() -> u64 {
+    1
+}
+fn default_clip() -> f64 {
+    1.0
+}
+fn default_checkpoint_every() -> u64 {
+    500
+}
+fn default_workers() -> usize {
+    2
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum ModelSource {
+    /// An RGPT or LLaVA checkpoint directory.
+    Pretrained(PathBuf),
+    /// A fresh RGPT from a CLIP/SigLIP directory and a LLaMA directory.
+    Compose {
+        vision: PathBuf,
+        llm: PathBuf,
+        #[serde(default = "default_refiner")]
+        refiner: String,
+    },
+}
+
+fn default_refiner() -> String {
+    "deconv".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Conversation files (rgpt-data format) with sampling weights.
+    pub files: Vec<DataFile>,
+    /// Image paths are relative to this directory.
+    pub image_root: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataFile {
+    pub path: PathBuf,
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+}
+
+fn default_weight() -> f64 {
+    1.0
+}
+
+impl TrainConfig {
+    /// Reads and checks a YAML config; relative paths are taken from the
+    /// config file's directory.
+    pub fn from_file(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config: TrainConfig =
+            serde_yaml::from_str(&text).map_err(|e| TrainError::Config {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        match &mut self.model {
+            ModelSource::Pretrained(dir) => resolve(dir),
+            ModelSource::Compose { vision, llm, .. } => {
+                resolve(vision);
+                resolve(llm);
+            }
+        }
+        for file in &mut self.data.files {
+            resolve(&mut file.path);
+        }
+        resolve(&mut self.data.image_root);
+        resolve(&mut self.output_dir);
+    }
+
+    /// The checks a run needs before it starts.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let invalid = |field, message: String| Err(TrainError::Invalid { field, message });
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return invalid("lr", format!("{} must be a positive number", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.warmup_ratio) {
+            return invalid(
+                "warmup_ratio",
+                format!("{} must be in [0, 1)", self.warmup_ratio),
+            );
+        }
+        if self.micro_batch == 0 || self.global_batch == 0 {
+            return invalid("micro_batch", "batch sizes must be at least 1".into());
+        }
+        if self.global_batch % self.micro_batch != 0 {
+            return invalid(
+                "global_batch",
+                format!(
+                    "{} is not a multiple of micro_batch {}",
+                    self.global_batch, self.micro_batch
+                ),
+            );
+        }
+        if self.steps == Some(0) || (self.steps.is_none() && self.epochs == 0) {
+            return invalid("steps", "the run needs at least one step".into());
+        }
+        if self.data.files.is_empty() {
+            return invalid("data.files", "list at least one conversation file".into());
+        }
+        for file in &self.data.files {
+            if !file.path.is_file() {
+                return invalid(
+                    "data.files",
+                    format!("{} does not exist", file.path.display()),
+                );
+            }
+            if !(file.weight.is_finite() && file.weight >= 0.0) {
+                return invalid(
+                    "data.files",
+                    format!(
+                        "weight {} of {} must be >= 0",
+                        file.weight,
+                        file.path.display()
+                    ),
+                );
+            }
+        }
+        let dirs: Vec<&Path> = match &self.model {
+            ModelSource::Pretrained(dir) => vec![dir],
+            ModelSource::Compose { vision, llm, .. } => vec![vision, llm],
+        };
+        for dir in dirs {
+            if !dir.join("config.json").is_file() {
+                return invalid(
+                    "model",
+                    format!(
+                        "{} is not a model directory (no config.json)",
+                        dir.display()
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Micro-batches per optimiser step.
+    pub fn accumulation(&self) -> usize {
+        self.global_batch / self.micro_batch
+    }
+}

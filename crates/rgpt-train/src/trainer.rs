@@ -1,0 +1,363 @@
+//! The training loop: micro-batches from the loader, token-weighted
+//! gradient accumulation, clipping, AdamW on the trainable parts under the
+//! cosine schedule, a JSON-lines metric per step, and checkpoints that let
+//! `--resume` continue exactly (weights, optimiser moments, step and data
+//! position), written to a new directory and swapped in by rename so a
+//! crash never leaves half a checkpoint. A non-finite loss stops the run
+//! before the update, keeping the last good checkpoint.
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rgpt_data::builders::mix::{mix, MixInput};
+use rgpt_data::loader::{Loader, LoaderConfig, PromptFormat};
+use rgpt_llm::{Template, Tokenizer};
+use rgpt_model::prompt::Placeholders;
+use rgpt_model::rgpt::RegionGpt;
+use rgpt_vision::preprocess::PreprocessorConfig;
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::config::{ModelSource, TrainConfig};
+use crate::optimizer::AdamW;
+use crate::parts::set_trainable;
+use crate::schedule::cosine_with_warmup;
+use crate::step::accumulate_gradients;
+use crate::TrainError;
+
+/// Where a run is, as a checkpoint records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RunState {
+    /// Optimiser steps done.
+    pub step: u64,
+    pub epoch: u64,
+    /// Next position in the epoch's sample order.
+    pub position: usize,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepMetrics {
+    pub step: u64,
+    pub total_steps: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub samples_per_s: f64,
+    pub tokens_per_s: f64,
+    pub elapsed_s: f64,
+}
+
+pub struct Trainer {
+    pub config: TrainConfig,
+    pub model: RegionGpt,
+    pub vs: nn::VarStore,
+    tokenizer: Tokenizer,
+    source_dirs: Vec<PathBuf>,
+    optimizer: AdamW,
+    loader: Loader,
+    pub state: RunState,
+    pub total_steps: u64,
+}
+
+const CHECKPOINT: &str = "checkpoint";
+
+impl Trainer {
+    /// Loads the model and data the config names; starts at step 0.
+    pub fn new(config: TrainConfig) -> Result<Self, TrainError> {
+        config.validate()?;
+        tch::manual_seed(config.seed as i64);
+        let device = Device::Cpu;
+        let (model, mut vs, tokenizer, source_dirs) = match &config.model {
+            ModelSource::Pretrained(dir) => {
+                let (model, vs) = RegionGpt::from_pretrained(dir, device, Kind::Float)?;
+                let tokenizer = Tokenizer::from_dir(dir).map_err(rgpt_model::ModelError::from)?;
+                (model, vs, tokenizer, vec![dir.clone()])
+            }
+            ModelSource::Compose {
+                vision,
+                llm,
+                refiner,
+            } => {
+                let kind = serde_json::from_value(serde_json::Value::String(refiner.clone()))
+                    .map_err(|_| TrainError::Invalid {
+                        field: "model.compose.refiner",
+                        message: format!(
+                            "`{refiner}`: use deconv, bilinear4, bilinear16, deconv+bilinear or none"
+                        ),
+                    })?;
+                let (model, vs, tokenizer) =
+                    RegionGpt::compose(vision, llm, kind, device, Kind::Float)?;
+                (model, vs, tokenizer, vec![vision.clone(), llm.clone()])
+            }
+        };
+        vs.unfreeze();
+        let trainable = set_trainable(&vs, &config.stage.trainable());
+        if trainable.is_empty() {
+            return Err(TrainError::Invalid {
+                field: "stage",
+                message: "no variable of the model belongs to the parts it trains".into(),
+            });
+        }
+        let vars = vs.variables();
+        let optimizer = AdamW::new(
+            trainable
+                .iter()
+                .map(|n| (n.clone(), vars[n].shallow_clone()))
+                .collect(),
+            config.optimizer,
+        );
+        let preprocessor = source_dirs
+            .iter()
+            .map(|d| d.join("preprocessor_config.json"))
+            .find(|p| p.is_file())
+            .ok_or_else(|| TrainError::Invalid {
+                field: "model",
+                message: "no preprocessor_config.json in the model's directories".into(),
+            })?;
+        let preprocessor =
+            PreprocessorConfig::from_file(&preprocessor).map_err(rgpt_model::ModelError::from)?;
+        let region = tokenizer
+            .token_to_id(&model.section.region_token)
+            .ok_or_else(|| TrainError::Invalid {
+                field: "model",
+                message: format!(
+                    "the tokenizer has no `{}` token",
+                    model.section.region_token
+                ),
+            })?;
+        let format = PromptFormat {
+            tokenizer: tokenizer.clone(),
+            template: Template::VicunaV1,
+            placeholders: Placeholders {
+                image: model.llava.config.image_token_index,
+                region,
+            },
+            preprocessor,
+        };
+        let inputs: Vec<MixInput> = config
+            .data
+            .files
+            .iter()
+            .map(|f| MixInput {
+                path: f.path.clone(),
+                weight: f.weight,
+            })
+            .collect();
+        let samples = mix(&inputs, config.seed)?.samples;
+        let loader = Loader::new(
+            samples,
+            format,
+            LoaderConfig {
+                image_root: config.data.image_root.clone(),
+                batch_size: config.micro_batch,
+                workers: config.loader_workers,
+                seed: Some(config.seed),
+                ..LoaderConfig::default()
+            },
+        )?;
+        let per_epoch = (loader.len() / config.global_batch).max(1) as u64;
+        let total_steps = config.steps.unwrap_or(per_epoch * config.epochs);
+        Ok(Trainer {
+            config,
+            model,
+            vs,
+            tokenizer,
+            source_dirs,
+            optimizer,
+            loader,
+            state: RunState::default(),
+            total_steps,
+        })
+    }
+
+    fn checkpoint_dir(&self) -> PathBuf {
+        self.config.output_dir.join(CHECKPOINT)
+    }
+
+    /// Continues from the output directory's checkpoint; false when there
+    /// is none.
+    pub fn resume(&mut self) -> Result<bool, TrainError> {
+        let dir = self.checkpoint_dir();
+        if !dir.join("state.json").is_file() {
+            return Ok(false);
+        }
+        let fail = |message: String| TrainError::Checkpoint {
+            path: dir.clone(),
+            message,
+        };
+        let text =
+            std::fs::read_to_string(dir.join("state.json")).map_err(|e| fail(e.to_string()))?;
+        let saved: SavedState = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
+        let weights = rgpt_weights::Checkpoint::open(&dir.join("model.safetensors"))?;
+        {
+            let _guard = tch::no_grad_guard();
+            for (name, mut var) in self.vs.variables() {
+                let saved = weights
+                    .tensor(&name)
+                    .map_err(|e| fail(format!("weights: {e}")))?;
+                var.f_copy_(&saved)?;
+            }
+        }
+        let moments = rgpt_weights::Checkpoint::open(&dir.join("optimizer.safetensors"))?;
+        let tensors: BTreeMap<String, Tensor> = moments
+            .names()
+            .map(|n| Ok((n.to_string(), moments.tensor(n)?)))
+            .collect::<Result<_, rgpt_weights::WeightsError>>()?;
+        self.optimizer.load_state(&tensors, saved.optimizer_steps)?;
+        self.state = saved.run;
+        Ok(true)
+    }
+
+    /// Writes the checkpoint: a new directory, then swapped in.
+    pub fn save_checkpoint(&self) -> Result<(), TrainError> {
+        let dir = self.checkpoint_dir();
+        let fresh = self.config.output_dir.join("checkpoint.new");
+        let old = self.config.output_dir.join("checkpoint.old");
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| TrainError::Io { path, source }
+        };
+        let _ = std::fs::remove_dir_all(&fresh);
+        std::fs::create_dir_all(&fresh).map_err(io(&fresh))?;
+        let weights: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        Tensor::write_safetensors(&weights, fresh.join("model.safetensors"))?;
+        let (moments, optimizer_steps) = self.optimizer.state();
+        Tensor::write_safetensors(&moments, fresh.join("optimizer.safetensors"))?;
+        let state = SavedState {
+            run: self.state,
+            optimizer_steps,
+        };
+        let text = serde_json::to_string_pretty(&state).unwrap_or_default();
+        std::fs::write(fresh.join("state.json"), text).map_err(io(&fresh))?;
+        let _ = std::fs::remove_dir_all(&old);
+        if dir.exists() {
+            std::fs::rename(&dir, &old).map_err(io(&dir))?;
+        }
+        std::fs::rename(&fresh, &dir).map_err(io(&dir))?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(())
+    }
+
+    /// Trains to the last step (or `stop_after` steps, to interrupt a run
+    /// on purpose), calling `on_step` after each.
+    pub fn run(
+        &mut self,
+        stop_after: Option<u64>,
+        on_step: &mut dyn FnMut(&StepMetrics),
+    ) -> Result<(), TrainError> {
+        std::fs::create_dir_all(&self.config.output_dir).map_err(|source| TrainError::Io {
+            path: self.config.output_dir.clone(),
+            source,
+        })?;
+        let metrics_path = self.config.output_dir.join("metrics.jsonl");
+        let mut metrics = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&metrics_path)
+            .map_err(|source| TrainError::Io {
+                path: metrics_path.clone(),
+                source,
+            })?;
+        let started = Instant::now();
+        let mut batches = self.loader.batches(self.state.epoch, self.state.position);
+        let mut taken = 0u64;
+        let mut empty_epochs = 0;
+        while self.state.step < self.total_steps && stop_after.is_none_or(|n| taken < n) {
+            let step_started = Instant::now();
+            let mut micro = Vec::with_capacity(self.config.accumulation());
+            while micro.len() < self.config.accumulation() {
+                match batches.recv() {
+                    Ok(batch) => {
+                        let batch = batch?;
+                        self.state.position = batch.next_position;
+                        micro.push(batch);
+                        empty_epochs = 0;
+                    }
+                    // The epoch is over: the next one, reshuffled.
+                    Err(_) => {
+                        empty_epochs += 1;
+                        if empty_epochs > 1 {
+                            return Err(TrainError::Invalid {
+                                field: "data.files",
+                                message: format!(
+                                    "no sample could be prepared ({})",
+                                    self.loader.skips().to_string().trim()
+                                ),
+                            });
+                        }
+                        self.state.epoch += 1;
+                        self.state.position = 0;
+                        batches = self.loader.batches(self.state.epoch, 0);
+                    }
+                }
+            }
+            let examples: Vec<Vec<_>> = micro.iter().map(|b| b.examples()).collect();
+            let samples: usize = micro.iter().map(|b| b.samples.len()).sum();
+            self.optimizer.zero_grad();
+            let loss = accumulate_gradients(&self.model, &examples)?;
+            if !loss.loss.is_finite() {
+                return Err(TrainError::NonFiniteLoss {
+                    step: self.state.step + 1,
+                    loss: loss.loss,
+                });
+            }
+            let grad_norm = if self.config.grad_clip > 0.0 {
+                self.optimizer.clip_grad_norm(self.config.grad_clip)
+            } else {
+                0.0
+            };
+            let lr = cosine_with_warmup(
+                self.config.lr,
+                self.state.step,
+                self.total_steps,
+                self.config.warmup_ratio,
+            );
+            self.optimizer.step(lr);
+            self.state.step += 1;
+            taken += 1;
+            let seconds = step_started.elapsed().as_secs_f64().max(1e-9);
+            let record = StepMetrics {
+                step: self.state.step,
+                total_steps: self.total_steps,
+                loss: loss.loss,
+                lr,
+                grad_norm,
+                samples_per_s: samples as f64 / seconds,
+                tokens_per_s: loss.target_tokens as f64 / seconds,
+                elapsed_s: started.elapsed().as_secs_f64(),
+            };
+            let line = serde_json::to_string(&record).unwrap_or_default() + "\n";
+            metrics
+                .write_all(line.as_bytes())
+                .and_then(|()| metrics.flush())
+                .map_err(|source| TrainError::Io {
+                    path: metrics_path.clone(),
+                    source,
+                })?;
+            on_step(&record);
+            if self.state.step % self.config.checkpoint_every.max(1) == 0
+                || self.state.step == self.total_steps
+            {
+                self.save_checkpoint()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Saves the trained model in RGPT's format under `output_dir/model`.
+    pub fn save_model(&self) -> Result<PathBuf, TrainError> {
+        let out = self.config.output_dir.join("model");
+        let sources: Vec<&Path> = self.source_dirs.iter().map(PathBuf::as_path).collect();
+        self.model
+            .save_pretrained(&self.vs, &self.tokenizer, &sources, &out, None)?;
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedState {
+    run: RunState,
+    optimizer_steps: u64,
+}
