@@ -190,7 +190,7 @@ impl Trainer {
         let text =
             std::fs::read_to_string(dir.join("state.json")).map_err(|e| fail(e.to_string()))?;
         let saved: SavedState = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
-        let weights = rgpt_weights::Checkpoint::open(&dir.join("model.safetensors"))?;
+        let weights = rgpt_weights::Checkpoint::open(dir.join("model.safetensors"))?;
         {
             let _guard = tch::no_grad_guard();
             for (name, mut var) in self.vs.variables() {
@@ -200,7 +200,7 @@ impl Trainer {
                 var.f_copy_(&saved)?;
             }
         }
-        let moments = rgpt_weights::Checkpoint::open(&dir.join("optimizer.safetensors"))?;
+        let moments = rgpt_weights::Checkpoint::open(dir.join("optimizer.safetensors"))?;
         let tensors: BTreeMap<String, Tensor> = moments
             .names()
             .map(|n| Ok((n.to_string(), moments.tensor(n)?)))
