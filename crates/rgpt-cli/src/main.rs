@@ -2,6 +2,7 @@
 //! calls one library function and formats the result.
 mod data;
 mod eval;
+mod train;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -44,6 +45,8 @@ enum Command {
         #[command(subcommand)]
         command: data::DataCommand,
     },
+    /// Train an RGPT from a YAML config (resumable).
+    Train(train::TrainArgs),
     /// Evaluate a model on the paper's benchmarks, or score predictions.
     Eval {
         #[command(subcommand)]
@@ -206,6 +209,7 @@ fn main() -> ExitCode {
         Command::Chat(args) => run_chat(args),
         Command::Data { command } => data::run(command),
         Command::Eval { command } => eval::run(command),
+        Command::Train(args) => train::run(args),
         Command::Region { command } => match command {
             RegionCommand::Stats { annotations, json } => region_stats(&annotations, json),
         },

@@ -1,0 +1,87 @@
+//! `rgpt train --config FILE.yaml [--resume | --overwrite]`.
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use rgpt_train::config::TrainConfig;
+use rgpt_train::trainer::Trainer;
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// The run's YAML config (see configs/).
+    #[arg(long)]
+    config: PathBuf,
+    /// Continue the run in the output directory from its last checkpoint.
+    #[arg(long, conflicts_with = "overwrite")]
+    resume: bool,
+    /// Start over in an output directory that holds a run.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let config = TrainConfig::from_file(&args.config)?;
+    let out = config.output_dir.clone();
+    let holds_run = out.join("checkpoint").exists() || out.join("metrics.jsonl").exists();
+    if holds_run && !args.resume && !args.overwrite {
+        anyhow::bail!(
+            "{} already holds a run: pass --resume to continue it or --overwrite to start over",
+            out.display()
+        );
+    }
+    if args.overwrite {
+        for entry in [
+            "checkpoint",
+            "checkpoint.new",
+            "checkpoint.old",
+            "metrics.jsonl",
+            "model",
+        ] {
+            let path = out.join(entry);
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else if path.exists() {
+                std::fs::remove_file(&path)
+            } else {
+                Ok(())
+            }
+            .with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    std::fs::copy(&args.config, out.join("config.yaml"))
+        .with_context(|| format!("cannot copy the config into {}", out.display()))?;
+    let mut trainer = Trainer::new(config).context("while setting up the run")?;
+    if args.resume && trainer.resume()? {
+        eprintln!(
+            "resuming at step {} of {}",
+            trainer.state.step, trainer.total_steps
+        );
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(trainer.total_steps),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("train [{bar:30}] {pos}/{len} {msg} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_position(trainer.state.step);
+    let plain = bar.is_hidden();
+    let every = (trainer.total_steps / 20).max(1);
+    trainer.run(None, &mut |m| {
+        bar.set_position(m.step);
+        bar.set_message(format!("loss {:.4} lr {:.2e}", m.loss, m.lr));
+        if plain && (m.step % every == 0 || m.step == m.total_steps) {
+            eprintln!(
+                "step {}/{}: loss {:.4}, lr {:.2e}, {:.1} samples/s",
+                m.step, m.total_steps, m.loss, m.lr, m.samples_per_s
+            );
+        }
+    })?;
+    bar.finish_and_clear();
+    let model = trainer.save_model()?;
+    println!("trained model written to {}", model.display());
+    Ok(())
+}
