@@ -103,3 +103,25 @@ fn config_mistakes_are_caught_before_any_work() {
     let missing = config_error("data", |t| t.replace("coco.jsonl", "nope.jsonl"));
     assert!(missing.contains("nope.jsonl does not exist"), "{missing}");
 }
+
+/// The paper's configs parse with every field known; they only fail on
+/// the data and weights a user has not downloaded yet.
+#[test]
+fn the_paper_configs_parse_and_name_what_is_missing() {
+    for (name, lr, batch) in [
+        ("rgpt-7b-pretrain", 1e-3, 256),
+        ("rgpt-7b-finetune", 2e-5, 128),
+    ] {
+        let path = root().join(format!("configs/{name}.yaml"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let config: TrainConfig = serde_yaml::from_str(&text).unwrap();
+        assert_eq!((config.lr, config.global_batch), (lr, batch));
+        assert_eq!(config.warmup_ratio, 0.03);
+        assert_eq!(config.optimizer.weight_decay, 0.0);
+        let err = TrainConfig::from_file(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("does not exist") || err.contains("not a model directory"),
+            "{err}"
+        );
+    }
+}
