@@ -43,6 +43,53 @@ impl Tokenizer {
         }
     }
 
+    /// A LLaMA-style BPE tokenizer (SentencePiece's `▁` word marks, `<unk>`
+    /// id 0, `<s>` 1, `</s>` 2, BOS added to every encoding) trained on
+    /// `texts` with a vocabulary of at most `vocab_size`: what a model
+    /// trained from scratch on its own data reads (the demo's world).
+    pub fn train_bpe<I, S>(texts: I, vocab_size: usize) -> Result<Self, LlmError>
+    where
+        I: Iterator<Item = S> + Send,
+        S: AsRef<str> + Send,
+    {
+        use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+        use tokenizers::models::TrainerWrapper;
+        use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
+        use tokenizers::processors::template::TemplateProcessing;
+        let fail = |e: tokenizers::Error| LlmError::Encode(format!("training a tokenizer: {e}"));
+        let model = BPE::builder()
+            .unk_token("<unk>".into())
+            .build()
+            .map_err(fail)?;
+        let mut inner = tokenizers::Tokenizer::new(model);
+        inner.with_pre_tokenizer(Some(Metaspace::new('▁', PrependScheme::First, true)));
+        inner.with_decoder(Some(Metaspace::new('▁', PrependScheme::First, true)));
+        let specials = ["<unk>", "<s>", "</s>"]
+            .map(|t| tokenizers::AddedToken::from(t, true))
+            .to_vec();
+        let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
+            .vocab_size(vocab_size)
+            .special_tokens(specials)
+            .show_progress(false)
+            .build()
+            .into();
+        inner.train(&mut trainer, texts).map_err(fail)?;
+        let bos = inner
+            .token_to_id("<s>")
+            .ok_or_else(|| LlmError::Encode("training a tokenizer: no <s> token".into()))?;
+        let template = TemplateProcessing::builder()
+            .try_single("<s> $A")
+            .map_err(|e| LlmError::Encode(format!("training a tokenizer: {e}")))?
+            .special_tokens(vec![("<s>", bos)])
+            .build()
+            .map_err(|e| LlmError::Encode(format!("training a tokenizer: {e}")))?;
+        inner.with_post_processor(Some(template));
+        Ok(Tokenizer {
+            inner,
+            source: PathBuf::new(),
+        })
+    }
+
     /// The file the tokenizer was read from.
     pub fn source(&self) -> &Path {
         &self.source

@@ -1,0 +1,40 @@
+//! A BPE tokenizer trained on a small corpus: LLaMA's special ids, BOS on
+//! every encoding, words of the corpus as single tokens, exact round trips.
+use rgpt_llm::Tokenizer;
+
+#[test]
+fn a_trained_tokenizer_round_trips_its_corpus() {
+    let corpus = [
+        "A small red circle in the top left of the image, to the left of a large blue square.",
+        "What colour is <region>? Answer the question using colour names.",
+        "Region [2].",
+        "No corresponding options found.",
+    ];
+    let texts: Vec<String> = corpus
+        .iter()
+        .cycle()
+        .take(200)
+        .map(|s| s.to_string())
+        .collect();
+    let tokenizer = Tokenizer::train_bpe(texts.iter(), 300).unwrap();
+    assert_eq!(tokenizer.token_to_id("<unk>"), Some(0));
+    assert_eq!(tokenizer.token_to_id("<s>"), Some(1));
+    assert_eq!(tokenizer.token_to_id("</s>"), Some(2));
+    assert!(tokenizer.vocab_size() <= 300);
+    for text in corpus {
+        let ids = tokenizer.encode(text, true).unwrap();
+        assert_eq!(ids[0], 1, "BOS first");
+        assert_eq!(tokenizer.decode(&ids, true).unwrap(), text);
+    }
+    // Frequent words are single tokens: prompts stay short.
+    let ids = tokenizer.encode("circle square", false).unwrap();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    let dir = std::env::temp_dir().join(format!("rgpt-trained-tok-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    tokenizer.save(&dir.join("tokenizer.json")).unwrap();
+    let reloaded = Tokenizer::from_dir(&dir).unwrap();
+    assert_eq!(
+        reloaded.encode(corpus[0], true).unwrap(),
+        tokenizer.encode(corpus[0], true).unwrap()
+    );
+}
