@@ -12,8 +12,9 @@ use crate::TrainError;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
-    /// Where the weights come from: `{pretrained: DIR}` or
-    /// `{compose: {vision: DIR, llm: DIR, refiner: deconv}}`.
+    /// Where the weights come from: `{pretrained: DIR}`,
+    /// `{compose: {vision: DIR, llm: DIR, refiner: deconv}}` or
+    /// `{tiny: {image_size: 64, ...}}`.
     #[serde(with = "serde_yaml::with::singleton_map")]
     pub model: ModelSource,
     pub data: DataConfig,
@@ -73,6 +74,9 @@ fn default_workers() -> usize {
 pub enum ModelSource {
     /// An RGPT or LLaVA checkpoint directory.
     Pretrained(PathBuf),
+    /// A small RGPT trained from nothing, with a tokenizer trained on the
+    /// run's data (for machines without pretrained weights: the demo).
+    Tiny(crate::tiny::TinySpec),
     /// A fresh RGPT from a CLIP/SigLIP directory and a LLaMA directory.
     Compose {
         vision: PathBuf,
@@ -133,6 +137,7 @@ impl TrainConfig {
             }
         };
         match &mut self.model {
+            ModelSource::Tiny(_) => {}
             ModelSource::Pretrained(dir) => resolve(dir),
             ModelSource::Compose { vision, llm, .. } => {
                 resolve(vision);
@@ -195,6 +200,7 @@ impl TrainConfig {
             }
         }
         let dirs: Vec<&Path> = match &self.model {
+            ModelSource::Tiny(_) => vec![],
             ModelSource::Pretrained(dir) => vec![dir],
             ModelSource::Compose { vision, llm, .. } => vec![vision, llm],
         };

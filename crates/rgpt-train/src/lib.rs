@@ -9,6 +9,7 @@ pub mod optimizer;
 pub mod parts;
 pub mod schedule;
 pub mod step;
+pub mod tiny;
 pub mod trainer;
 
 pub use error::TrainError;

@@ -70,6 +70,31 @@ impl Trainer {
         tch::manual_seed(config.seed as i64);
         let device = Device::Cpu;
         let (model, mut vs, tokenizer, source_dirs) = match &config.model {
+            ModelSource::Tiny(spec) => {
+                let files: Vec<&Path> =
+                    config.data.files.iter().map(|f| f.path.as_path()).collect();
+                let (model, vs, trained, preprocessor) = crate::tiny::build_tiny(spec, &files)?;
+                // The run's own preprocessing and tokenizer, kept so a
+                // resumed run reads exactly what the first one did.
+                let source = config.output_dir.join("source");
+                std::fs::create_dir_all(&source).map_err(|e| TrainError::Io {
+                    path: source.clone(),
+                    source: e,
+                })?;
+                let saved = source.join("tokenizer.json");
+                let tokenizer = if saved.is_file() {
+                    Tokenizer::from_dir(&source).map_err(rgpt_model::ModelError::from)?
+                } else {
+                    trained.save(&saved).map_err(rgpt_model::ModelError::from)?;
+                    trained
+                };
+                let json = serde_json::to_string_pretty(&preprocessor).unwrap_or_default();
+                rgpt_weights::save::write_atomic(
+                    &source.join("preprocessor_config.json"),
+                    json.as_bytes(),
+                )?;
+                (model, vs, tokenizer, vec![source])
+            }
             ModelSource::Pretrained(dir) => {
                 let (model, vs) = RegionGpt::from_pretrained(dir, device, Kind::Float)?;
                 let tokenizer = Tokenizer::from_dir(dir).map_err(rgpt_model::ModelError::from)?;

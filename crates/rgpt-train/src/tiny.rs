@@ -1,0 +1,183 @@
+//! A small RGPT built from nothing, for machines without pretrained weights
+//! (the demo): a CLIP-layout ViT, the refiner, the connector and a LLaMA
+//! decoder, all freshly initialised as transformers initialises them
+//! (normal(0, 0.02) matrices and embeddings, unit norms, zero biases), and
+//! a BPE tokenizer trained on the run's own conversations.
+use std::path::Path;
+
+use rgpt_data::format::read_samples;
+use rgpt_llm::conversation::Role;
+use rgpt_llm::{Conversation, Template, Tokenizer};
+use rgpt_model::llava::LlavaConfig;
+use rgpt_model::rgpt::{RegionGpt, RgptConfig, RgptSection};
+use rgpt_vision::preprocess::PreprocessorConfig;
+use rgpt_vision::refiner::RefinerKind;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tch::{nn, Device, Kind};
+
+use crate::TrainError;
+
+/// The shape of a from-scratch model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TinySpec {
+    #[serde(default = "d_image")]
+    pub image_size: usize,
+    #[serde(default = "d_patch")]
+    pub patch_size: usize,
+    #[serde(default = "d_vision_hidden")]
+    pub vision_hidden: usize,
+    #[serde(default = "d_layers")]
+    pub vision_layers: usize,
+    #[serde(default = "d_heads")]
+    pub vision_heads: usize,
+    #[serde(default = "d_hidden")]
+    pub hidden: usize,
+    #[serde(default = "d_layers")]
+    pub layers: usize,
+    #[serde(default = "d_heads")]
+    pub heads: usize,
+    #[serde(default = "d_intermediate")]
+    pub intermediate: usize,
+    /// Upper bound of the trained tokenizer's vocabulary.
+    #[serde(default = "d_vocab")]
+    pub vocab_size: usize,
+    #[serde(default)]
+    pub refiner: RefinerKind,
+}
+
+fn d_image() -> usize {
+    64
+}
+fn d_patch() -> usize {
+    8
+}
+fn d_vision_hidden() -> usize {
+    128
+}
+fn d_layers() -> usize {
+    4
+}
+fn d_heads() -> usize {
+    4
+}
+fn d_hidden() -> usize {
+    256
+}
+fn d_intermediate() -> usize {
+    688
+}
+fn d_vocab() -> usize {
+    2000
+}
+
+/// Every text a conversation file's samples put in front of the model, in
+/// the template it will see them in.
+fn corpus(files: &[&Path]) -> Result<Vec<String>, TrainError> {
+    let mut texts = vec![Conversation::single_turn(Template::VicunaV1, "").prompt()];
+    for file in files {
+        for sample in read_samples(file)? {
+            let sample = sample?;
+            let mut conversation = Conversation::new(Template::VicunaV1);
+            for turn in &sample.conversations {
+                let role = match turn.from {
+                    rgpt_data::Speaker::Human => Role::User,
+                    rgpt_data::Speaker::Gpt => Role::Assistant,
+                };
+                conversation.push(role, Some(turn.value.clone()));
+            }
+            texts.push(conversation.prompt());
+        }
+    }
+    Ok(texts)
+}
+
+/// Builds the model, its VarStore (initialised, nothing frozen), its
+/// tokenizer and its preprocessing.
+pub fn build_tiny(
+    spec: &TinySpec,
+    data_files: &[&Path],
+) -> Result<(RegionGpt, nn::VarStore, Tokenizer, PreprocessorConfig), TrainError> {
+    let invalid = |message: String| TrainError::Invalid {
+        field: "model.tiny",
+        message,
+    };
+    if spec.image_size % spec.patch_size != 0 {
+        return Err(invalid(format!(
+            "image_size {} is not a multiple of patch_size {}",
+            spec.image_size, spec.patch_size
+        )));
+    }
+    let texts = corpus(data_files)?;
+    let mut tokenizer = Tokenizer::train_bpe(texts.iter(), spec.vocab_size)
+        .map_err(rgpt_model::ModelError::from)?;
+    let ids = tokenizer
+        .add_special_tokens(&["<image>", "<region>"])
+        .map_err(rgpt_model::ModelError::from)?;
+    let image_token_index = ids[0];
+    let vision_config = json!({
+        "model_type": "clip_vision_model", "hidden_size": spec.vision_hidden,
+        "intermediate_size": spec.vision_hidden * 4, "num_hidden_layers": spec.vision_layers,
+        "num_attention_heads": spec.vision_heads, "image_size": spec.image_size,
+        "patch_size": spec.patch_size, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
+    });
+    let text_config = json!({
+        "model_type": "llama", "hidden_size": spec.hidden, "intermediate_size": spec.intermediate,
+        "num_hidden_layers": spec.layers, "num_attention_heads": spec.heads,
+        "num_key_value_heads": spec.heads, "vocab_size": tokenizer.vocab_size(),
+        "max_position_embeddings": 1024, "rms_norm_eps": 1e-6, "bos_token_id": 1,
+        "eos_token_id": 2, "tie_word_embeddings": false, "rope_theta": 10000.0,
+    });
+    let config = RgptConfig {
+        llava: LlavaConfig {
+            model_type: Some("rgpt".into()),
+            vision_config,
+            text_config,
+            image_token_index,
+            vision_feature_layer: -1,
+            vision_feature_select_strategy: "default".into(),
+            projector_hidden_act: "gelu".into(),
+            multimodal_projector_bias: true,
+        },
+        rgpt: Some(RgptSection {
+            refiner: spec.refiner,
+            image_token_grid: None,
+            region_token: "<region>".into(),
+        }),
+    };
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = RegionGpt::new(&vs.root(), &config, Path::new("model.tiny"))?;
+    initialise(&vs);
+    let size = spec.image_size as u32;
+    let preprocessor = PreprocessorConfig::from_json_str(
+        &json!({
+            "image_processor_type": "CLIPImageProcessor",
+            "size": {"shortest_edge": size}, "crop_size": {"height": size, "width": size},
+            "image_aspect_ratio": "pad",
+        })
+        .to_string(),
+    )
+    .map_err(|e| invalid(e.to_string()))?;
+    Ok((model, vs, tokenizer, preprocessor))
+}
+
+/// transformers' `_init_weights` for CLIP and LLaMA, by variable name; the
+/// refiner and connector keep their own (fresh) initialisation.
+pub fn initialise(vs: &nn::VarStore) {
+    let _guard = tch::no_grad_guard();
+    for (name, mut var) in vs.variables() {
+        if name.starts_with("feature_refiner.") || name.starts_with("multi_modal_projector.") {
+            continue;
+        }
+        let is_norm = name.contains("norm") || name.contains("layrnorm");
+        if is_norm && name.ends_with(".weight") {
+            let _ = var.fill_(1.0);
+        } else if name.ends_with(".bias") {
+            let _ = var.zero_();
+        } else {
+            let normal = tch::Tensor::randn(var.size(), (var.kind(), var.device())) * 0.02;
+            var.copy_(&normal);
+        }
+    }
+}
