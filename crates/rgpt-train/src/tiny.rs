@@ -14,7 +14,7 @@ use rgpt_vision::preprocess::PreprocessorConfig;
 use rgpt_vision::refiner::RefinerKind;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tch::{nn, Device, Kind};
+use tch::{nn, Device};
 
 use crate::TrainError;
 
