@@ -176,3 +176,39 @@ fn a_tiny_model_trains_from_scratch_on_the_synthetic_world() {
         )
         .unwrap();
 }
+
+/// A diverging run stops at the first non-finite loss, names the step, and
+/// leaves the checkpoint of the last good step in place.
+#[test]
+fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let dir = setup("nan", "");
+    let path = dir.join("train.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text
+        .replace("lr: 0.003", "lr: 1.0e+9")
+        .replace("steps: 4", "steps: 40")
+        + "grad_clip: 0\nwarmup_ratio: 0\n";
+    std::fs::write(&path, text).unwrap();
+    let config = TrainConfig::from_file(&path).unwrap();
+    let mut trainer = Trainer::new(config).unwrap();
+    let err = trainer.run(None, &mut |_| {}).unwrap_err();
+    let rgpt_train::TrainError::NonFiniteLoss { step, .. } = err else {
+        panic!("expected a non-finite loss, got {err}")
+    };
+    assert!(err_message_names_step(step));
+    assert_eq!(trainer.state.step, step - 1);
+    let saved: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("run/checkpoint/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(saved["run"]["step"].as_u64(), Some(step - 1));
+}
+
+fn err_message_names_step(step: u64) -> bool {
+    let err = rgpt_train::TrainError::NonFiniteLoss {
+        step,
+        loss: f64::NAN,
+    };
+    err.to_string()
+        .starts_with(&format!("step {step}: the loss is NaN"))
+}
