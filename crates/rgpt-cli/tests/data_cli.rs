@@ -1,28 +1,8 @@
 //! `rgpt data` end to end: the synthetic world, a builder on a fixture in
 //! the published COCO layout, stats, and clean errors.
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn rgpt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rgpt"))
-        .current_dir(root())
-        .args(args)
-        .output()
-        .expect("rgpt runs")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
+use common::{ok, rgpt, root};
 
 #[test]
 fn synth_build_and_stats() {

@@ -1,29 +1,11 @@
 //! `rgpt eval` end to end: the metrics-only modes against the reference
 //! tools' numbers in the fixtures, and the task runners on the synthetic
 //! world with the tiny RGPT checkpoint (numbers meaningless; form checked).
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn rgpt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rgpt"))
-        .current_dir(root())
-        .args(args)
-        .output()
-        .expect("rgpt runs")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
+use common::{ok, rgpt, root};
 
 fn scratch(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rgpt-eval-cli-{tag}-{}", std::process::id()));

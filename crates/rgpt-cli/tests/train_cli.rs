@@ -1,20 +1,9 @@
 //! `rgpt train` end to end on the tiny fixture: a run from a YAML config,
 //! the refusal to reuse an output directory by accident, resume, and the
 //! trained model answering through `rgpt generate`.
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn rgpt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rgpt"))
-        .current_dir(root())
-        .args(args)
-        .output()
-        .expect("rgpt runs")
-}
+use common::{rgpt, root};
 
 #[test]
 fn train_resume_and_answer() {
