@@ -174,9 +174,13 @@ impl Evaluator<'_> {
                 .collect();
             // A prompt the model cannot take fails its batch: answer that
             // batch one by one so only the offending question is lost.
-            let outputs: Vec<Result<Vec<i64>, String>> = match model.generate_batch(
-                &prompts,
-                region_id,
+            // Images and regions are encoded and spliced once per batch,
+            // for the answers and the class scores alike.
+            let prepared = model.prepare_batch(&prompts, region_id)?;
+            let wants_scores =
+                !candidates.is_empty() && batch.iter().any(|i| i.kind == TaskKind::Classification);
+            let outputs: Vec<Result<Vec<i64>, String>> = match model.llava.generate_prepared(
+                &prepared,
                 &config,
                 Some(&self.generator.tokenizer),
                 &mut |_, _| {},
@@ -210,12 +214,10 @@ impl Evaluator<'_> {
                 Err(e @ rgpt_model::ModelError::Llm(_)) => vec![Err(e.to_string())],
                 Err(e) => return Err(e.into()),
             };
-            let wants_scores =
-                !candidates.is_empty() && batch.iter().any(|i| i.kind == TaskKind::Classification);
+            // A prompt too long for the batch leaves no batch scores: each
+            // prompt is then scored alone below.
             let batch_scores: Option<Vec<Vec<f64>>> = if wants_scores {
-                model
-                    .score_answers_batch(&prompts, region_id, &candidates)
-                    .ok()
+                model.llava.score_prepared(&prepared, &candidates).ok()
             } else {
                 None
             };

@@ -21,7 +21,7 @@ use rgpt_weights::Checkpoint;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::splice::{pad_batch, segments_from_ids, splice, Segment, SplicedPrompt};
+use crate::splice::{pad_batch, segments_from_ids, splice, PaddedBatch, Segment, SplicedPrompt};
 use crate::ModelError;
 
 /// HF `LlavaConfig` fields the model needs.
@@ -272,6 +272,16 @@ impl Llava {
         tokenizer: Option<&rgpt_llm::Tokenizer>,
         on_token: &mut dyn FnMut(usize, i64),
     ) -> Result<GenerationOutput, ModelError> {
+        let batch = self.splice_batch(requests)?;
+        self.generate_prepared(&batch, config, tokenizer, on_token)
+    }
+
+    /// Splices each request and left-pads them into one batch, ready for
+    /// generation or answer scoring (either, or both, without redoing it).
+    pub fn splice_batch(
+        &self,
+        requests: &[SplicedRequest<'_>],
+    ) -> Result<PreparedBatch, ModelError> {
         let _guard = tch::no_grad_guard();
         let mut prompts = Vec::with_capacity(requests.len());
         let mut histories = Vec::with_capacity(requests.len());
@@ -280,15 +290,51 @@ impl Llava {
             prompts.push(spliced);
             histories.push(history);
         }
-        let batch = pad_batch(&prompts, true)?;
+        Ok(PreparedBatch {
+            padded: pad_batch(&prompts, true)?,
+            histories,
+        })
+    }
+
+    /// Generates after a prepared batch.
+    pub fn generate_prepared(
+        &self,
+        batch: &PreparedBatch,
+        config: &GenerationConfig,
+        tokenizer: Option<&rgpt_llm::Tokenizer>,
+        on_token: &mut dyn FnMut(usize, i64),
+    ) -> Result<GenerationOutput, ModelError> {
         Ok(generate_from_embeds(
             &self.llm,
-            &batch.embeds,
-            &batch.mask,
-            &histories,
+            &batch.padded.embeds,
+            &batch.padded.mask,
+            &batch.histories,
             config,
             tokenizer,
             on_token,
         )?)
     }
+
+    /// Log-likelihood of each candidate answer after each prompt of a
+    /// prepared batch: one prefill, every (prompt, candidate) pair in one
+    /// forward.
+    pub fn score_prepared(
+        &self,
+        batch: &PreparedBatch,
+        candidates: &[Vec<i64>],
+    ) -> Result<Vec<Vec<f64>>, ModelError> {
+        Ok(rgpt_llm::scoring::score_continuations_batch(
+            &self.llm,
+            &batch.padded.embeds,
+            &batch.padded.mask,
+            candidates,
+        )?)
+    }
+}
+
+/// Spliced prompts, left-padded into one batch, with the text ids the
+/// repetition penalty sees for each.
+pub struct PreparedBatch {
+    pub padded: PaddedBatch,
+    pub histories: Vec<Vec<i64>>,
 }

@@ -22,7 +22,7 @@ use rgpt_vision::tower::VisionTowerConfig;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::llava::{load_frozen, read_config, Llava, LlavaConfig, SplicedRequest};
+use crate::llava::{load_frozen, read_config, Llava, LlavaConfig, PreparedBatch, SplicedRequest};
 use crate::loss::causal_lm_loss;
 use crate::splice::{pad_batch, splice, Segment, IGNORE_INDEX};
 use crate::ModelError;
@@ -432,21 +432,6 @@ impl RegionGpt {
         })
     }
 
-    /// Image tokens [tokens, text_hidden] and region embeddings [regions,
-    /// text_hidden] in the decoder's space: what the splice puts at
-    /// `<image>` and the `<region>`s. Computed once per conversation.
-    pub fn encode_prompt_inputs(
-        &self,
-        pixel_values: &Tensor,
-        transform: &ImageTransform,
-        regions: &[RegionSpec],
-    ) -> Result<(Tensor, Tensor), ModelError> {
-        let (refined, tokens) = self.encode_image(pixel_values)?;
-        let image = self.llava.connector.forward(&tokens.get(0));
-        let pooled = self.region_features(&refined, transform, regions)?;
-        Ok((image, self.llava.connector.forward(&pooled)))
-    }
-
     /// Generates an answer about the image and its regions.
     pub fn generate(
         &self,
@@ -477,6 +462,19 @@ impl RegionGpt {
         tokenizer: Option<&rgpt_llm::Tokenizer>,
         on_token: &mut dyn FnMut(usize, i64),
     ) -> Result<GenerationOutput, ModelError> {
+        let batch = self.prepare_batch(prompts, region_token_id)?;
+        self.llava
+            .generate_prepared(&batch, config, tokenizer, on_token)
+    }
+
+    /// Encodes the prompts' images and regions in one batch and splices
+    /// them into the left-padded prompts, for
+    /// [`Llava::generate_prepared`] and [`Llava::score_prepared`].
+    pub fn prepare_batch(
+        &self,
+        prompts: &[RegionPrompt<'_>],
+        region_token_id: i64,
+    ) -> Result<PreparedBatch, ModelError> {
         let _guard = tch::no_grad_guard();
         let inputs = self.encode_prompt_batch(prompts)?;
         let requests: Vec<SplicedRequest<'_>> = prompts
@@ -489,8 +487,7 @@ impl RegionGpt {
                 regions,
             })
             .collect();
-        self.llava
-            .generate_spliced_batch(&requests, config, tokenizer, on_token)
+        self.llava.splice_batch(&requests)
     }
 
     /// Per prompt, its image tokens [tokens, text_hidden] and region
@@ -549,24 +546,7 @@ impl RegionGpt {
         region_token_id: i64,
         candidates: &[Vec<i64>],
     ) -> Result<Vec<Vec<f64>>, ModelError> {
-        let _guard = tch::no_grad_guard();
-        let inputs = self.encode_prompt_batch(prompts)?;
-        let mut spliced = Vec::with_capacity(prompts.len());
-        for (prompt, (image, regions)) in prompts.iter().zip(&inputs) {
-            let request = SplicedRequest {
-                prompt_ids: prompt.prompt_ids,
-                region_token_id: Some(region_token_id),
-                images: std::slice::from_ref(image),
-                regions,
-            };
-            spliced.push(self.llava.splice_request(&request)?.0);
-        }
-        let batch = crate::splice::pad_batch(&spliced, true)?;
-        Ok(rgpt_llm::scoring::score_continuations_batch(
-            &self.llava.llm,
-            &batch.embeds,
-            &batch.mask,
-            candidates,
-        )?)
+        let batch = self.prepare_batch(prompts, region_token_id)?;
+        self.llava.score_prepared(&batch, candidates)
     }
 }

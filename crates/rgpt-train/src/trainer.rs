@@ -215,16 +215,7 @@ impl Trainer {
         let text =
             std::fs::read_to_string(dir.join("state.json")).map_err(|e| fail(e.to_string()))?;
         let saved: SavedState = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
-        let weights = rgpt_weights::Checkpoint::open(dir.join("model.safetensors"))?;
-        {
-            let _guard = tch::no_grad_guard();
-            for (name, mut var) in self.vs.variables() {
-                let saved = weights
-                    .tensor(&name)
-                    .map_err(|e| fail(format!("weights: {e}")))?;
-                var.f_copy_(&saved)?;
-            }
-        }
+        rgpt_weights::Checkpoint::open(dir.join("model.safetensors"))?.load_into(&self.vs)?;
         let moments = rgpt_weights::Checkpoint::open(dir.join("optimizer.safetensors"))?;
         let tensors: BTreeMap<String, Tensor> = moments
             .names()
