@@ -1,7 +1,9 @@
 //! `rgpt`: the RGPT-rs command line. Each subcommand parses its arguments,
 //! calls one library function and formats the result.
 mod data;
+mod demo;
 mod eval;
+mod plot;
 mod train;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -47,6 +49,11 @@ enum Command {
     },
     /// Train an RGPT from a YAML config (resumable).
     Train(train::TrainArgs),
+    /// Train a tiny RGPT from nothing on a synthetic world of shapes and
+    /// score it on held-out images (resumable).
+    Demo(demo::DemoArgs),
+    /// Draw a training run's loss and learning-rate curves (PNG and SVG).
+    Plot(plot::PlotArgs),
     /// Evaluate a model on the paper's benchmarks, or score predictions.
     Eval {
         #[command(subcommand)]
@@ -209,7 +216,9 @@ fn main() -> ExitCode {
         Command::Chat(args) => run_chat(args),
         Command::Data { command } => data::run(command),
         Command::Eval { command } => eval::run(command),
+        Command::Plot(args) => plot::run(args),
         Command::Train(args) => train::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Region { command } => match command {
             RegionCommand::Stats { annotations, json } => region_stats(&annotations, json),
         },

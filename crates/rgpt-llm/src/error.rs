@@ -45,6 +45,11 @@ pub enum LlmError {
     CudaUnavailable(String),
     #[error("unknown dtype `{0}`: use f32, bf16 or f16")]
     UnknownDtype(String),
+    #[error("invalid LoRA config: {field}: {message}")]
+    Lora {
+        field: &'static str,
+        message: String,
+    },
     #[error("torch error: {0}")]
     Torch(#[from] tch::TchError),
 }

@@ -2,7 +2,8 @@
 //! paper, Sec. 3.1) on libtorch, configured from a Hugging Face `config.json`
 //! and loaded from HF weights as they are. It owns the decoder itself, its
 //! preallocated KV cache, text generation, tokenizers (`tokenizer.json` or a
-//! SentencePiece `tokenizer.model`) and the conversation templates RGPT uses.
+//! SentencePiece `tokenizer.model`), the conversation templates RGPT uses,
+//! and LoRA adapters for fine-tuning it on one GPU.
 
 pub mod config;
 pub mod conversation;
@@ -11,6 +12,7 @@ mod error;
 pub mod generation;
 pub mod kv_cache;
 pub mod llama;
+pub mod lora;
 pub mod pipeline;
 mod rope;
 pub mod scoring;
@@ -25,6 +27,7 @@ pub use generation::{
 };
 pub use kv_cache::KvCache;
 pub use llama::Llama;
+pub use lora::LoraConfig;
 pub use pipeline::{stream_completion, Completion, TextGenerator};
 pub use rgpt_weights::LoadProgress;
 pub use tokenizer::{StreamDecoder, Tokenizer};

@@ -5,7 +5,10 @@
 //! (`model.layers.{i}.self_attn.q_proj.weight`, ...), so checkpoints load
 //! as they are. The forward takes input embeddings, because RegionGPT splices
 //! image and region embeddings into the sequence; mutable state (the KV
-//! cache) is an argument, so the model itself is shared read-only.
+//! cache) is an argument, so the model itself is shared read-only. LoRA
+//! adapters (`crate::lora`, PEFT's) can be added to the linear layers for
+//! fine-tuning and merged back into them.
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use rgpt_weights::LoadProgress;
@@ -14,6 +17,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::LlamaConfig;
 use crate::kv_cache::KvCache;
+use crate::lora::{LoraAdapter, LoraConfig};
 use crate::rope::{apply_rotary, RotaryEmbedding};
 use crate::LlmError;
 
@@ -21,17 +25,45 @@ use crate::LlmError;
 struct Linear {
     weight: Tensor, // [out, in]
     bias: Option<Tensor>,
+    lora: Option<LoraAdapter>,
 }
 
 impl Linear {
     fn new(vs: nn::Path, in_dim: usize, out_dim: usize, bias: bool) -> Self {
         let weight = vs.var("weight", &[out_dim as i64, in_dim as i64], Init::Const(0.0));
         let bias = bias.then(|| vs.var("bias", &[out_dim as i64], Init::Const(0.0)));
-        Linear { weight, bias }
+        Linear {
+            weight,
+            bias,
+            lora: None,
+        }
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, self.bias.as_ref())
+        let y = x.linear(&self.weight, self.bias.as_ref());
+        match &self.lora {
+            Some(lora) => y + lora.forward(x),
+            None => y,
+        }
+    }
+
+    /// Whether `vs` (this layer's path) holds this layer's weight.
+    fn is_at(&self, vs: &nn::Path) -> bool {
+        vs.get("weight")
+            .is_some_and(|w| w.data_ptr() == self.weight.data_ptr())
+    }
+
+    fn add_lora(&mut self, vs: &nn::Path, config: &LoraConfig) {
+        let size = self.weight.size(); // [out, in]
+        self.lora = Some(LoraAdapter::new(vs, size[1], size[0], config));
+    }
+
+    /// Folds the adapter into the weight and gives it back.
+    fn merge_lora(&mut self) -> Option<LoraAdapter> {
+        let lora = self.lora.take()?;
+        let _guard = tch::no_grad_guard();
+        self.weight += lora.delta_weight(&self.weight);
+        Some(lora)
     }
 }
 
@@ -164,6 +196,48 @@ impl DecoderLayer {
         }
     }
 
+    /// The block's linear layer named `module` (one of
+    /// [`crate::lora::TARGET_MODULES`]) with the sub-module it sits in.
+    fn linear_mut(&mut self, module: &str) -> Option<(&'static str, &mut Linear)> {
+        let (attn, mlp) = (&mut self.self_attn, &mut self.mlp);
+        Some(match module {
+            "q_proj" => ("self_attn", &mut attn.q_proj),
+            "k_proj" => ("self_attn", &mut attn.k_proj),
+            "v_proj" => ("self_attn", &mut attn.v_proj),
+            "o_proj" => ("self_attn", &mut attn.o_proj),
+            "gate_proj" => ("mlp", &mut mlp.gate_proj),
+            "up_proj" => ("mlp", &mut mlp.up_proj),
+            "down_proj" => ("mlp", &mut mlp.down_proj),
+            _ => return None,
+        })
+    }
+
+    fn linears(&self) -> [&Linear; 7] {
+        let (attn, mlp) = (&self.self_attn, &self.mlp);
+        [
+            &attn.q_proj,
+            &attn.k_proj,
+            &attn.v_proj,
+            &attn.o_proj,
+            &mlp.gate_proj,
+            &mlp.up_proj,
+            &mlp.down_proj,
+        ]
+    }
+
+    fn linears_mut(&mut self) -> [&mut Linear; 7] {
+        let (attn, mlp) = (&mut self.self_attn, &mut self.mlp);
+        [
+            &mut attn.q_proj,
+            &mut attn.k_proj,
+            &mut attn.v_proj,
+            &mut attn.o_proj,
+            &mut mlp.gate_proj,
+            &mut mlp.up_proj,
+            &mut mlp.down_proj,
+        ]
+    }
+
     fn forward(&self, x: &Tensor, step: &Step, layer: usize, cache: &mut KvCache) -> Tensor {
         let h = x + self
             .self_attn
@@ -261,6 +335,119 @@ impl Llama {
 
     pub fn config(&self) -> &LlamaConfig {
         &self.config
+    }
+
+    /// Adds LoRA adapters to the `target_modules` of every decoder block:
+    /// `lora_A` / `lora_B` variables under each module's path in the
+    /// VarStore of `vs`, which must be the path [`Llama::new`] was given.
+    /// The adapters are trainable variables (the base weights keep their
+    /// `requires_grad`; freezing them is the caller's choice). A fresh
+    /// adapter's `lora_B` is zero, so the model computes what it did before.
+    pub fn add_lora(&mut self, vs: &nn::Path, config: &LoraConfig) -> Result<(), LlmError> {
+        config.validate()?;
+        if self.has_lora() {
+            return Err(LlmError::InvalidRequest(
+                "the model already has LoRA adapters: merge them first".into(),
+            ));
+        }
+        let layers = vs / "model" / "layers";
+        // Check every target before creating anything, so a mistake leaves
+        // the model and the VarStore as they were.
+        for pass in [false, true] {
+            for (i, layer) in self.layers.iter_mut().enumerate() {
+                for module in &config.target_modules {
+                    let (group, linear) =
+                        layer.linear_mut(module).ok_or_else(|| LlmError::Lora {
+                            field: "target_modules",
+                            message: format!("unknown module `{module}`"),
+                        })?;
+                    let path = &layers / i / group / module.as_str();
+                    if pass {
+                        linear.add_lora(&path, config);
+                    } else if !linear.is_at(&path) {
+                        return Err(LlmError::InvalidRequest(format!(
+                            "the VarStore path does not hold this model's {}",
+                            path.path("weight")
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether any linear layer has a LoRA adapter.
+    pub fn has_lora(&self) -> bool {
+        self.adapters().next().is_some()
+    }
+
+    fn adapters(&self) -> impl Iterator<Item = (&Linear, &LoraAdapter)> {
+        self.layers
+            .iter()
+            .flat_map(|layer| layer.linears())
+            .filter_map(|linear| linear.lora.as_ref().map(|lora| (linear, lora)))
+    }
+
+    /// PEFT's `merge_and_unload`: folds every adapter into its base weight
+    /// (`W += B A * alpha / r`, in place) and removes the adapters from the
+    /// model and their variables from `vs`, leaving a plain LLaMA.
+    pub fn merge_lora(&mut self, vs: &mut nn::VarStore) {
+        let merged: Vec<LoraAdapter> = self
+            .layers
+            .iter_mut()
+            .flat_map(DecoderLayer::linears_mut)
+            .filter_map(Linear::merge_lora)
+            .collect();
+        if merged.is_empty() {
+            return;
+        }
+        let mut variables = vs
+            .variables_
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for lora in &merged {
+            variables.named_variables.remove(&lora.a_name);
+            variables.named_variables.remove(&lora.b_name);
+        }
+        variables
+            .trainable_variables
+            .retain(|var| !merged.iter().any(|lora| lora.owns(&var.tensor)));
+    }
+
+    /// What [`Llama::merge_lora`] would leave, without touching the model:
+    /// a VarStore with every variable of `vs` (the one the model lives in),
+    /// the adapted weights replaced by merged copies and the adapters left
+    /// out. Other tensors are shared, not copied, so saving a merged model
+    /// mid-training costs only the adapted weights' memory.
+    pub fn merged_var_store(&self, vs: &nn::VarStore) -> nn::VarStore {
+        let _guard = tch::no_grad_guard();
+        let adapters: Vec<(&Linear, &LoraAdapter)> = self.adapters().collect();
+        let base: HashMap<&str, (&Linear, &LoraAdapter)> = adapters
+            .iter()
+            .map(|&(linear, lora)| (lora.base_name.as_str(), (linear, lora)))
+            .collect();
+        let dropped: HashSet<&str> = adapters
+            .iter()
+            .flat_map(|(_, lora)| [lora.a_name.as_str(), lora.b_name.as_str()])
+            .collect();
+        let mut out = nn::VarStore::new(vs.device());
+        out.set_kind(vs.kind());
+        for (name, tensor) in vs.variables() {
+            if dropped.contains(name.as_str()) {
+                continue;
+            }
+            let tensor = match base.get(name.as_str()) {
+                Some((linear, lora)) => &linear.weight + lora.delta_weight(&linear.weight),
+                None => tensor,
+            };
+            let (dir, leaf) = name.rsplit_once('.').unwrap_or(("", name.as_str()));
+            let path = dir
+                .split('.')
+                .filter(|c| !c.is_empty())
+                .fold(out.root(), |path, c| path.sub(c));
+            let _ = path.add(leaf, tensor, false);
+        }
+        out
     }
 
     pub fn device(&self) -> Device {

@@ -3,10 +3,11 @@
 //! are `configs/rgpt-7b-pretrain.yaml` and `configs/rgpt-7b-finetune.yaml`.
 use std::path::{Path, PathBuf};
 
+use rgpt_llm::{LlmError, LoraConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::optimizer::AdamWConfig;
-use crate::parts::Stage;
+use crate::parts::{Part, Stage};
 use crate::TrainError;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +27,15 @@ pub struct TrainConfig {
     pub lr: f64,
     #[serde(default)]
     pub optimizer: AdamWConfig,
+    /// LoRA on the LLM instead of training its weights, so a 7B model
+    /// fine-tunes on one GPU: `{rank: 8, alpha: 16, target_modules:
+    /// [q_proj, v_proj]}` (modules: q_proj, k_proj, v_proj, o_proj,
+    /// gate_proj, up_proj, down_proj). Only with a stage that trains `llm`;
+    /// its weights stay frozen and the adapters train. Checkpoints keep the
+    /// adapters; the saved model has them merged in (a plain RGPT
+    /// checkpoint). Absent: the LLM trains fully, as in the paper.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraConfig>,
     /// Share of the steps spent warming up (paper: 0.03).
     #[serde(default = "default_warmup")]
     pub warmup_ratio: f64,
@@ -197,6 +207,35 @@ impl TrainConfig {
                         file.path.display()
                     ),
                 );
+            }
+        }
+        if let Some(lora) = &self.lora {
+            let parts = self.stage.trainable();
+            if !parts.contains(&Part::Llm) {
+                let names: Vec<String> = parts
+                    .iter()
+                    .map(|p| format!("{p:?}").to_lowercase())
+                    .collect();
+                return invalid(
+                    "lora",
+                    format!(
+                        "LoRA adapts the LLM, but the stage trains only [{}], not llm: use \
+                         stage finetune (or add llm to a custom stage), or drop lora",
+                        names.join(", ")
+                    ),
+                );
+            }
+            match lora.validate() {
+                Ok(()) => {}
+                Err(LlmError::Lora { field, message }) => {
+                    let field = match field {
+                        "rank" => "lora.rank",
+                        "alpha" => "lora.alpha",
+                        _ => "lora.target_modules",
+                    };
+                    return invalid(field, message);
+                }
+                Err(other) => return invalid("lora", other.to_string()),
             }
         }
         let dirs: Vec<&Path> = match &self.model {

@@ -20,6 +20,14 @@ pub enum TrainError {
     NonFiniteLoss { step: u64, loss: f64 },
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
+    #[error("{path}, line {line}: {message}")]
+    Metrics {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("cannot draw {path}: {message}")]
+    Plot { path: PathBuf, message: String },
     #[error(transparent)]
     Model(#[from] rgpt_model::ModelError),
     #[error(transparent)]

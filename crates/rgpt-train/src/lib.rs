@@ -4,12 +4,17 @@
 //! checkpoints and metrics.
 
 pub mod config;
+pub mod demo;
 mod error;
+pub mod memory;
+pub mod metrics;
 pub mod optimizer;
 pub mod parts;
+pub mod plot;
 pub mod schedule;
 pub mod step;
 pub mod tiny;
+pub mod tower;
 pub mod trainer;
 
 pub use error::TrainError;

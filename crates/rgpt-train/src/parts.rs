@@ -2,7 +2,8 @@
 //! refiner and the connector with the vision tower and the LLM frozen;
 //! fine-tuning also trains the LLM. Freezing is real: a frozen variable
 //! has `requires_grad` off, so it gets no gradient and the optimiser keeps
-//! no state for it.
+//! no state for it. With LoRA, the LLM part trains its adapters only.
+use rgpt_llm::lora::is_adapter_variable;
 use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 
@@ -60,9 +61,26 @@ impl Stage {
 /// Turns `requires_grad` on for the variables of `parts` and off for every
 /// other; returns the names of the trainable ones, sorted.
 pub fn set_trainable(vs: &VarStore, parts: &[Part]) -> Vec<String> {
+    set_trainable_where(vs, |name| {
+        Part::of(name).is_some_and(|p| parts.contains(&p))
+    })
+}
+
+/// `set_trainable` for an LLM with LoRA adapters: where `parts` has the LLM,
+/// only its adapters (`*.lora_A.weight`, `*.lora_B.weight`) train and its
+/// own weights stay frozen.
+pub fn set_trainable_with_lora(vs: &VarStore, parts: &[Part]) -> Vec<String> {
+    set_trainable_where(vs, |name| match Part::of(name) {
+        Some(Part::Llm) => parts.contains(&Part::Llm) && is_adapter_variable(name),
+        Some(part) => parts.contains(&part),
+        None => false,
+    })
+}
+
+fn set_trainable_where(vs: &VarStore, train: impl Fn(&str) -> bool) -> Vec<String> {
     let mut trainable = Vec::new();
     for (name, var) in vs.variables() {
-        let train = Part::of(&name).is_some_and(|p| parts.contains(&p));
+        let train = train(&name);
         let _ = var.set_requires_grad(train);
         if train {
             trainable.push(name);

@@ -45,6 +45,16 @@ pub struct TinySpec {
     pub vocab_size: usize,
     #[serde(default)]
     pub refiner: RefinerKind,
+    /// Channels of the tower's convolutional stem (see
+    /// `ClipVisionConfig::conv_stem`; one per halving of `patch_size`);
+    /// empty for CLIP's plain patch projection.
+    #[serde(default)]
+    pub conv_stem: Vec<usize>,
+    /// `[height, width]` of the image-token grid the refined map is pooled
+    /// to; default the tower's patch grid. Fewer image tokens make every
+    /// training sequence shorter.
+    #[serde(default)]
+    pub image_token_grid: Option<[i64; 2]>,
 }
 
 fn d_image() -> usize {
@@ -93,12 +103,36 @@ fn corpus(files: &[&Path]) -> Result<Vec<String>, TrainError> {
     Ok(texts)
 }
 
+/// A BPE tokenizer trained on every text of `data_files` (in the
+/// template the model will see), with `<image>` and `<region>` added.
+pub fn train_tokenizer(spec: &TinySpec, data_files: &[&Path]) -> Result<Tokenizer, TrainError> {
+    let texts = corpus(data_files)?;
+    let mut tokenizer = Tokenizer::train_bpe(texts.iter(), spec.vocab_size)
+        .map_err(rgpt_model::ModelError::from)?;
+    tokenizer
+        .add_special_tokens(&["<image>", "<region>"])
+        .map_err(rgpt_model::ModelError::from)?;
+    Ok(tokenizer)
+}
+
 /// Builds the model, its VarStore (initialised, nothing frozen), its
-/// tokenizer and its preprocessing.
+/// tokenizer (trained on `data_files`) and its preprocessing.
 pub fn build_tiny(
     spec: &TinySpec,
     data_files: &[&Path],
 ) -> Result<(RegionGpt, nn::VarStore, Tokenizer, PreprocessorConfig), TrainError> {
+    let tokenizer = train_tokenizer(spec, data_files)?;
+    let (model, vs, preprocessor) = build_tiny_with_tokenizer(spec, &tokenizer)?;
+    Ok((model, vs, tokenizer, preprocessor))
+}
+
+/// Builds the model for an existing tokenizer (one holding `<image>` and
+/// `<region>`), with its VarStore (initialised, nothing frozen) and its
+/// preprocessing.
+pub fn build_tiny_with_tokenizer(
+    spec: &TinySpec,
+    tokenizer: &Tokenizer,
+) -> Result<(RegionGpt, nn::VarStore, PreprocessorConfig), TrainError> {
     let invalid = |message: String| TrainError::Invalid {
         field: "model.tiny",
         message,
@@ -109,18 +143,15 @@ pub fn build_tiny(
             spec.image_size, spec.patch_size
         )));
     }
-    let texts = corpus(data_files)?;
-    let mut tokenizer = Tokenizer::train_bpe(texts.iter(), spec.vocab_size)
-        .map_err(rgpt_model::ModelError::from)?;
-    let ids = tokenizer
-        .add_special_tokens(&["<image>", "<region>"])
-        .map_err(rgpt_model::ModelError::from)?;
-    let image_token_index = ids[0];
+    let image_token_index = tokenizer
+        .token_to_id("<image>")
+        .ok_or_else(|| invalid("the tokenizer has no `<image>` token".into()))?;
     let vision_config = json!({
         "model_type": "clip_vision_model", "hidden_size": spec.vision_hidden,
         "intermediate_size": spec.vision_hidden * 4, "num_hidden_layers": spec.vision_layers,
         "num_attention_heads": spec.vision_heads, "image_size": spec.image_size,
         "patch_size": spec.patch_size, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
+        "conv_stem": spec.conv_stem,
     });
     let text_config = json!({
         "model_type": "llama", "hidden_size": spec.hidden, "intermediate_size": spec.intermediate,
@@ -142,7 +173,7 @@ pub fn build_tiny(
         },
         rgpt: Some(RgptSection {
             refiner: spec.refiner,
-            image_token_grid: None,
+            image_token_grid: spec.image_token_grid.map(|[h, w]| (h, w)),
             region_token: "<region>".into(),
         }),
     };
@@ -159,7 +190,7 @@ pub fn build_tiny(
         .to_string(),
     )
     .map_err(|e| invalid(e.to_string()))?;
-    Ok((model, vs, tokenizer, preprocessor))
+    Ok((model, vs, preprocessor))
 }
 
 /// transformers' `_init_weights` for CLIP and LLaMA, by variable name; the
@@ -171,7 +202,14 @@ pub fn initialise(vs: &nn::VarStore) {
             continue;
         }
         let is_norm = name.contains("norm") || name.contains("layrnorm");
-        if is_norm && name.ends_with(".weight") {
+        if name.contains(".conv_stem.") && name.ends_with(".weight") {
+            // He initialisation: GELU convs from scratch need unit-scale
+            // activations, which 0.02 would shrink layer by layer.
+            let fan_in: i64 = var.size()[1..].iter().product();
+            let normal = tch::Tensor::randn(var.size(), (var.kind(), var.device()))
+                * (2.0 / fan_in as f64).sqrt();
+            var.copy_(&normal);
+        } else if is_norm && name.ends_with(".weight") {
             let _ = var.fill_(1.0);
         } else if name.ends_with(".bias") {
             let _ = var.zero_();

@@ -21,7 +21,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::{ModelSource, TrainConfig};
 use crate::optimizer::AdamW;
-use crate::parts::set_trainable;
+use crate::parts::{set_trainable, set_trainable_with_lora};
 use crate::schedule::cosine_with_warmup;
 use crate::step::accumulate_gradients;
 use crate::TrainError;
@@ -47,6 +47,8 @@ pub struct StepMetrics {
     pub samples_per_s: f64,
     pub tokens_per_s: f64,
     pub elapsed_s: f64,
+    /// Resident set size in MiB after the step (`null` off Linux).
+    pub memory_mb: Option<f64>,
 }
 
 pub struct Trainer {
@@ -69,7 +71,7 @@ impl Trainer {
         config.validate()?;
         tch::manual_seed(config.seed as i64);
         let device = Device::Cpu;
-        let (model, mut vs, tokenizer, source_dirs) = match &config.model {
+        let (mut model, mut vs, tokenizer, source_dirs) = match &config.model {
             ModelSource::Tiny(spec) => {
                 let files: Vec<&Path> =
                     config.data.files.iter().map(|f| f.path.as_path()).collect();
@@ -118,7 +120,18 @@ impl Trainer {
             }
         };
         vs.unfreeze();
-        let trainable = set_trainable(&vs, &config.stage.trainable());
+        let trainable = match &config.lora {
+            Some(lora) => {
+                let llm = vs.root() / "language_model";
+                model
+                    .llava
+                    .llm
+                    .add_lora(&llm, lora)
+                    .map_err(rgpt_model::ModelError::from)?;
+                set_trainable_with_lora(&vs, &config.stage.trainable())
+            }
+            None => set_trainable(&vs, &config.stage.trainable()),
+        };
         if trainable.is_empty() {
             return Err(TrainError::Invalid {
                 field: "stage",
@@ -343,6 +356,7 @@ impl Trainer {
                 samples_per_s: samples as f64 / seconds,
                 tokens_per_s: loss.target_tokens as f64 / seconds,
                 elapsed_s: started.elapsed().as_secs_f64(),
+                memory_mb: crate::memory::resident_set_mib(),
             };
             let line = serde_json::to_string(&record).unwrap_or_default() + "\n";
             metrics
@@ -362,12 +376,16 @@ impl Trainer {
         Ok(())
     }
 
-    /// Saves the trained model in RGPT's format under `output_dir/model`.
+    /// Saves the trained model in RGPT's format under `output_dir/model`,
+    /// LoRA adapters merged into the LLM (training keeps them unmerged).
     pub fn save_model(&self) -> Result<PathBuf, TrainError> {
         let out = self.config.output_dir.join("model");
         let sources: Vec<&Path> = self.source_dirs.iter().map(PathBuf::as_path).collect();
+        let llm = &self.model.llava.llm;
+        let merged = llm.has_lora().then(|| llm.merged_var_store(&self.vs));
+        let vs = merged.as_ref().unwrap_or(&self.vs);
         self.model
-            .save_pretrained(&self.vs, &self.tokenizer, &sources, &out, None)?;
+            .save_pretrained(vs, &self.tokenizer, &sources, &out, None)?;
         Ok(out)
     }
 }

@@ -59,6 +59,11 @@ fn an_interrupted_run_resumes_to_the_same_weights() {
     assert_eq!(whole.state.step, 4);
     let metrics = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 4);
+    for line in metrics.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        let memory = record["memory_mb"].as_f64();
+        assert!(memory.is_some_and(|mb| mb > 0.0), "{line}");
+    }
     assert!(losses.iter().all(|l| l.is_finite()));
 
     let mut config2 = config;

@@ -59,6 +59,15 @@ pub struct ClipVisionConfig {
     pub initializer_range: f64,
     #[serde(default = "default_initializer_factor")]
     pub initializer_factor: f64,
+    /// Not in HF's config: channels of a convolutional stem that replaces
+    /// the patch projection (3x3 stride-2 convs with GELU, one per halving
+    /// of the patch size, then the 1x1 `patch_embedding`), after Xiao et
+    /// al., "Early Convolutions Help Transformers See Better" (2021). Only
+    /// towers trained from scratch here use it (`rgpt demo`): a stem learns
+    /// local shape in far fewer steps than a patch projection. Empty (every
+    /// HF checkpoint) is CLIP's patch projection.
+    #[serde(default)]
+    pub conv_stem: Vec<usize>,
 }
 
 fn default_hidden_size() -> usize {
@@ -115,6 +124,7 @@ impl Default for ClipVisionConfig {
             attention_dropout: 0.0,
             initializer_range: default_initializer_range(),
             initializer_factor: default_initializer_factor(),
+            conv_stem: Vec::new(),
         }
     }
 }
@@ -167,7 +177,20 @@ impl ClipVisionConfig {
             self.image_size,
             self.patch_size,
             &self.hidden_act,
-        )
+        )?;
+        let stride = 1usize.checked_shl(self.conv_stem.len() as u32);
+        if !self.conv_stem.is_empty() && stride != Some(self.patch_size) {
+            return Err(format!(
+                "a conv_stem of {} stride-2 convs downsamples by {}, not by patch_size {}",
+                self.conv_stem.len(),
+                stride.map_or("too much".into(), |s| s.to_string()),
+                self.patch_size
+            ));
+        }
+        if self.conv_stem.contains(&0) {
+            return Err("conv_stem channels must be at least 1".into());
+        }
+        Ok(())
     }
 
     /// Tokens per image at the configured size, class token included.
@@ -610,11 +633,32 @@ pub fn select_features(
     }
 }
 
+/// One 3x3 stride-2 convolution of the optional stem (see
+/// [`ClipVisionConfig::conv_stem`]).
+#[derive(Debug)]
+struct StemConv {
+    weight: Tensor, // [out, in, 3, 3]
+    bias: Tensor,
+}
+
+impl StemConv {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(
+            x.f_conv2d(&self.weight, Some(&self.bias), [2, 2], [1, 1], [1, 1], 1)?
+                .gelu("none"),
+        )
+    }
+}
+
 /// `CLIPVisionEmbeddings`.
 #[derive(Debug)]
 struct Embeddings {
-    class_embedding: Tensor,    // [hidden]
-    patch_embedding: Tensor,    // [hidden, channels, patch, patch]
+    class_embedding: Tensor, // [hidden]
+    /// Empty for HF CLIP.
+    conv_stem: Vec<StemConv>,
+    /// [hidden, channels, patch, patch], or [hidden, stem channels, 1, 1]
+    /// after a stem.
+    patch_embedding: Tensor,
     position_embedding: Tensor, // [patches + 1, hidden]
     patch_size: i64,
 }
@@ -622,11 +666,24 @@ struct Embeddings {
 impl Embeddings {
     fn new(vs: nn::Path, config: &ClipVisionConfig) -> Self {
         let (h, p) = (config.hidden_size as i64, config.patch_size as i64);
+        let mut channels = config.num_channels as i64;
+        let mut conv_stem = Vec::with_capacity(config.conv_stem.len());
+        for (i, &out) in config.conv_stem.iter().enumerate() {
+            let conv = &vs / "conv_stem" / i;
+            let out = out as i64;
+            conv_stem.push(StemConv {
+                weight: conv.var("weight", &[out, channels, 3, 3], Init::Const(0.0)),
+                bias: conv.var("bias", &[out], Init::Const(0.0)),
+            });
+            channels = out;
+        }
+        let kernel = if conv_stem.is_empty() { p } else { 1 };
         Embeddings {
             class_embedding: vs.var("class_embedding", &[h], Init::Const(0.0)),
+            conv_stem,
             patch_embedding: (&vs / "patch_embedding").var(
                 "weight",
-                &[h, config.num_channels as i64, p, p],
+                &[h, channels, kernel, kernel],
                 Init::Const(0.0),
             ),
             position_embedding: (&vs / "position_embedding").var(
@@ -643,8 +700,15 @@ impl Embeddings {
     fn forward(&self, pixel_values: &Tensor) -> Result<Tensor> {
         let size = pixel_values.size();
         let (b, height, width) = (size[0], size[2], size[3]);
-        let p = self.patch_size;
-        let patches = pixel_values
+        let mut p = self.patch_size;
+        let mut x = pixel_values.shallow_clone();
+        for conv in &self.conv_stem {
+            x = conv.forward(&x)?;
+        }
+        if !self.conv_stem.is_empty() {
+            p = 1;
+        }
+        let patches = x
             .f_conv2d::<&Tensor>(&self.patch_embedding, None, [p, p], [0, 0], [1, 1], 1)?
             .flatten(2, -1)
             .transpose(1, 2); // [batch, patches, hidden]

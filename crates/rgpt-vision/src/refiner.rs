@@ -51,6 +51,17 @@ pub enum RefinerKind {
 }
 
 impl RefinerKind {
+    /// The name configs use (`deconv`, `bilinear4`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            RefinerKind::Deconv => "deconv",
+            RefinerKind::Bilinear4 => "bilinear4",
+            RefinerKind::Bilinear16 => "bilinear16",
+            RefinerKind::DeconvBilinear => "deconv+bilinear",
+            RefinerKind::None => "none",
+        }
+    }
+
     /// Output cells per input cell along each axis.
     pub fn upscale(&self) -> i64 {
         match self {
