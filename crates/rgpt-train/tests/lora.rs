@@ -24,6 +24,18 @@ use tch::{Device, Kind, Tensor};
 
 const LORA: &str = "lora: {rank: 4, alpha: 8, target_modules: [q_proj, v_proj]}\n";
 
+/// `Trainer::new` seeds libtorch's one global generator and then draws the
+/// adapters' initial values from it. Tests run on parallel threads of one
+/// process, so two trainers built at once would draw from each other's
+/// stream and the same seed would not give the same adapters; building
+/// trainers under this lock keeps each seed's draws its own.
+static GLOBAL_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn new_trainer(config: TrainConfig) -> Trainer {
+    let _rng = GLOBAL_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    Trainer::new(config).unwrap()
+}
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -117,7 +129,7 @@ fn logits(model: &RegionGpt) -> Tensor {
 fn lora_trains_only_the_adapters_and_saves_a_merged_model() {
     let dir = setup("train", LORA);
     let config = TrainConfig::from_file(&dir.join("train.yaml")).unwrap();
-    let mut trainer = Trainer::new(config).unwrap();
+    let mut trainer = new_trainer(config);
     let before = snapshot(&trainer.vs);
     let adapters: Vec<&String> = before.keys().filter(|n| is_adapter_variable(n)).collect();
     // q_proj and v_proj of every layer, A and B each.
@@ -183,18 +195,18 @@ fn lora_trains_only_the_adapters_and_saves_a_merged_model() {
 fn an_interrupted_lora_run_resumes_to_the_same_adapters() {
     let dir = setup("resume", LORA);
     let config = TrainConfig::from_file(&dir.join("train.yaml")).unwrap();
-    let mut whole = Trainer::new(config.clone()).unwrap();
+    let mut whole = new_trainer(config.clone());
     whole.run(None, &mut |_| {}).unwrap();
 
     let mut config2 = config;
     config2.output_dir = dir.join("run2");
-    let mut first = Trainer::new(config2.clone()).unwrap();
+    let mut first = new_trainer(config2.clone());
     first.run(Some(2), &mut |_| {}).unwrap();
     drop(first);
     let checkpoint =
         rgpt_weights::Checkpoint::open(dir.join("run2/checkpoint/model.safetensors")).unwrap();
     assert!(checkpoint.names().any(is_adapter_variable));
-    let mut resumed = Trainer::new(config2).unwrap();
+    let mut resumed = new_trainer(config2);
     assert!(resumed.resume().unwrap());
     resumed.run(None, &mut |_| {}).unwrap();
     let a = whole.vs.variables();
