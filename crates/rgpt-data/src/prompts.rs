@@ -111,6 +111,18 @@ pub fn fill(template: &str, fields: &[(&str, &str)]) -> String {
     out
 }
 
+/// `Region [1] <region>, Region [2] <region> and Region [3] <region>`: the
+/// candidate list with each candidate labelled as its answer is written.
+pub fn numbered_region_list(count: usize) -> String {
+    let one = crate::format::REGION_TOKEN;
+    let items: Vec<String> = (1..=count).map(|k| format!("Region [{k}] {one}")).collect();
+    match items.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
 /// `<region>, <region> and <region>`: the candidate list of a REC question.
 pub fn region_list(count: usize) -> String {
     let one = crate::format::REGION_TOKEN;

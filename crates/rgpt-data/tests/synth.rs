@@ -671,6 +671,42 @@ fn rec_answers_point_at_the_only_matching_candidate() {
 }
 
 #[test]
+fn numbered_candidates_are_labelled_with_their_answers_in_order() {
+    let numbered = world(SynthConfig {
+        images: 20,
+        numbered_candidates: true,
+        ..SynthConfig::default()
+    });
+    let plain = world(SynthConfig {
+        images: 20,
+        ..SynthConfig::default()
+    });
+    for index in 0..20 {
+        let image = numbered.generate_image(index);
+        let labelled = numbered.samples(&image, prompts()).unwrap().rec;
+        let unlabelled = plain.samples(&image, prompts()).unwrap().rec;
+        let question = human_turns(&labelled)[0];
+        let count = labelled.regions.len();
+        let listed: Vec<String> = (1..=count)
+            .map(|k| format!("Region [{k}] {REGION_TOKEN}"))
+            .collect();
+        let expected = match count {
+            1 => listed[0].clone(),
+            n => format!("{} and {}", listed[..n - 1].join(", "), listed[n - 1]),
+        };
+        assert!(question.contains(&expected), "{question}");
+        // Only the candidate list changes: same regions, answers, meta.
+        assert_eq!(labelled.regions, unlabelled.regions);
+        assert_eq!(gpt_turns(&labelled), gpt_turns(&unlabelled));
+        assert_eq!(labelled.meta, unlabelled.meta);
+        assert_eq!(
+            question.replace(&expected, &rgpt_data::prompts::region_list(count)),
+            human_turns(&unlabelled)[0]
+        );
+    }
+}
+
+#[test]
 fn image_captions_list_the_shapes_left_to_right() {
     const COUNTS: [&str; 5] = ["No", "One", "Two", "Three", "Four"];
     for (image, samples) in default_world() {

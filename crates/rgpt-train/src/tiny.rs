@@ -55,6 +55,12 @@ pub struct TinySpec {
     /// training sequence shorter.
     #[serde(default)]
     pub image_token_grid: Option<[i64; 2]>,
+    /// One matrix for the word embeddings and the LM head (HF's
+    /// `tie_word_embeddings`): a region feature the model learns to name
+    /// then lies near the embedding of its name, which is what a referring
+    /// expression has to be matched against.
+    #[serde(default)]
+    pub tie_embeddings: bool,
 }
 
 fn d_image() -> usize {
@@ -158,7 +164,7 @@ pub fn build_tiny_with_tokenizer(
         "num_hidden_layers": spec.layers, "num_attention_heads": spec.heads,
         "num_key_value_heads": spec.heads, "vocab_size": tokenizer.vocab_size(),
         "max_position_embeddings": 1024, "rms_norm_eps": 1e-6, "bos_token_id": 1,
-        "eos_token_id": 2, "tie_word_embeddings": false, "rope_theta": 10000.0,
+        "eos_token_id": 2, "tie_word_embeddings": spec.tie_embeddings, "rope_theta": 10000.0,
     });
     let config = RgptConfig {
         llava: LlavaConfig {

@@ -63,6 +63,11 @@ pub struct SynthConfig {
     /// Chance that a referring expression names more than it needs to
     /// (e.g. "the small red circle" where "the circle" is unique).
     pub overspecify: f64,
+    /// Label each REC candidate with its answer, `Region [1] <region>, ...`,
+    /// as the paper's Table 1 writes ⟨region 1⟩, ⟨region 2⟩: the answer is
+    /// then read off the matched region instead of counted, which a decoder
+    /// trained from nothing cannot do in minutes (docs/demo.md).
+    pub numbered_candidates: bool,
 }
 
 impl Default for SynthConfig {
@@ -90,6 +95,7 @@ impl Default for SynthConfig {
             rec_followup: 0.5,
             rec_followup_negative: 0.5,
             overspecify: 0.3,
+            numbered_candidates: false,
         }
     }
 }

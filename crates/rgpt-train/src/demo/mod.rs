@@ -255,6 +255,7 @@ impl RunDirs {
 const TOWER_WEIGHTS: &str = "vision_tower.safetensors";
 const TOWER_REPORT: &str = "tower_report.json";
 const STAGE_REPORT: &str = "stage_report.json";
+const SETTINGS: &str = "demo_settings.json";
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     move |source| TrainError::Io {
@@ -344,13 +345,15 @@ pub fn run_demo(
         root: shared.to_path_buf(),
     };
     std::fs::create_dir_all(out).map_err(io(out))?;
+    let refiner = refiner.unwrap_or(config.model.refiner);
+    claim_run_dir(config, refiner, out)?;
     on_event(DemoEvent::Phase("rendering the world"));
     ensure_world(&config.world, prompts, &dirs.world())?;
     ensure_world(&config.test_world(), prompts, &dirs.test_world())?;
 
     let (tokenizer, tower) = ensure_tower(config, &dirs, on_event)?;
     let spec = TinySpec {
-        refiner: refiner.unwrap_or(config.model.refiner),
+        refiner,
         ..config.model.clone()
     };
     let mut model_dir = out.join("init");
@@ -393,6 +396,55 @@ pub fn run_demo(
     results.dialogues = dialogues;
     write_json(&out.join("results.json"), &results)?;
     Ok(results)
+}
+
+/// Records the settings a run directory is made with, and refuses one made
+/// with others: a rerun skips every finished phase, so a changed config
+/// would otherwise be silently mixed with the old run's world and weights.
+fn claim_run_dir(config: &DemoConfig, refiner: RefinerKind, out: &Path) -> Result<(), TrainError> {
+    let path = out.join(SETTINGS);
+    let mut settings = serde_json::to_value(config).unwrap_or_default();
+    settings["model"]["refiner"] = serde_json::Value::String(refiner.name().into());
+    if path.is_file() {
+        let recorded: serde_json::Value = read_json(&path)?;
+        if let Some(field) = first_difference(&recorded, &settings) {
+            return Err(TrainError::Invalid {
+                field: "out",
+                message: format!(
+                    "{} holds a demo run made with other settings (`{field}` differs); \
+                     pass another --out, or delete the directory to start over",
+                    out.display()
+                ),
+            });
+        }
+        return Ok(());
+    }
+    write_json(&path, &settings)
+}
+
+/// The dotted path of the first field where two settings differ.
+fn first_difference(a: &serde_json::Value, b: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter()
+                .find_map(|key| match (x.get(key), y.get(key)) {
+                    (Some(u), Some(v)) => first_difference(u, v).map(|rest| {
+                        if rest.is_empty() {
+                            key.clone()
+                        } else {
+                            format!("{key}.{rest}")
+                        }
+                    }),
+                    _ => Some(key.clone()),
+                })
+        }
+        _ if a == b => None,
+        _ => Some(String::new()),
+    }
 }
 
 /// The final model goes to `out/model` (a copy, so the stage keeps its
@@ -718,4 +770,37 @@ pub fn headline(results: &DemoResults) -> Value {
         "caption_cider": results.caption_cider,
         "train_seconds": results.train_seconds,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quick() -> DemoConfig {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/demo-quick.yaml");
+        DemoConfig::from_file(&path).unwrap()
+    }
+
+    #[test]
+    fn a_run_directory_refuses_other_settings_and_names_the_field() {
+        let dir = std::env::temp_dir().join(format!("rgpt-demo-claim-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = quick();
+        claim_run_dir(&config, config.model.refiner, &dir).unwrap();
+        claim_run_dir(&config, config.model.refiner, &dir).unwrap();
+
+        let mut bigger = config.clone();
+        bigger.world.images += 1;
+        let err = claim_run_dir(&bigger, config.model.refiner, &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`world.images` differs"), "{err}");
+
+        let err = claim_run_dir(&config, RefinerKind::None, &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`model.refiner` differs"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
