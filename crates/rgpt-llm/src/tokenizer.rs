@@ -55,8 +55,6 @@ impl Tokenizer {
         use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
         use tokenizers::models::TrainerWrapper;
         use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
-        use tokenizers::pre_tokenizers::punctuation::Punctuation;
-        use tokenizers::pre_tokenizers::sequence::Sequence;
         use tokenizers::processors::template::TemplateProcessing;
         let fail = |e: tokenizers::Error| LlmError::Encode(format!("training a tokenizer: {e}"));
         let model = BPE::builder()
@@ -64,15 +62,8 @@ impl Tokenizer {
             .build()
             .map_err(fail)?;
         let mut inner = tokenizers::Tokenizer::new(model);
-        // Punctuation is split off words, so `circle` in `"the red circle"`
-        // is the same token as the answer `circle`: a word glued to its
-        // quote would be a second token the model must learn apart.
-        let metaspace = Metaspace::new('▁', PrependScheme::First, true);
-        inner.with_pre_tokenizer(Some(Sequence::new(vec![
-            metaspace.clone().into(),
-            Punctuation::default().into(),
-        ])));
-        inner.with_decoder(Some(metaspace));
+        inner.with_pre_tokenizer(Some(Metaspace::new('▁', PrependScheme::First, true)));
+        inner.with_decoder(Some(Metaspace::new('▁', PrependScheme::First, true)));
         let specials = ["<unk>", "<s>", "</s>"]
             .map(|t| tokenizers::AddedToken::from(t, true))
             .to_vec();
