@@ -56,9 +56,9 @@ pub struct TinySpec {
     #[serde(default)]
     pub image_token_grid: Option<[i64; 2]>,
     /// One matrix for the word embeddings and the LM head (HF's
-    /// `tie_word_embeddings`): a region feature the model learns to name
-    /// then lies near the embedding of its name, which is what a referring
-    /// expression has to be matched against.
+    /// `tie_word_embeddings`). The demo's decoder learns to name regions
+    /// sooner with it (docs/demo.md): the words it must output are then
+    /// the same vectors it reads.
     #[serde(default)]
     pub tie_embeddings: bool,
 }
