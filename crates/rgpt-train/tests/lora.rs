@@ -25,14 +25,19 @@ use tch::{Device, Kind, Tensor};
 const LORA: &str = "lora: {rank: 4, alpha: 8, target_modules: [q_proj, v_proj]}\n";
 
 /// `Trainer::new` seeds libtorch's one global generator and then draws the
-/// adapters' initial values from it. Tests run on parallel threads of one
-/// process, so two trainers built at once would draw from each other's
-/// stream and the same seed would not give the same adapters; building
-/// trainers under this lock keeps each seed's draws its own.
+/// adapters' initial values from it, and building any model (a trainer, or
+/// `RegionGpt::from_pretrained`) draws from it too before the weights load.
+/// Tests run on parallel threads of one process, so the tests that build
+/// models hold this lock from start to end: otherwise one test's models
+/// draw from the other's seeded stream and the same seed gives different
+/// adapters.
 static GLOBAL_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    GLOBAL_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn new_trainer(config: TrainConfig) -> Trainer {
-    let _rng = GLOBAL_RNG.lock().unwrap_or_else(|e| e.into_inner());
     Trainer::new(config).unwrap()
 }
 
@@ -127,6 +132,7 @@ fn logits(model: &RegionGpt) -> Tensor {
 
 #[test]
 fn lora_trains_only_the_adapters_and_saves_a_merged_model() {
+    let _serial = serial();
     let dir = setup("train", LORA);
     let config = TrainConfig::from_file(&dir.join("train.yaml")).unwrap();
     let mut trainer = new_trainer(config);
@@ -193,6 +199,7 @@ fn lora_trains_only_the_adapters_and_saves_a_merged_model() {
 
 #[test]
 fn an_interrupted_lora_run_resumes_to_the_same_adapters() {
+    let _serial = serial();
     let dir = setup("resume", LORA);
     let config = TrainConfig::from_file(&dir.join("train.yaml")).unwrap();
     let mut whole = new_trainer(config.clone());
