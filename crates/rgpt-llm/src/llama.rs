@@ -53,9 +53,9 @@ impl Linear {
             .is_some_and(|w| w.data_ptr() == self.weight.data_ptr())
     }
 
-    fn add_lora(&mut self, vs: &nn::Path, config: &LoraConfig) {
+    fn add_lora<R: rand::Rng>(&mut self, vs: &nn::Path, config: &LoraConfig, rng: &mut R) {
         let size = self.weight.size(); // [out, in]
-        self.lora = Some(LoraAdapter::new(vs, size[1], size[0], config));
+        self.lora = Some(LoraAdapter::new(vs, size[1], size[0], config, rng));
     }
 
     /// Folds the adapter into the weight and gives it back.
@@ -343,7 +343,15 @@ impl Llama {
     /// The adapters are trainable variables (the base weights keep their
     /// `requires_grad`; freezing them is the caller's choice). A fresh
     /// adapter's `lora_B` is zero, so the model computes what it did before.
-    pub fn add_lora(&mut self, vs: &nn::Path, config: &LoraConfig) -> Result<(), LlmError> {
+    /// `lora_A` is drawn from a ChaCha generator seeded with `seed`: the
+    /// same seed gives the same adapters even while other threads draw from
+    /// libtorch's global generator.
+    pub fn add_lora(
+        &mut self,
+        vs: &nn::Path,
+        config: &LoraConfig,
+        seed: u64,
+    ) -> Result<(), LlmError> {
         config.validate()?;
         if self.has_lora() {
             return Err(LlmError::InvalidRequest(
@@ -351,6 +359,7 @@ impl Llama {
             ));
         }
         let layers = vs / "model" / "layers";
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
         // Check every target before creating anything, so a mistake leaves
         // the model and the VarStore as they were.
         for pass in [false, true] {
@@ -363,7 +372,7 @@ impl Llama {
                         })?;
                     let path = &layers / i / group / module.as_str();
                     if pass {
-                        linear.add_lora(&path, config);
+                        linear.add_lora(&path, config, &mut rng);
                     } else if !linear.is_at(&path) {
                         return Err(LlmError::InvalidRequest(format!(
                             "the VarStore path does not hold this model's {}",

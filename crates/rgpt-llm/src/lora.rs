@@ -1,7 +1,9 @@
 //! LoRA (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language
 //! Models") on the decoder's linear layers, as PEFT's `LoraLayer` builds it
 //! (peft 0.17, `tuners/lora/layer.py`): a frozen base `W` [out, in] gains
-//! `lora_A` [r, in] (kaiming-uniform with a = sqrt(5), nn.Linear's default)
+//! `lora_A` [r, in] (kaiming-uniform with a = sqrt(5), nn.Linear's default;
+//! drawn from a generator seeded by the caller, not libtorch's global one,
+//! so a seed gives the same adapters whatever else the process builds)
 //! and `lora_B` [out, r] (zeros, so a fresh adapter changes nothing), and
 //! the layer computes `x W^T + (x A^T B^T) * alpha / r`. The variables sit
 //! under the adapted module with PEFT's names
@@ -9,6 +11,7 @@
 //! `B A * alpha / r` into `W`, as PEFT's `merge_and_unload`, so a merged model
 //! is a plain LLaMA checkpoint. Deliberate differences: no adapter dropout
 //! (PEFT's default `lora_dropout` is 0) and no rsLoRA / DoRA variants.
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init};
 use tch::Tensor;
@@ -102,22 +105,29 @@ pub(crate) struct LoraAdapter {
 
 impl LoraAdapter {
     /// Declares `lora_A` and `lora_B` under `vs`, the adapted layer's path,
-    /// in the VarStore's kind and device, as trainable variables.
-    pub(crate) fn new(vs: &nn::Path, in_dim: i64, out_dim: i64, config: &LoraConfig) -> Self {
+    /// in the VarStore's kind and device, as trainable variables; `lora_A`'s
+    /// values come from `rng`.
+    pub(crate) fn new<R: Rng>(
+        vs: &nn::Path,
+        in_dim: i64,
+        out_dim: i64,
+        config: &LoraConfig,
+        rng: &mut R,
+    ) -> Self {
         let rank = config.rank as i64;
         // kaiming_uniform_(a = sqrt(5)) on [rank, in]: gain sqrt(2 / 6), so
         // the bound gain * sqrt(3 / fan_in) is 1 / sqrt(in).
         let bound = 1.0 / (in_dim as f64).sqrt();
         let a_path = vs / "lora_A";
         let b_path = vs / "lora_B";
-        let a = a_path.var(
-            "weight",
-            &[rank, in_dim],
-            Init::Uniform {
-                lo: -bound,
-                up: bound,
-            },
-        );
+        let mut a = a_path.var("weight", &[rank, in_dim], Init::Const(0.0));
+        let values: Vec<f32> = (0..rank * in_dim)
+            .map(|_| rng.random_range(-bound..bound) as f32)
+            .collect();
+        tch::no_grad(|| {
+            let drawn = Tensor::from_slice(&values).view([rank, in_dim]);
+            a.copy_(&drawn.to_kind(a.kind()).to_device(a.device()))
+        });
         let b = b_path.var("weight", &[out_dim, rank], Init::Const(0.0));
         LoraAdapter {
             a,

@@ -53,7 +53,7 @@ fn a_fresh_adapter_has_peft_names_and_changes_nothing() {
     )
     .unwrap();
     assert_eq!(config.scaling(), 2.0);
-    model.add_lora(&vs.root(), &config).unwrap();
+    model.add_lora(&vs.root(), &config, 0).unwrap();
     assert!(model.has_lora());
     let vars = vs.variables();
     let shape = |name: &str| vars[name].size();
@@ -84,12 +84,36 @@ fn a_fresh_adapter_has_peft_names_and_changes_nothing() {
 }
 
 #[test]
+fn the_seed_alone_decides_the_adapters() {
+    let adapters = |seed: u64| {
+        let (mut model, vs) = load();
+        // Draws from libtorch's global generator, as a model built on
+        // another thread would, must not reach the adapters.
+        let _ = Tensor::randn([1000], (Kind::Float, Device::Cpu));
+        model.add_lora(&vs.root(), &all_modules(), seed).unwrap();
+        let vars = vs.variables();
+        adapter_names(&vs)
+            .into_iter()
+            .map(|name| vars[&name].detach().copy())
+            .collect::<Vec<Tensor>>()
+    };
+    let (first, again, other) = (adapters(7), adapters(7), adapters(8));
+    assert_eq!(first.len(), 2 * TARGET_MODULES.len() * 2);
+    for ((a, b), c) in first.iter().zip(&again).zip(&other) {
+        assert!(a.equal(b));
+        // lora_B starts at zero whatever the seed; lora_A follows it.
+        let zero = f64::try_from(a.abs().max()).unwrap() == 0.0;
+        assert_eq!(a.equal(c), zero);
+    }
+}
+
+#[test]
 fn merged_lora_equals_the_unmerged_forward() {
     let _guard = tch::no_grad_guard();
     tch::manual_seed(3);
     let (mut model, mut vs) = load();
     let base = logits(&model);
-    model.add_lora(&vs.root(), &all_modules()).unwrap();
+    model.add_lora(&vs.root(), &all_modules(), 0).unwrap();
     // A trained adapter: random, non-zero lora_B everywhere.
     for (name, mut var) in vs.variables() {
         if name.ends_with(".lora_B.weight") {
@@ -137,7 +161,7 @@ fn bad_adapters_are_refused_and_leave_the_model_as_it_was() {
         target_modules: vec!["q_proj".into(), "qkv_proj".into()],
         ..all_modules()
     };
-    let err = model.add_lora(&vs.root(), &bad).unwrap_err().to_string();
+    let err = model.add_lora(&vs.root(), &bad, 0).unwrap_err().to_string();
     assert!(
         err.contains("target_modules") && err.contains("qkv_proj"),
         "{err}"
@@ -146,12 +170,15 @@ fn bad_adapters_are_refused_and_leave_the_model_as_it_was() {
         rank: 0,
         ..all_modules()
     };
-    let err = model.add_lora(&vs.root(), &zero).unwrap_err().to_string();
+    let err = model
+        .add_lora(&vs.root(), &zero, 0)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("rank"), "{err}");
     // Another VarStore than the model's.
     let other = nn::VarStore::new(Device::Cpu);
     let err = model
-        .add_lora(&other.root(), &all_modules())
+        .add_lora(&other.root(), &all_modules(), 0)
         .unwrap_err()
         .to_string();
     assert!(err.contains("does not hold"), "{err}");

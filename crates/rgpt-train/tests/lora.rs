@@ -4,13 +4,10 @@
 //! where an uninterrupted one does, and the saved model has them merged in:
 //! it loads as a plain RGPT checkpoint and gives the training model's
 //! logits (1e-5 absolute on f32: only the order of additions differs).
-use std::collections::HashMap;
-use std::path::PathBuf;
+mod common;
 
-use rgpt_data::builders::classification::{build_classification, ClassificationOptions};
-use rgpt_data::format::write_samples;
-use rgpt_data::readers::coco::CocoDataset;
-use rgpt_data::PromptBank;
+use std::collections::HashMap;
+
 use rgpt_llm::lora::is_adapter_variable;
 use rgpt_llm::{Conversation, Role, Template, Tokenizer};
 use rgpt_model::prompt::{conversation_segments, Placeholders};
@@ -22,62 +19,9 @@ use rgpt_train::trainer::Trainer;
 use rgpt_vision::preprocess::{load_image, PreprocessorConfig};
 use tch::{Device, Kind, Tensor};
 
+use common::{fixture, setup};
+
 const LORA: &str = "lora: {rank: 4, alpha: 8, target_modules: [q_proj, v_proj]}\n";
-
-/// `Trainer::new` seeds libtorch's one global generator and then draws the
-/// adapters' initial values from it, and building any model (a trainer, or
-/// `RegionGpt::from_pretrained`) draws from it too before the weights load.
-/// Tests run on parallel threads of one process, so the tests that build
-/// models hold this lock from start to end: otherwise one test's models
-/// draw from the other's seeded stream and the same seed gives different
-/// adapters.
-static GLOBAL_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    GLOBAL_RNG.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn new_trainer(config: TrainConfig) -> Trainer {
-    Trainer::new(config).unwrap()
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn fixture() -> PathBuf {
-    root().join("tests/fixtures/rgpt-tiny")
-}
-
-/// A run directory with a fine-tuning config (plus `extra`) on the fixture
-/// and a small COCO classification set.
-fn setup(tag: &str, extra: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rgpt-lora-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let coco =
-        CocoDataset::read(&root().join("tests/fixtures/datasets/coco/instances_val2017.json"))
-            .unwrap();
-    let prompts = PromptBank::from_dir(&root().join("configs/prompts")).unwrap();
-    let options = ClassificationOptions {
-        max_regions_per_sample: 1,
-        ..ClassificationOptions::coco()
-    };
-    let built = build_classification(&coco, &prompts, &options).unwrap();
-    write_samples(&dir.join("coco.jsonl"), &built.samples).unwrap();
-    let config = format!(
-        "model: {{pretrained: {model}}}\n\
-         data:\n  files: [{{path: coco.jsonl}}]\n  image_root: {images}\n\
-         stage: finetune\nlr: 0.003\nglobal_batch: 4\nmicro_batch: 2\nsteps: 4\n\
-         checkpoint_every: 1\noutput_dir: run\nloader_workers: 1\n{extra}",
-        model = fixture().display(),
-        images = root()
-            .join("tests/fixtures/datasets/coco/val2017")
-            .display(),
-    );
-    std::fs::write(dir.join("train.yaml"), config).unwrap();
-    dir
-}
 
 fn snapshot(vs: &tch::nn::VarStore) -> HashMap<String, Tensor> {
     vs.variables()
@@ -132,10 +76,9 @@ fn logits(model: &RegionGpt) -> Tensor {
 
 #[test]
 fn lora_trains_only_the_adapters_and_saves_a_merged_model() {
-    let _serial = serial();
-    let dir = setup("train", LORA);
+    let dir = setup("lora-train", LORA);
     let config = TrainConfig::from_file(&dir.join("train.yaml")).unwrap();
-    let mut trainer = new_trainer(config);
+    let mut trainer = Trainer::new(config).unwrap();
     let before = snapshot(&trainer.vs);
     let adapters: Vec<&String> = before.keys().filter(|n| is_adapter_variable(n)).collect();
     // q_proj and v_proj of every layer, A and B each.
@@ -199,21 +142,20 @@ fn lora_trains_only_the_adapters_and_saves_a_merged_model() {
 
 #[test]
 fn an_interrupted_lora_run_resumes_to_the_same_adapters() {
-    let _serial = serial();
-    let dir = setup("resume", LORA);
+    let dir = setup("lora-resume", LORA);
     let config = TrainConfig::from_file(&dir.join("train.yaml")).unwrap();
-    let mut whole = new_trainer(config.clone());
+    let mut whole = Trainer::new(config.clone()).unwrap();
     whole.run(None, &mut |_| {}).unwrap();
 
     let mut config2 = config;
     config2.output_dir = dir.join("run2");
-    let mut first = new_trainer(config2.clone());
+    let mut first = Trainer::new(config2.clone()).unwrap();
     first.run(Some(2), &mut |_| {}).unwrap();
     drop(first);
     let checkpoint =
         rgpt_weights::Checkpoint::open(dir.join("run2/checkpoint/model.safetensors")).unwrap();
     assert!(checkpoint.names().any(is_adapter_variable));
-    let mut resumed = new_trainer(config2);
+    let mut resumed = Trainer::new(config2).unwrap();
     assert!(resumed.resume().unwrap());
     resumed.run(None, &mut |_| {}).unwrap();
     let a = whole.vs.variables();
