@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use rand::Rng;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::DataError;
 
@@ -111,11 +111,32 @@ pub fn fill(template: &str, fields: &[(&str, &str)]) -> String {
     out
 }
 
-/// `Region [1] <region>, Region [2] <region> and Region [3] <region>`: the
-/// candidate list with each candidate labelled as its answer is written.
-pub fn numbered_region_list(count: usize) -> String {
+/// Where a REC candidate list writes each candidate's answer label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CandidateLabels {
+    /// `<region>, <region> and <region>`, as the paper's Table 1.
+    #[default]
+    None,
+    /// `Region [1] <region>, Region [2] <region> and Region [3] <region>`.
+    Before,
+    /// `<region> as Region [1], <region> as Region [2] and <region> as
+    /// Region [3]`: a causal decoder reads each label after its region, so
+    /// the label's own position can know whether its region is the answer.
+    After,
+}
+
+/// The candidate list of a REC question with `count` regions, each labelled
+/// as its answer (`Region [k]`) is written, as `labels` says.
+pub fn candidate_list(count: usize, labels: CandidateLabels) -> String {
     let one = crate::format::REGION_TOKEN;
-    let items: Vec<String> = (1..=count).map(|k| format!("Region [{k}] {one}")).collect();
+    let items: Vec<String> = (1..=count)
+        .map(|k| match labels {
+            CandidateLabels::None => one.to_string(),
+            CandidateLabels::Before => format!("Region [{k}] {one}"),
+            CandidateLabels::After => format!("{one} as Region [{k}]"),
+        })
+        .collect();
     match items.split_last() {
         None => String::new(),
         Some((last, [])) => last.clone(),
@@ -125,10 +146,5 @@ pub fn numbered_region_list(count: usize) -> String {
 
 /// `<region>, <region> and <region>`: the candidate list of a REC question.
 pub fn region_list(count: usize) -> String {
-    let one = crate::format::REGION_TOKEN;
-    match count {
-        0 => String::new(),
-        1 => one.to_string(),
-        n => format!("{} and {one}", vec![one; n - 1].join(", ")),
-    }
+    candidate_list(count, CandidateLabels::None)
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use rgpt_data::format::{read_all_samples, Region, Sample, Speaker, IMAGE_TOKEN, REGION_TOKEN};
+use rgpt_data::prompts::CandidateLabels;
 use rgpt_data::synth::vocab::BACKGROUND_LEVELS;
 use rgpt_data::synth::{
     write_world, ColorName, ImageObjects, ShapeKind, SizeClass, SynthConfig, SynthImage,
@@ -671,39 +672,82 @@ fn rec_answers_point_at_the_only_matching_candidate() {
 }
 
 #[test]
-fn numbered_candidates_are_labelled_with_their_answers_in_order() {
-    let numbered = world(SynthConfig {
-        images: 20,
-        numbered_candidates: true,
-        ..SynthConfig::default()
-    });
+fn labelled_candidates_carry_their_answers_in_order() {
     let plain = world(SynthConfig {
         images: 20,
         ..SynthConfig::default()
     });
-    for index in 0..20 {
-        let image = numbered.generate_image(index);
-        let labelled = numbered.samples(&image, prompts()).unwrap().rec;
-        let unlabelled = plain.samples(&image, prompts()).unwrap().rec;
-        let question = human_turns(&labelled)[0];
-        let count = labelled.regions.len();
-        let listed: Vec<String> = (1..=count)
-            .map(|k| format!("Region [{k}] {REGION_TOKEN}"))
-            .collect();
-        let expected = match count {
-            1 => listed[0].clone(),
-            n => format!("{} and {}", listed[..n - 1].join(", "), listed[n - 1]),
-        };
-        assert!(question.contains(&expected), "{question}");
-        // Only the candidate list changes: same regions, answers, meta.
-        assert_eq!(labelled.regions, unlabelled.regions);
-        assert_eq!(gpt_turns(&labelled), gpt_turns(&unlabelled));
-        assert_eq!(labelled.meta, unlabelled.meta);
-        assert_eq!(
-            question.replace(&expected, &rgpt_data::prompts::region_list(count)),
-            human_turns(&unlabelled)[0]
-        );
+    for (labels, item) in [
+        (CandidateLabels::Before, "Region [{k}] <region>"),
+        (CandidateLabels::After, "<region> as Region [{k}]"),
+    ] {
+        let labelled = world(SynthConfig {
+            images: 20,
+            candidate_labels: labels,
+            ..SynthConfig::default()
+        });
+        for index in 0..20 {
+            let image = labelled.generate_image(index);
+            let with_labels = labelled.samples(&image, prompts()).unwrap().rec;
+            let without = plain.samples(&image, prompts()).unwrap().rec;
+            let question = human_turns(&with_labels)[0];
+            let count = with_labels.regions.len();
+            let listed: Vec<String> = (1..=count)
+                .map(|k| item.replace("{k}", &k.to_string()))
+                .collect();
+            let expected = match count {
+                1 => listed[0].clone(),
+                n => format!("{} and {}", listed[..n - 1].join(", "), listed[n - 1]),
+            };
+            assert!(question.contains(&expected), "{labels:?}: {question}");
+            // Only the candidate list changes: same regions, answers, meta.
+            assert_eq!(with_labels.regions, without.regions);
+            assert_eq!(gpt_turns(&with_labels), gpt_turns(&without));
+            assert_eq!(with_labels.meta, without.meta);
+            assert_eq!(
+                question.replace(&expected, &rgpt_data::prompts::region_list(count)),
+                human_turns(&without)[0]
+            );
+        }
     }
+}
+
+#[test]
+fn expression_first_questions_name_the_expression_before_any_candidate() {
+    let first = world(SynthConfig {
+        images: 30,
+        rec_expression_first: true,
+        ..SynthConfig::default()
+    });
+    let plain = world(SynthConfig {
+        images: 30,
+        ..SynthConfig::default()
+    });
+    let mut phrasings = std::collections::BTreeSet::new();
+    for index in 0..30 {
+        let image = first.generate_image(index);
+        let reordered = first.samples(&image, prompts()).unwrap().rec;
+        let usual = plain.samples(&image, prompts()).unwrap().rec;
+        let question = human_turns(&reordered)[0];
+        let expression = reordered.meta.as_ref().unwrap()["expressions"][0]
+            .as_str()
+            .unwrap();
+        // Unquoted, so the words tokenize as the answers do.
+        let named = question.find(&format!(" {expression}")).unwrap();
+        let region = question.find(REGION_TOKEN).unwrap();
+        assert!(named < region && !question.contains('"'), "{question}");
+        assert_eq!(
+            question.matches(REGION_TOKEN).count(),
+            reordered.regions.len()
+        );
+        phrasings.insert(question.replace(expression, "").replace(REGION_TOKEN, ""));
+        // Only the first question's wording changes.
+        assert_eq!(reordered.regions, usual.regions);
+        assert_eq!(gpt_turns(&reordered), gpt_turns(&usual));
+        assert_eq!(reordered.meta, usual.meta);
+        assert_eq!(human_turns(&reordered)[1..], human_turns(&usual)[1..]);
+    }
+    assert!(phrasings.len() > 3, "{phrasings:?}");
 }
 
 #[test]

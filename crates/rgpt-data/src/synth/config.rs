@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::vocab::{ColorName, ShapeKind};
+use crate::prompts::CandidateLabels;
 use crate::DataError;
 
 /// Largest image side accepted; the world is meant for tiny models, and
@@ -63,12 +64,18 @@ pub struct SynthConfig {
     /// Chance that a referring expression names more than it needs to
     /// (e.g. "the small red circle" where "the circle" is unique).
     pub overspecify: f64,
-    /// Label each REC candidate with its answer, `Region [1] <region>, ...`,
-    /// as the paper's Table 1 writes ⟨region 1⟩, ⟨region 2⟩, so the answer
-    /// can be copied from beside the matched region instead of counted. In
-    /// the demo's runs it did not make REC learnable within 400 steps
-    /// (docs/demo.md), so the demo leaves it off.
-    pub numbered_candidates: bool,
+    /// Label each REC candidate with its answer: `none` (the paper's
+    /// Table 1 list), `before` (`Region [1] <region>, ...`) or `after`
+    /// (`<region> as Region [1], ...`), so the answer can be copied from
+    /// beside the matched region instead of counted.
+    pub candidate_labels: CandidateLabels,
+    /// Ask REC with the expression, unquoted, before the candidates (the
+    /// prompt set `rec_question_expression_first`), so a causal decoder
+    /// has read the expression when it reaches each region and can judge
+    /// the match there; with the candidates first, the answer must look
+    /// every region up by content afterwards. Follow-ups keep their
+    /// phrasing.
+    pub rec_expression_first: bool,
 }
 
 impl Default for SynthConfig {
@@ -96,7 +103,8 @@ impl Default for SynthConfig {
             rec_followup: 0.5,
             rec_followup_negative: 0.5,
             overspecify: 0.3,
-            numbered_candidates: false,
+            candidate_labels: CandidateLabels::None,
+            rec_expression_first: false,
         }
     }
 }

@@ -16,7 +16,7 @@ use super::describe::{
 use super::rng::{stream_rng, Stream};
 use super::scene::{SynthImage, SynthObject};
 use crate::format::{Region, Sample, Turn, IMAGE_TOKEN};
-use crate::prompts::{fill, numbered_region_list, region_list, PromptBank};
+use crate::prompts::{candidate_list, fill, PromptBank};
 use crate::DataError;
 
 pub const TASK_SHAPE: &str = "synth-shape";
@@ -291,17 +291,18 @@ pub fn referring_expressions<R: Rng>(
     let no_match = prompts.guide("rec_no_match")?;
     let answer_template = prompts.guide(REC_ANSWER_GUIDE)?;
     let candidate_of = |object: usize| order.iter().position(|&i| i == object).map(|k| k + 1);
-    let candidates = if config.numbered_candidates {
-        numbered_region_list(order.len())
-    } else {
-        region_list(order.len())
-    };
+    let candidates = candidate_list(order.len(), config.candidate_labels);
     let mut conversations = Vec::with_capacity(2 * asked.len());
     let mut targets = Vec::with_capacity(asked.len());
     for (turn, (expression, target)) in asked.iter().enumerate() {
         let expr = expression.text();
         let question = if turn == 0 {
-            let template = prompts.pick("rec_question", rng)?;
+            let set = if config.rec_expression_first {
+                "rec_question_expression_first"
+            } else {
+                "rec_question"
+            };
+            let template = prompts.pick(set, rng)?;
             let question = fill(template, &[("regions", &candidates), ("expr", &expr)]);
             format!("{IMAGE_TOKEN}\n{question} {guide}")
         } else {
