@@ -73,6 +73,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     trainer.run(None, &mut |m| {
         bar.set_position(m.step);
         bar.set_message(format!("loss {:.4} lr {:.2e}", m.loss, m.lr));
+        if let Some(held_out) = m.eval_loss {
+            // Held-out scores are rare and worth keeping on screen.
+            bar.suspend(|| eprintln!("step {}: held-out loss {held_out:.4}", m.step));
+        }
         if plain && (m.step % every == 0 || m.step == m.total_steps) {
             eprintln!(
                 "step {}/{}: loss {:.4}, lr {:.2e}, {:.1} samples/s",

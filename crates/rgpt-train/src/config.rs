@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use rgpt_llm::{LlmError, LoraConfig};
 use serde::{Deserialize, Serialize};
+use tch::{Cuda, Device, Kind};
 
 use crate::optimizer::AdamWConfig;
 use crate::parts::{Part, Stage};
@@ -53,6 +54,16 @@ pub struct TrainConfig {
     pub grad_clip: f64,
     #[serde(default)]
     pub seed: u64,
+    /// `auto` (the first CUDA GPU when libtorch sees one, else the CPU),
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// `auto` (bf16 on a GPU, f32 on the CPU), `f32` or `bf16`. With bf16
+    /// the weights and activations are bfloat16 (frozen parts stay in that
+    /// inference dtype) and every trained variable keeps an f32 master copy
+    /// beside f32 optimiser moments: mixed precision.
+    #[serde(default)]
+    pub dtype: TrainDtype,
     /// Save a checkpoint every N optimiser steps (and at the end).
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: u64,
@@ -61,6 +72,49 @@ pub struct TrainConfig {
     /// Worker threads of the data loader.
     #[serde(default = "default_workers")]
     pub loader_workers: usize,
+    /// Held-out conversations scored every `every` steps and at the end:
+    /// `{files: [val.jsonl], every: 100, max_samples: 256}`. The mean loss
+    /// over their answer tokens goes into that step's `metrics.jsonl` line
+    /// as `eval_loss`. Absent: no evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval: Option<EvalConfig>,
+}
+
+/// Held-out loss during training (`eval` in the config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Conversation files (rgpt-data format); their images are found under
+    /// `data.image_root`.
+    pub files: Vec<PathBuf>,
+    /// Score them every N optimiser steps.
+    pub every: u64,
+    /// Score only the first N samples of the files (all when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_samples: Option<usize>,
+}
+
+fn default_device() -> String {
+    "auto".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainDtype {
+    #[default]
+    Auto,
+    F32,
+    Bf16,
+}
+
+impl TrainDtype {
+    /// The weights' kind on `device`.
+    pub fn kind(self, device: Device) -> Kind {
+        match (self, device) {
+            (TrainDtype::F32, _) | (TrainDtype::Auto, Device::Cpu) => Kind::Float,
+            _ => Kind::BFloat16,
+        }
+    }
 }
 
 fn default_warmup() -> f64 {
@@ -159,6 +213,9 @@ impl TrainConfig {
         }
         resolve(&mut self.data.image_root);
         resolve(&mut self.output_dir);
+        if let Some(eval) = &mut self.eval {
+            eval.files.iter_mut().for_each(resolve);
+        }
     }
 
     /// The checks a run needs before it starts.
@@ -209,6 +266,21 @@ impl TrainConfig {
                 );
             }
         }
+        self.device()?;
+        if let Some(eval) = &self.eval {
+            if eval.every == 0 {
+                return invalid("eval.every", "evaluate every 1 or more steps".into());
+            }
+            if eval.files.is_empty() || eval.max_samples == Some(0) {
+                return invalid("eval.files", "list at least one held-out sample".into());
+            }
+            if let Some(missing) = eval.files.iter().find(|f| !f.is_file()) {
+                return invalid(
+                    "eval.files",
+                    format!("{} does not exist", missing.display()),
+                );
+            }
+        }
         if let Some(lora) = &self.lora {
             let parts = self.stage.trainable();
             if !parts.contains(&Part::Llm) {
@@ -255,6 +327,33 @@ impl TrainConfig {
             }
         }
         Ok(())
+    }
+
+    /// The device `device` names, checked against what libtorch sees.
+    pub fn device(&self) -> Result<Device, TrainError> {
+        let gpus = Cuda::device_count();
+        let index = match self.device.as_str() {
+            "auto" => return Ok(Device::cuda_if_available()),
+            "cpu" => return Ok(Device::Cpu),
+            "cuda" => 0,
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse::<i64>().ok())
+                .ok_or_else(|| TrainError::Invalid {
+                    field: "device",
+                    message: format!("`{other}`: use auto, cpu, cuda or cuda:N"),
+                })?,
+        };
+        if index >= gpus {
+            return Err(TrainError::Invalid {
+                field: "device",
+                message: format!(
+                    "`{}`: libtorch sees {gpus} CUDA GPU(s); use device: cpu, or auto",
+                    self.device
+                ),
+            });
+        }
+        Ok(Device::Cuda(index as usize))
     }
 
     /// Micro-batches per optimiser step.

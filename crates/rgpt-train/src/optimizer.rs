@@ -2,7 +2,10 @@
 //! bias-corrected moments), over named variables, with its state as
 //! tensors so a checkpoint can hold it and a resumed run continue exactly
 //! (tch's optimisers keep their state out of reach). Gradient clipping by
-//! global norm as `torch.nn.utils.clip_grad_norm_`.
+//! global norm as `torch.nn.utils.clip_grad_norm_`. A variable kept in a
+//! lower precision (bf16) gets an f32 master copy that the update works
+//! on and that is rounded into the variable after each step, so updates
+//! smaller than the variable's precision still add up (mixed precision).
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -47,6 +50,8 @@ impl Default for AdamWConfig {
 
 struct Slot {
     param: Tensor,
+    /// The f32 weights when `param` is in a lower precision.
+    master: Option<Tensor>,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
 }
@@ -64,9 +69,12 @@ impl AdamW {
             .into_iter()
             .map(|(name, param)| {
                 let zeros = || param.zeros_like().to_kind(Kind::Float);
+                let master =
+                    (param.kind() != Kind::Float).then(|| param.detach().to_kind(Kind::Float));
                 let slot = Slot {
                     exp_avg: zeros(),
                     exp_avg_sq: zeros(),
+                    master,
                     param,
                 };
                 (name, slot)
@@ -139,8 +147,9 @@ impl AdamW {
                 continue;
             }
             let grad = grad.to_kind(Kind::Float);
+            let weights = slot.master.as_mut().unwrap_or(&mut slot.param);
             if c.weight_decay != 0.0 {
-                let _ = slot.param.g_mul_scalar_(1.0 - lr * c.weight_decay);
+                let _ = weights.g_mul_scalar_(1.0 - lr * c.weight_decay);
             }
             let _ = slot.exp_avg.g_mul_scalar_(c.beta1);
             let _ = slot.exp_avg.g_add_(&(&grad * (1.0 - c.beta1)));
@@ -148,12 +157,16 @@ impl AdamW {
             let _ = slot.exp_avg_sq.g_add_(&(&grad * &grad * (1.0 - c.beta2)));
             let denom = slot.exp_avg_sq.sqrt() / bias2.sqrt() + c.eps;
             let update = (&slot.exp_avg / denom) * (lr / bias1);
-            let _ = slot.param.g_sub_(&update.to_kind(slot.param.kind()));
+            let _ = weights.g_sub_(&update);
+            if let Some(master) = &slot.master {
+                slot.param.copy_(master);
+            }
         }
     }
 
-    /// The state, as named tensors (`exp_avg.NAME`, `exp_avg_sq.NAME`) and
-    /// the step count.
+    /// The state, as named tensors (`exp_avg.NAME`, `exp_avg_sq.NAME`, and
+    /// `master.NAME` for a variable with an f32 master copy) and the step
+    /// count.
     pub fn state(&self) -> (Vec<(String, Tensor)>, u64) {
         let mut tensors = Vec::with_capacity(self.slots.len() * 2);
         for (name, slot) in &self.slots {
@@ -162,6 +175,9 @@ impl AdamW {
                 format!("exp_avg_sq.{name}"),
                 slot.exp_avg_sq.shallow_clone(),
             ));
+            if let Some(master) = &slot.master {
+                tensors.push((format!("master.{name}"), master.shallow_clone()));
+            }
         }
         (tensors, self.step)
     }
@@ -183,6 +199,17 @@ impl AdamW {
                     message: format!("optimizer state has no `{key}`"),
                 })?;
                 target.f_copy_(saved)?;
+            }
+            if let Some(master) = &mut slot.master {
+                let key = format!("master.{name}");
+                let saved = tensors.get(&key).ok_or_else(|| TrainError::Checkpoint {
+                    path: Default::default(),
+                    message: format!(
+                        "optimizer state has no `{key}`: it was saved by an f32 run; \
+                         resume with dtype f32"
+                    ),
+                })?;
+                master.f_copy_(saved)?;
             }
         }
         self.step = step;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rgpt_data::builders::mix::{mix, MixInput};
+use rgpt_data::format::read_all_samples;
 use rgpt_data::loader::{Loader, LoaderConfig, PromptFormat};
 use rgpt_llm::{Template, Tokenizer};
 use rgpt_model::prompt::Placeholders;
@@ -49,6 +50,10 @@ pub struct StepMetrics {
     pub elapsed_s: f64,
     /// Resident set size in MiB after the step (`null` off Linux).
     pub memory_mb: Option<f64>,
+    /// Mean loss over the held-out answers after this step, on the steps
+    /// the config's `eval.every` names (and the last).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval_loss: Option<f64>,
 }
 
 pub struct Trainer {
@@ -59,6 +64,7 @@ pub struct Trainer {
     source_dirs: Vec<PathBuf>,
     optimizer: AdamW,
     loader: Loader,
+    eval_loader: Option<Loader>,
     pub state: RunState,
     pub total_steps: u64,
 }
@@ -70,7 +76,8 @@ impl Trainer {
     pub fn new(config: TrainConfig) -> Result<Self, TrainError> {
         config.validate()?;
         tch::manual_seed(config.seed as i64);
-        let device = Device::Cpu;
+        let device = config.device()?;
+        let kind = config.dtype.kind(device);
         let (mut model, mut vs, tokenizer, source_dirs) = match &config.model {
             ModelSource::Tiny(spec) => {
                 let files: Vec<&Path> =
@@ -95,10 +102,20 @@ impl Trainer {
                     &source.join("preprocessor_config.json"),
                     json.as_bytes(),
                 )?;
-                (model, vs, tokenizer, vec![source])
+                if (device, kind) == (Device::Cpu, Kind::Float) {
+                    (model, vs, tokenizer, vec![source])
+                } else {
+                    // Built on the CPU in f32; saved and loaded again so
+                    // every buffer, not only the variables, takes the run's
+                    // device and dtype.
+                    let init = config.output_dir.join("init");
+                    model.save_pretrained(&vs, &tokenizer, &[&source], &init, None)?;
+                    let (model, vs) = RegionGpt::from_pretrained(&init, device, kind)?;
+                    (model, vs, tokenizer, vec![source])
+                }
             }
             ModelSource::Pretrained(dir) => {
-                let (model, vs) = RegionGpt::from_pretrained(dir, device, Kind::Float)?;
+                let (model, vs) = RegionGpt::from_pretrained(dir, device, kind)?;
                 let tokenizer = Tokenizer::from_dir(dir).map_err(rgpt_model::ModelError::from)?;
                 (model, vs, tokenizer, vec![dir.clone()])
             }
@@ -107,15 +124,17 @@ impl Trainer {
                 llm,
                 refiner,
             } => {
-                let kind = serde_json::from_value(serde_json::Value::String(refiner.clone()))
-                    .map_err(|_| TrainError::Invalid {
-                        field: "model.compose.refiner",
-                        message: format!(
-                            "`{refiner}`: use deconv, bilinear4, bilinear16, deconv+bilinear or none"
-                        ),
-                    })?;
+                let refiner_kind = serde_json::from_value(serde_json::Value::String(
+                    refiner.clone(),
+                ))
+                .map_err(|_| TrainError::Invalid {
+                    field: "model.compose.refiner",
+                    message: format!(
+                        "`{refiner}`: use deconv, bilinear4, bilinear16, deconv+bilinear or none"
+                    ),
+                })?;
                 let (model, vs, tokenizer) =
-                    RegionGpt::compose(vision, llm, kind, device, Kind::Float)?;
+                    RegionGpt::compose(vision, llm, refiner_kind, device, kind)?;
                 (model, vs, tokenizer, vec![vision.clone(), llm.clone()])
             }
         };
@@ -126,7 +145,7 @@ impl Trainer {
                 model
                     .llava
                     .llm
-                    .add_lora(&llm, lora)
+                    .add_lora(&llm, lora, config.seed)
                     .map_err(rgpt_model::ModelError::from)?;
                 set_trainable_with_lora(&vs, &config.stage.trainable())
             }
@@ -184,17 +203,25 @@ impl Trainer {
             })
             .collect();
         let samples = mix(&inputs, config.seed)?.samples;
-        let loader = Loader::new(
-            samples,
-            format,
-            LoaderConfig {
-                image_root: config.data.image_root.clone(),
-                batch_size: config.micro_batch,
-                workers: config.loader_workers,
-                seed: Some(config.seed),
-                ..LoaderConfig::default()
-            },
-        )?;
+        let loader_config = |seed| LoaderConfig {
+            image_root: config.data.image_root.clone(),
+            batch_size: config.micro_batch,
+            workers: config.loader_workers,
+            seed,
+            ..LoaderConfig::default()
+        };
+        let eval_loader = match &config.eval {
+            Some(eval) => {
+                let mut held_out = Vec::new();
+                for file in &eval.files {
+                    held_out.extend(read_all_samples(file)?);
+                }
+                held_out.truncate(eval.max_samples.unwrap_or(usize::MAX));
+                Some(Loader::new(held_out, format.clone(), loader_config(None))?)
+            }
+            None => None,
+        };
+        let loader = Loader::new(samples, format, loader_config(Some(config.seed)))?;
         let per_epoch = (loader.len() / config.global_batch).max(1) as u64;
         let total_steps = config.steps.unwrap_or(per_epoch * config.epochs);
         Ok(Trainer {
@@ -205,6 +232,7 @@ impl Trainer {
             source_dirs,
             optimizer,
             loader,
+            eval_loader,
             state: RunState::default(),
             total_steps,
         })
@@ -347,6 +375,10 @@ impl Trainer {
             self.state.step += 1;
             taken += 1;
             let seconds = step_started.elapsed().as_secs_f64().max(1e-9);
+            let eval_due = self.config.eval.as_ref().is_some_and(|e| {
+                self.state.step % e.every == 0 || self.state.step == self.total_steps
+            });
+            let eval_loss = if eval_due { self.eval_loss()? } else { None };
             let record = StepMetrics {
                 step: self.state.step,
                 total_steps: self.total_steps,
@@ -357,6 +389,7 @@ impl Trainer {
                 tokens_per_s: loss.target_tokens as f64 / seconds,
                 elapsed_s: started.elapsed().as_secs_f64(),
                 memory_mb: crate::memory::resident_set_mib(),
+                eval_loss,
             };
             let line = serde_json::to_string(&record).unwrap_or_default() + "\n";
             metrics
@@ -374,6 +407,32 @@ impl Trainer {
             }
         }
         Ok(())
+    }
+
+    /// The mean loss over the answer tokens of the config's held-out
+    /// samples, without gradient; `None` without `eval` in the config.
+    pub fn eval_loss(&self) -> Result<Option<f64>, TrainError> {
+        let Some(loader) = &self.eval_loader else {
+            return Ok(None);
+        };
+        let _no_grad = tch::no_grad_guard();
+        let (mut sum, mut tokens) = (0.0, 0i64);
+        for batch in loader.batches(0, 0) {
+            let batch = batch?;
+            let out = self.model.forward_train(&batch.examples())?;
+            sum += f64::try_from(&out.loss)? * out.target_tokens as f64;
+            tokens += out.target_tokens;
+        }
+        if tokens == 0 {
+            return Err(TrainError::Invalid {
+                field: "eval.files",
+                message: format!(
+                    "no held-out sample could be prepared ({})",
+                    loader.skips().to_string().trim()
+                ),
+            });
+        }
+        Ok(Some(sum / tokens as f64))
     }
 
     /// Saves the trained model in RGPT's format under `output_dir/model`,

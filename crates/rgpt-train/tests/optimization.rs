@@ -118,6 +118,57 @@ fn adamw_equals_libtorch_adamw() {
 }
 
 #[test]
+fn a_bf16_variable_learns_through_its_f32_master_copy() {
+    // Adam's update with a constant gradient is exactly lr, 1e-3: an
+    // eighth of bf16's spacing at 1.0 (2^-7), so a bf16 weight updated in
+    // place would round back to 1.0 every step.
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let weight = vs.root().ones("w", &[4]);
+    vs.bfloat16();
+    assert_eq!(weight.kind(), Kind::BFloat16);
+    let mut adamw = AdamW::new(
+        vec![("w".into(), weight.shallow_clone())],
+        AdamWConfig::default(),
+    );
+    for _ in 0..10 {
+        adamw.zero_grad();
+        weight.to_kind(Kind::Float).sum(Kind::Float).backward();
+        adamw.step(1e-3);
+    }
+    let (state, _) = adamw.state();
+    let master = state
+        .iter()
+        .find(|(n, _)| n == "master.w")
+        .unwrap()
+        .1
+        .copy();
+    assert_eq!(master.kind(), Kind::Float);
+    let expected = Tensor::full([4], 1.0 - 10.0 * 1e-3, (Kind::Float, Device::Cpu));
+    let drift = f64::try_from((&master - &expected).abs().max()).unwrap();
+    assert!(drift < 1e-6, "{drift}");
+    assert_eq!(weight.kind(), Kind::BFloat16);
+    assert!(weight.equal(&master.to_kind(Kind::BFloat16)));
+    assert!(f64::try_from(weight.max()).unwrap() < 1.0);
+
+    // Resuming restores the master, not the rounded weight.
+    let mut restored_vs = nn::VarStore::new(Device::Cpu);
+    let restored = restored_vs.root().ones("w", &[4]);
+    restored_vs.bfloat16();
+    let mut resumed = AdamW::new(
+        vec![("w".into(), restored.shallow_clone())],
+        AdamWConfig::default(),
+    );
+    let saved: std::collections::BTreeMap<String, Tensor> =
+        state.into_iter().map(|(n, t)| (n, t.copy())).collect();
+    resumed.load_state(&saved, 10).unwrap();
+    assert!(resumed
+        .state()
+        .0
+        .iter()
+        .any(|(n, t)| n == "master.w" && t.equal(&master)));
+}
+
+#[test]
 fn pretraining_freezes_the_tower_and_the_llm() {
     let (model, mut vs) = RegionGpt::from_pretrained(&fixture(), Device::Cpu, Kind::Float).unwrap();
     vs.unfreeze();

@@ -1,47 +1,15 @@
 //! The training loop from a YAML config on the tiny RGPT fixture: config
 //! errors are caught before work starts, metrics are written, and a run
 //! interrupted and resumed ends with the same weights as one that was not.
-use std::path::{Path, PathBuf};
+mod common;
 
-use rgpt_data::builders::classification::{build_classification, ClassificationOptions};
-use rgpt_data::format::write_samples;
-use rgpt_data::readers::coco::CocoDataset;
+use std::path::Path;
+
 use rgpt_data::PromptBank;
 use rgpt_train::config::TrainConfig;
 use rgpt_train::trainer::Trainer;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A run directory with a config and a small COCO classification set.
-fn setup(tag: &str, extra: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rgpt-train-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let coco =
-        CocoDataset::read(&root().join("tests/fixtures/datasets/coco/instances_val2017.json"))
-            .unwrap();
-    let prompts = PromptBank::from_dir(&root().join("configs/prompts")).unwrap();
-    let options = ClassificationOptions {
-        max_regions_per_sample: 1,
-        ..ClassificationOptions::coco()
-    };
-    let built = build_classification(&coco, &prompts, &options).unwrap();
-    write_samples(&dir.join("coco.jsonl"), &built.samples).unwrap();
-    let config = format!(
-        "model: {{pretrained: {model}}}\n\
-         data:\n  files: [{{path: coco.jsonl}}]\n  image_root: {images}\n\
-         stage: finetune\nlr: 0.003\nglobal_batch: 4\nmicro_batch: 2\nsteps: 4\n\
-         checkpoint_every: 1\noutput_dir: run\nloader_workers: 1\n{extra}",
-        model = root().join("tests/fixtures/rgpt-tiny").display(),
-        images = root()
-            .join("tests/fixtures/datasets/coco/val2017")
-            .display(),
-    );
-    std::fs::write(dir.join("train.yaml"), config).unwrap();
-    dir
-}
+use common::{root, setup};
 
 fn weights(trainer: &Trainer) -> Vec<(String, tch::Tensor)> {
     let mut vars: Vec<_> = trainer.vs.variables().into_iter().collect();
@@ -84,6 +52,95 @@ fn an_interrupted_run_resumes_to_the_same_weights() {
     assert!(model.join("config.json").is_file() && model.join("tokenizer.json").is_file());
 }
 
+#[test]
+fn held_out_loss_is_scored_on_the_named_steps_without_changing_training() {
+    let dir = setup(
+        "eval",
+        "eval: {files: [coco.jsonl], every: 3, max_samples: 6}\n",
+    );
+    let config = TrainConfig::from_file(&dir.join("train.yaml")).unwrap();
+    let mut scored = Trainer::new(config.clone()).unwrap();
+    let mut seen = Vec::new();
+    scored
+        .run(None, &mut |m| seen.push((m.step, m.eval_loss)))
+        .unwrap();
+    // Every third step and the last.
+    let steps: Vec<u64> = seen.iter().filter(|s| s.1.is_some()).map(|s| s.0).collect();
+    assert_eq!(steps, [3, 4]);
+    let metrics = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
+    let logged: Vec<Option<f64>> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["eval_loss"].as_f64())
+        .collect();
+    assert_eq!(logged, seen.iter().map(|s| s.1).collect::<Vec<_>>());
+    // The last score is the final weights' loss on those samples, and
+    // scoring twice gives the same number: no gradient, no state.
+    let last = seen[3].1.unwrap();
+    assert!(last.is_finite() && last > 0.0);
+    assert_eq!(scored.eval_loss().unwrap(), Some(last));
+    assert_ne!(
+        seen[2].1,
+        Some(last),
+        "the weights changed between steps 3 and 4"
+    );
+
+    let mut plain_config = config;
+    plain_config.eval = None;
+    plain_config.output_dir = dir.join("plain");
+    let mut plain = Trainer::new(plain_config).unwrap();
+    plain
+        .run(None, &mut |m| assert!(m.eval_loss.is_none()))
+        .unwrap();
+    assert_eq!(plain.eval_loss().unwrap(), None);
+    for ((name, a), (_, b)) in weights(&scored).iter().zip(weights(&plain)) {
+        assert!(a.equal(&b), "{name} differs when evaluation is on");
+    }
+}
+
+#[test]
+fn a_bf16_run_keeps_frozen_parts_in_bf16_and_resumes_exactly() {
+    // Pre-training: the tower and the LLM are frozen.
+    let dir = setup("bf16", "dtype: bf16\ndevice: cpu\n");
+    let text = std::fs::read_to_string(dir.join("train.yaml")).unwrap();
+    std::fs::write(
+        dir.join("train.yaml"),
+        text.replace("stage: finetune", "stage: pretrain"),
+    )
+    .unwrap();
+    let config = TrainConfig::from_file(&dir.join("train.yaml")).unwrap();
+    let mut whole = Trainer::new(config.clone()).unwrap();
+    let before: Vec<_> = weights(&whole)
+        .into_iter()
+        .map(|(name, w)| (name, w.copy()))
+        .collect();
+    let mut losses = Vec::new();
+    whole.run(None, &mut |m| losses.push(m.loss)).unwrap();
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    let mut trained = 0;
+    for ((name, old), (_, new)) in before.iter().zip(weights(&whole)) {
+        assert_eq!(new.kind(), tch::Kind::BFloat16, "{name}");
+        let frozen = name.starts_with("vision_tower.") || name.starts_with("language_model.");
+        if frozen {
+            assert!(old.equal(&new) && !new.grad().defined(), "{name} trained");
+        } else {
+            trained += usize::from(!old.equal(&new));
+        }
+    }
+    assert!(trained > 0);
+
+    let mut config2 = config;
+    config2.output_dir = dir.join("run2");
+    let mut first = Trainer::new(config2.clone()).unwrap();
+    first.run(Some(2), &mut |_| {}).unwrap();
+    drop(first);
+    let mut resumed = Trainer::new(config2).unwrap();
+    assert!(resumed.resume().unwrap());
+    resumed.run(None, &mut |_| {}).unwrap();
+    for ((name, a), (_, b)) in weights(&whole).iter().zip(weights(&resumed)) {
+        assert!(a.equal(&b), "{name} differs after resuming");
+    }
+}
+
 fn config_error(tag: &str, edit: impl Fn(&str) -> String) -> String {
     let dir = setup(tag, "");
     let path = dir.join("train.yaml");
@@ -100,6 +157,26 @@ fn config_mistakes_are_caught_before_any_work() {
     assert!(typo.contains("mikro_batch"), "{typo}");
     let zero_lr = config_error("lr", |t| t.replace("lr: 0.003", "lr: 0"));
     assert!(zero_lr.contains("lr"), "{zero_lr}");
+    let device = config_error("device", |t| format!("{t}device: tpu\n"));
+    assert!(
+        device.contains("device") && device.contains("tpu"),
+        "{device}"
+    );
+    if tch::Cuda::device_count() < 8 {
+        let gpu = config_error("gpu", |t| format!("{t}device: cuda:7\n"));
+        assert!(gpu.contains("device") && gpu.contains("CUDA GPU"), "{gpu}");
+    }
+    let every = config_error("every", |t| {
+        format!("{t}eval: {{files: [coco.jsonl], every: 0}}\n")
+    });
+    assert!(every.contains("eval.every"), "{every}");
+    let held_out = config_error("held-out", |t| {
+        format!("{t}eval: {{files: [val.jsonl], every: 10}}\n")
+    });
+    assert!(
+        held_out.contains("eval.files") && held_out.contains("val.jsonl"),
+        "{held_out}"
+    );
     let indivisible = config_error("batch", |t| t.replace("global_batch: 4", "global_batch: 5"));
     assert!(
         indivisible.contains("not a multiple of micro_batch"),

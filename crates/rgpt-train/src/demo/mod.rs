@@ -28,7 +28,7 @@ use tch::{Device, Kind, Tensor};
 
 pub mod showcase;
 
-use crate::config::{DataConfig, DataFile, ModelSource, TrainConfig};
+use crate::config::{DataConfig, DataFile, ModelSource, TrainConfig, TrainDtype};
 use crate::parts::Stage;
 use crate::tiny::{build_tiny_with_tokenizer, train_tokenizer, TinySpec};
 use crate::tower::{pretrain_tower, TowerPretrainConfig, TowerReport, TowerStep};
@@ -577,9 +577,14 @@ fn train_stage(
         micro_batch: stage.micro_batch,
         grad_clip: 1.0,
         seed: config.seed,
+        // The tower was pre-trained on the CPU in f32, and the demo's
+        // numbers are for that setting on any machine.
+        device: "cpu".into(),
+        dtype: TrainDtype::F32,
         checkpoint_every: (stage.steps / 4).max(1),
         output_dir: out.to_path_buf(),
         loader_workers: 1,
+        eval: None,
     };
     let started = Instant::now();
     let mut trainer = Trainer::new(train)?;
