@@ -74,8 +74,9 @@ pub struct TrainConfig {
     pub loader_workers: usize,
     /// Held-out conversations scored every `every` steps and at the end:
     /// `{files: [val.jsonl], every: 100, max_samples: 256}`. The mean loss
-    /// over their answer tokens goes into that step's `metrics.jsonl` line
-    /// as `eval_loss`. Absent: no evaluation.
+    /// over their answer tokens goes into `metrics.jsonl` as
+    /// `{"step": N, "eval": {"held_out_loss": x}}` (drawn by `rgpt plot`).
+    /// Absent: no evaluation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval: Option<EvalConfig>,
 }

@@ -51,8 +51,10 @@ pub struct StepMetrics {
     /// Resident set size in MiB after the step (`null` off Linux).
     pub memory_mb: Option<f64>,
     /// Mean loss over the held-out answers after this step, on the steps
-    /// the config's `eval.every` names (and the last).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// the config's `eval.every` names (and the last). It goes into
+    /// `metrics.jsonl` as an evaluation record of its own,
+    /// `{"step": N, "eval": {"held_out_loss": x}}`, which `rgpt plot` draws.
+    #[serde(skip)]
     pub eval_loss: Option<f64>,
 }
 
@@ -391,7 +393,12 @@ impl Trainer {
                 memory_mb: crate::memory::resident_set_mib(),
                 eval_loss,
             };
-            let line = serde_json::to_string(&record).unwrap_or_default() + "\n";
+            let mut line = serde_json::to_string(&record).unwrap_or_default() + "\n";
+            if let Some(loss) = eval_loss {
+                let eval =
+                    serde_json::json!({"step": record.step, "eval": {"held_out_loss": loss}});
+                line += &(eval.to_string() + "\n");
+            }
             metrics
                 .write_all(line.as_bytes())
                 .and_then(|()| metrics.flush())

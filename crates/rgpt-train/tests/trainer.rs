@@ -67,12 +67,11 @@ fn held_out_loss_is_scored_on_the_named_steps_without_changing_training() {
     // Every third step and the last.
     let steps: Vec<u64> = seen.iter().filter(|s| s.1.is_some()).map(|s| s.0).collect();
     assert_eq!(steps, [3, 4]);
-    let metrics = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
-    let logged: Vec<Option<f64>> = metrics
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["eval_loss"].as_f64())
-        .collect();
-    assert_eq!(logged, seen.iter().map(|s| s.1).collect::<Vec<_>>());
+    // Evaluation records in metrics.jsonl, which `rgpt plot` draws.
+    let log = rgpt_train::metrics::MetricsLog::read(&dir.join("run/metrics.jsonl")).unwrap();
+    assert_eq!(log.steps.len(), 4);
+    let logged: Vec<(u64, f64)> = seen.iter().filter_map(|s| Some((s.0, s.1?))).collect();
+    assert_eq!(log.eval["held_out_loss"], logged);
     // The last score is the final weights' loss on those samples, and
     // scoring twice gives the same number: no gradient, no state.
     let last = seen[3].1.unwrap();

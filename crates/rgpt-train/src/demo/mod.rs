@@ -641,11 +641,13 @@ fn last_elapsed(metrics: &Path) -> f64 {
     last_metric(metrics, "elapsed_s").unwrap_or(0.0)
 }
 
-/// A field of the last line of a `metrics.jsonl`.
+/// A field of the last line of a `metrics.jsonl` that has it (evaluation
+/// records sit between the step lines).
 fn last_metric(metrics: &Path, key: &str) -> Option<f64> {
     let text = std::fs::read_to_string(metrics).ok()?;
-    let line = text.lines().rev().find(|l| !l.trim().is_empty())?;
-    serde_json::from_str::<Value>(line).ok()?[key].as_f64()
+    text.lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok()?[key].as_f64())
 }
 
 /// Questions of the first `images` samples of one test task.
