@@ -256,6 +256,25 @@ fn a_tiny_model_trains_from_scratch_on_the_synthetic_world() {
             &mut |_| {},
         )
         .unwrap();
+
+    // The same tiny model in bf16: built on the CPU in f32, then every
+    // weight moves to the run's dtype.
+    let text = std::fs::read_to_string(dir.join("train.yaml")).unwrap();
+    let text = text.replace("output_dir: run", "output_dir: run-bf16\ndtype: bf16");
+    std::fs::write(dir.join("bf16.yaml"), text).unwrap();
+    let config = TrainConfig::from_file(&dir.join("bf16.yaml")).unwrap();
+    let mut half = Trainer::new(config).unwrap();
+    assert!(half
+        .vs
+        .variables()
+        .values()
+        .all(|v| v.kind() == tch::Kind::BFloat16));
+    let mut losses = Vec::new();
+    half.run(Some(2), &mut |m| losses.push(m.loss)).unwrap();
+    assert!(
+        losses.len() == 2 && losses.iter().all(|l| l.is_finite()),
+        "{losses:?}"
+    );
 }
 
 /// A diverging run stops at the first non-finite loss, names the step, and
