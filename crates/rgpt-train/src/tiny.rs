@@ -208,7 +208,12 @@ pub fn build_tiny_with_tokenizer(
 /// starts the refiner as an upsampler).
 pub fn initialise(vs: &nn::VarStore) {
     let _guard = tch::no_grad_guard();
-    for (name, mut var) in vs.variables() {
+    // By name: `variables()` is a HashMap whose order changes from one
+    // process to the next, and each variable draws its share of the seeded
+    // stream in turn, so any other order makes the seed meaningless.
+    let mut vars: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, mut var) in vars {
         if name.starts_with("feature_refiner.") || name.starts_with("multi_modal_projector.") {
             continue;
         }
