@@ -186,10 +186,6 @@ pub fn build_tiny_with_tokenizer(
     let vs = nn::VarStore::new(Device::Cpu);
     let model = RegionGpt::new(&vs.root(), &config, Path::new("model.tiny"))?;
     initialise(&vs);
-    // From scratch, a random deconvolution would hide the tower's features
-    // behind a mix the connector must first undo: in the demo's ablation
-    // its captions scored CIDEr 1.6 against 4.8 for `none` (docs/demo.md).
-    model.refiner.init_as_upsampler();
     let size = spec.image_size as u32;
     let preprocessor = PreprocessorConfig::from_json_str(
         &json!({
@@ -204,8 +200,7 @@ pub fn build_tiny_with_tokenizer(
 }
 
 /// transformers' `_init_weights` for CLIP and LLaMA, by variable name; the
-/// refiner and connector keep their own initialisation (the builder then
-/// starts the refiner as an upsampler).
+/// refiner and connector keep their own (fresh) initialisation.
 pub fn initialise(vs: &nn::VarStore) {
     let _guard = tch::no_grad_guard();
     // By name: `variables()` is a HashMap whose order changes from one

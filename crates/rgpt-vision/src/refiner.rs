@@ -28,10 +28,6 @@ use tch::nn::Init;
 use tch::{nn, TchError, Tensor};
 
 const LAYER_NORM_EPS: f64 = 1e-6;
-/// How far [`FeatureRefiner::init_as_upsampler`] lifts the normalised map
-/// before GELU: `GELU(z + 4) - 4` differs from `z` by 0.004 at z = -1,
-/// 0.05 at -2 and 0.16 at -3, and less above -1.
-pub const UPSAMPLER_SHIFT: f64 = 4.0;
 
 /// Which refinement Table 6 compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -214,35 +210,6 @@ impl FeatureRefiner {
 
     pub fn kind(&self) -> RefinerKind {
         self.kind
-    }
-
-    /// Sets the deconvolutions so the stack starts as a 4x upsampler:
-    /// each deconv copies every channel into its 2x2 block (nearest
-    /// neighbour), the LayerNorm's bias lifts the normalised map by
-    /// [`UPSAMPLER_SHIFT`] into GELU's nearly linear range and deconv2's
-    /// bias takes it back, so the output is about the LayerNorm of the
-    /// input, upsampled. Training from scratch (the demo) then starts from
-    /// the backbone's features instead of a random mix of them, which
-    /// PyTorch's default init gives; the paper does not say how it
-    /// initialises the module. No-op for kinds without deconvolutions.
-    pub fn init_as_upsampler(&self) {
-        let Some(stack) = &self.deconv else {
-            return;
-        };
-        let _guard = tch::no_grad_guard();
-        let c = self.channels;
-        let identity = Tensor::eye(
-            c,
-            (stack.deconv1.weight.kind(), stack.deconv1.weight.device()),
-        )
-        .view([c, c, 1, 1])
-        .expand([c, c, 2, 2], false);
-        for (deconv, bias) in [(&stack.deconv1, 0.0), (&stack.deconv2, -UPSAMPLER_SHIFT)] {
-            deconv.weight.shallow_clone().copy_(&identity);
-            let _ = deconv.bias.shallow_clone().fill_(bias);
-        }
-        let _ = stack.norm.weight.shallow_clone().fill_(1.0);
-        let _ = stack.norm.bias.shallow_clone().fill_(UPSAMPLER_SHIFT);
     }
 
     pub fn channels(&self) -> i64 {
