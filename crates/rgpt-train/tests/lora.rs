@@ -6,8 +6,6 @@
 //! logits (1e-5 absolute on f32: only the order of additions differs).
 mod common;
 
-use std::collections::HashMap;
-
 use rgpt_llm::lora::is_adapter_variable;
 use rgpt_llm::{Conversation, Role, Template, Tokenizer};
 use rgpt_model::prompt::{conversation_segments, Placeholders};
@@ -19,16 +17,9 @@ use rgpt_train::trainer::Trainer;
 use rgpt_vision::preprocess::{load_image, PreprocessorConfig};
 use tch::{Device, Kind, Tensor};
 
-use common::{fixture, setup};
+use common::{fixture, setup, snapshot};
 
 const LORA: &str = "lora: {rank: 4, alpha: 8, target_modules: [q_proj, v_proj]}\n";
-
-fn snapshot(vs: &tch::nn::VarStore) -> HashMap<String, Tensor> {
-    vs.variables()
-        .into_iter()
-        .map(|(n, v)| (n, v.detach().copy()))
-        .collect()
-}
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     f64::try_from((a - b).abs().max()).unwrap()

@@ -1,20 +1,19 @@
 //! A tiny model's initial weights depend on the seed alone. Alone in its
 //! test binary: libtorch's generator is global, and another test building
 //! a model on a parallel thread would draw from the same stream.
-use std::collections::BTreeMap;
+mod common;
 
-use rgpt_train::tiny::{build_tiny, TinySpec};
+use std::collections::HashMap;
+
+use rgpt_train::tiny::build_tiny;
 use tch::Tensor;
 
-fn weights(seed: i64) -> BTreeMap<String, Tensor> {
-    let spec: TinySpec = serde_yaml::from_str(
-        "{image_size: 32, patch_size: 8, conv_stem: [16, 16, 32], vision_hidden: 32, \
-         vision_layers: 1, vision_heads: 2, hidden: 32, layers: 1, heads: 2, intermediate: 64}",
-    )
-    .unwrap();
+use common::{small_tiny_spec, snapshot};
+
+fn weights(seed: i64) -> HashMap<String, Tensor> {
     tch::manual_seed(seed);
-    let (_model, vs, _, _) = build_tiny(&spec, &[]).unwrap();
-    vs.variables().into_iter().collect()
+    let (_model, vs, _, _) = build_tiny(&small_tiny_spec(), &[]).unwrap();
+    snapshot(&vs)
 }
 
 #[test]

@@ -1,28 +1,19 @@
 //! Vision-tower pre-training on the synthetic world: it trains the tower
 //! and nothing else, and a few steps already read colour off pooled
 //! regions far better than chance.
-use rgpt_data::synth::{SynthConfig, SynthWorld};
-use rgpt_train::tiny::{build_tiny, TinySpec};
-use rgpt_train::tower::{pretrain_tower, TowerPretrainConfig};
-use tch::Tensor;
+mod common;
 
-fn spec() -> TinySpec {
-    serde_yaml::from_str(
-        "{image_size: 32, patch_size: 8, conv_stem: [16, 16, 32], vision_hidden: 32, \
-         vision_layers: 1, vision_heads: 2, hidden: 32, layers: 1, heads: 2, intermediate: 64}",
-    )
-    .unwrap()
-}
+use rgpt_data::synth::{SynthConfig, SynthWorld};
+use rgpt_train::tiny::build_tiny;
+use rgpt_train::tower::{pretrain_tower, TowerPretrainConfig};
+
+use common::{small_tiny_spec as spec, snapshot};
 
 #[test]
 fn tower_pretraining_trains_only_the_tower_and_learns_colour() {
     tch::manual_seed(0);
     let (model, vs, _, preprocessor) = build_tiny(&spec(), &[]).unwrap();
-    let before: Vec<(String, Tensor)> = vs
-        .variables()
-        .into_iter()
-        .map(|(n, t)| (n, t.detach().copy()))
-        .collect();
+    let before = snapshot(&vs);
     let world = SynthWorld::new(SynthConfig {
         image_size: 32,
         min_size: 8,

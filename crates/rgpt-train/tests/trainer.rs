@@ -9,7 +9,7 @@ use rgpt_data::PromptBank;
 use rgpt_train::config::TrainConfig;
 use rgpt_train::trainer::Trainer;
 
-use common::{root, setup};
+use common::{root, setup, snapshot};
 
 fn weights(trainer: &Trainer) -> Vec<(String, tch::Tensor)> {
     let mut vars: Vec<_> = trainer.vs.variables().into_iter().collect();
@@ -108,15 +108,13 @@ fn a_bf16_run_keeps_frozen_parts_in_bf16_and_resumes_exactly() {
     .unwrap();
     let config = TrainConfig::from_file(&dir.join("train.yaml")).unwrap();
     let mut whole = Trainer::new(config.clone()).unwrap();
-    let before: Vec<_> = weights(&whole)
-        .into_iter()
-        .map(|(name, w)| (name, w.copy()))
-        .collect();
+    let before = snapshot(&whole.vs);
     let mut losses = Vec::new();
     whole.run(None, &mut |m| losses.push(m.loss)).unwrap();
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
     let mut trained = 0;
-    for ((name, old), (_, new)) in before.iter().zip(weights(&whole)) {
+    for (name, new) in weights(&whole) {
+        let old = &before[&name];
         assert_eq!(new.kind(), tch::Kind::BFloat16, "{name}");
         let frozen = name.starts_with("vision_tower.") || name.starts_with("language_model.");
         if frozen {

@@ -1,11 +1,17 @@
-//! What the trainer tests share: the repository's paths, and a run
-//! directory with a fine-tuning config on the tiny RGPT fixture.
+//! What the trainer tests share: the repository's paths, a run directory
+//! with a fine-tuning config on the tiny RGPT fixture, a small from-scratch
+//! spec and weight snapshots. Each test binary uses only some of it.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use rgpt_data::builders::classification::{build_classification, ClassificationOptions};
 use rgpt_data::format::write_samples;
 use rgpt_data::readers::coco::CocoDataset;
 use rgpt_data::PromptBank;
+use rgpt_train::tiny::TinySpec;
+use tch::Tensor;
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -46,4 +52,21 @@ pub fn setup(tag: &str, extra: &str) -> PathBuf {
     );
     std::fs::write(dir.join("train.yaml"), config).unwrap();
     dir
+}
+
+/// A from-scratch model small enough to build and train in a test.
+pub fn small_tiny_spec() -> TinySpec {
+    serde_yaml::from_str(
+        "{image_size: 32, patch_size: 8, conv_stem: [16, 16, 32], vision_hidden: 32, \
+         vision_layers: 1, vision_heads: 2, hidden: 32, layers: 1, heads: 2, intermediate: 64}",
+    )
+    .unwrap()
+}
+
+/// Copies of every variable, by name, to compare with after training.
+pub fn snapshot(vs: &tch::nn::VarStore) -> HashMap<String, Tensor> {
+    vs.variables()
+        .into_iter()
+        .map(|(n, v)| (n, v.detach().copy()))
+        .collect()
 }
