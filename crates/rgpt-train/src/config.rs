@@ -332,7 +332,6 @@ impl TrainConfig {
 
     /// The device `device` names, checked against what libtorch sees.
     pub fn device(&self) -> Result<Device, TrainError> {
-        let gpus = Cuda::device_count();
         let index = match self.device.as_str() {
             "auto" => return Ok(Device::cuda_if_available()),
             "cpu" => return Ok(Device::Cpu),
@@ -345,6 +344,7 @@ impl TrainConfig {
                     message: format!("`{other}`: use auto, cpu, cuda or cuda:N"),
                 })?,
         };
+        let gpus = Cuda::device_count();
         if index >= gpus {
             return Err(TrainError::Invalid {
                 field: "device",
