@@ -39,7 +39,7 @@ fn read_json(path: &std::path::Path) -> serde_json::Value {
 
 /// Lines in every stage's metrics log: a rerun that retrains appends.
 fn logged_steps(run: &std::path::Path) -> usize {
-    ["pretrain", "finetune"]
+    ["language", "pretrain", "finetune"]
         .iter()
         .map(|stage| {
             std::fs::read_to_string(run.join(stage).join("metrics.jsonl"))
@@ -101,7 +101,7 @@ fn the_quick_demo_learns_and_leaves_a_usable_model() {
         "tower colour accuracy {}",
         tower["color"]
     );
-    for stage in ["pretrain", "finetune"] {
+    for stage in ["language", "pretrain", "finetune"] {
         let losses: Vec<f64> = std::fs::read_to_string(run.join(stage).join("metrics.jsonl"))
             .unwrap()
             .lines()

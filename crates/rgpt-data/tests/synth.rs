@@ -8,7 +8,9 @@ use std::sync::OnceLock;
 
 use rgpt_data::format::{read_all_samples, Region, Sample, Speaker, IMAGE_TOKEN, REGION_TOKEN};
 use rgpt_data::prompts::CandidateLabels;
+use rgpt_data::synth::text::{as_text, TEXT_TASKS};
 use rgpt_data::synth::vocab::BACKGROUND_LEVELS;
+use rgpt_data::synth::write::text_task_file;
 use rgpt_data::synth::{
     write_world, ColorName, ImageObjects, ShapeKind, SizeClass, SynthConfig, SynthImage,
     SynthObject, SynthSamples, SynthWorld, TASKS,
@@ -836,6 +838,115 @@ fn write_world_writes_images_ground_truth_and_task_files() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The words a text-form sample uses for `object`.
+fn phrase(object: &SynthObject) -> String {
+    format!("{} {}", object.color.name(), object.shape.name())
+}
+
+#[test]
+fn the_text_form_names_each_region_by_its_object_in_order() {
+    let mut checked = [0usize; 4];
+    for (image, samples) in default_world() {
+        let region_samples = [
+            (0, &samples.shape, meta_indices(&samples.shape, "objects")),
+            (1, &samples.color, meta_indices(&samples.color, "objects")),
+            (2, &samples.rec, meta_indices(&samples.rec, "candidates")),
+        ]
+        .into_iter()
+        .chain(samples.captions.iter().map(|c| {
+            let object = c.meta.as_ref().unwrap()["object"].as_u64().unwrap() as usize;
+            (3, c, vec![object])
+        }));
+        for (kind, sample, objects) in region_samples {
+            let text = as_text(sample, image).expect("a region task has a text form");
+            assert_eq!(text.id, format!("text-{}", sample.id));
+            assert_eq!(text.task, format!("text-{}", sample.task));
+            assert!(text.image.is_none() && text.regions.is_empty());
+            text.validate().expect("the text form validates");
+            assert_eq!(text.conversations.len(), sample.conversations.len());
+            // Rebuild the text from the original: the placeholders, in order,
+            // become the phrases of the objects the meta names.
+            let mut names = objects.iter().map(|&i| phrase(&image.objects[i]));
+            for (original, written) in sample.conversations.iter().zip(&text.conversations) {
+                assert_eq!(original.from, written.from);
+                let mut expected = String::new();
+                let stripped = original.value.replace(&format!("{IMAGE_TOKEN}\n"), "");
+                for (k, piece) in stripped.split(REGION_TOKEN).enumerate() {
+                    if k > 0 {
+                        expected.push_str(&names.next().expect("a name per region"));
+                    }
+                    expected.push_str(piece);
+                }
+                assert_eq!(written.value, expected, "{}", sample.id);
+                assert!(!written.value.contains(REGION_TOKEN));
+                assert!(!written.value.contains(IMAGE_TOKEN));
+            }
+            assert!(
+                names.next().is_none(),
+                "{}: a region left unnamed",
+                sample.id
+            );
+            checked[kind] += 1;
+        }
+        // Shape answers are then in the question: the turn's region phrase
+        // ends with the answer.
+        let text = as_text(&samples.shape, image).unwrap();
+        for (question, answer) in human_turns(&text).into_iter().zip(gpt_turns(&text)) {
+            let object = image
+                .objects
+                .iter()
+                .find(|o| question.contains(&phrase(o)))
+                .expect("the question names an object");
+            assert_eq!(object.shape.name(), answer, "{question}");
+        }
+    }
+    assert!(checked.iter().all(|&n| n >= IMAGES as usize), "{checked:?}");
+    let (image, samples) = &default_world()[0];
+    let err = as_text(&samples.image_caption, image)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("has no text form"), "{err}");
+}
+
+#[test]
+fn a_text_world_writes_the_text_form_of_every_region_task() {
+    let dir = temp_dir("text");
+    let config = SynthConfig {
+        images: 40,
+        seed: 3,
+        text: true,
+        ..SynthConfig::default()
+    };
+    let summary = write_world(&config, prompts(), &dir).expect("world writes");
+    let world = world(config);
+    for task in TEXT_TASKS {
+        let samples = read_all_samples(&dir.join(format!("{task}.jsonl"))).unwrap();
+        let text = read_all_samples(&text_task_file(&dir, task)).unwrap();
+        assert_eq!(summary.samples[&format!("text-{task}")], text.len() as u64);
+        assert_eq!(samples.len(), text.len(), "{task}");
+        for (sample, written) in samples.iter().zip(&text) {
+            let index: u64 = sample.image.as_ref().unwrap()[7..13].parse().unwrap();
+            let image = world.generate_image(index);
+            assert_eq!(written, &as_text(sample, &image).unwrap());
+        }
+    }
+    assert!(!text_task_file(&dir, "synth-image-caption").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+    // Off by default: no text directory.
+    let plain = temp_dir("no-text");
+    write_world(
+        &SynthConfig {
+            images: 4,
+            ..SynthConfig::default()
+        },
+        prompts(),
+        &plain,
+    )
+    .unwrap();
+    assert!(!plain.join("text").exists());
+    std::fs::remove_dir_all(&plain).unwrap();
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

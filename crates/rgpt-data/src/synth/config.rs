@@ -76,6 +76,10 @@ pub struct SynthConfig {
     /// every region up by content afterwards. Follow-ups keep their
     /// phrasing.
     pub rec_expression_first: bool,
+    /// Also write each region task as text (`text/<task>.jsonl`, see
+    /// [`super::text`]): the image dropped and every region named in words,
+    /// for pre-training a decoder on the world's language.
+    pub text: bool,
 }
 
 impl Default for SynthConfig {
@@ -105,6 +109,7 @@ impl Default for SynthConfig {
             overspecify: 0.3,
             candidate_labels: CandidateLabels::None,
             rec_expression_first: false,
+            text: false,
         }
     }
 }

@@ -14,7 +14,7 @@
 //! - [`config`] holds [`SynthConfig`];
 //! - [`outline`], `background` and [`scene`] draw an image and its masks;
 //! - [`describe`] says positions, relations, referring expressions, captions;
-//! - [`tasks`] builds the conversations;
+//! - [`tasks`] builds the conversations, [`text`] their text form;
 //! - [`write`](mod@write) puts images and JSON lines on disk.
 
 mod background;
@@ -25,6 +25,7 @@ pub mod pope;
 mod rng;
 pub mod scene;
 pub mod tasks;
+pub mod text;
 pub mod vocab;
 pub mod write;
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::scene::{SynthImage, SynthObject};
 use super::tasks::{check_prompts, image_path, samples_for_image, SynthSamples, TASKS};
+use super::text::{as_text, TEXT_TASKS};
 use super::SynthWorld;
 use crate::format::JsonlWriter;
 use crate::prompts::PromptBank;
@@ -47,6 +48,11 @@ pub fn task_file(out_dir: &Path, task: &str) -> PathBuf {
     out_dir.join(format!("{task}.jsonl"))
 }
 
+/// The text form of `task` under `out_dir` (written with `text: true`).
+pub fn text_task_file(out_dir: &Path, task: &str) -> PathBuf {
+    out_dir.join("text").join(format!("{task}.jsonl"))
+}
+
 impl SynthWorld {
     /// Renders `config.images` images and their samples under `out_dir`.
     pub fn write(&self, prompts: &PromptBank, out_dir: &Path) -> Result<SynthSummary, DataError> {
@@ -64,6 +70,19 @@ impl SynthWorld {
             .iter()
             .map(|task| JsonlWriter::create(&task_file(out_dir, task)))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut text_out = if self.config().text {
+            let dir = out_dir.join("text");
+            std::fs::create_dir_all(&dir).map_err(|source| DataError::Write {
+                path: dir.clone(),
+                source,
+            })?;
+            TEXT_TASKS
+                .iter()
+                .map(|&task| Ok((task, JsonlWriter::create(&text_task_file(out_dir, task))?)))
+                .collect::<Result<Vec<_>, DataError>>()?
+        } else {
+            Vec::new()
+        };
         let mut objects = 0u64;
         for start in (0..total).step_by(CHUNK as usize) {
             let end = total.min(start + CHUNK);
@@ -80,6 +99,13 @@ impl SynthWorld {
             for result in rendered {
                 let (image, samples) = result?;
                 objects += image.objects.len() as u64;
+                for (task, task_samples) in samples.by_task() {
+                    if let Some((_, out)) = text_out.iter_mut().find(|(t, _)| *t == task) {
+                        for sample in task_samples {
+                            out.write(&as_text(sample, &image)?)?;
+                        }
+                    }
+                }
                 objects_out.write(&ImageObjects {
                     image: image_path(image.index),
                     width: image.rgb.width(),
@@ -98,6 +124,9 @@ impl SynthWorld {
         let mut samples = BTreeMap::new();
         for (task, out) in TASKS.iter().zip(task_out) {
             samples.insert(task.to_string(), out.finish()?);
+        }
+        for (task, out) in text_out {
+            samples.insert(format!("text-{task}"), out.finish()?);
         }
         Ok(SynthSummary {
             out_dir: out_dir.to_path_buf(),

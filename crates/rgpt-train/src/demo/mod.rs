@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rgpt_data::prompts::PromptBank;
-use rgpt_data::synth::write::task_file;
+use rgpt_data::synth::text::TEXT_TASKS;
+use rgpt_data::synth::write::{task_file, text_task_file};
 use rgpt_data::synth::{write_world, ShapeKind, SynthConfig};
 use rgpt_eval::caption::MeteorSource;
 use rgpt_eval::items::{items_of, EvalItem};
@@ -78,6 +79,11 @@ pub struct DemoStage {
     pub micro_batch: usize,
     #[serde(default = "default_warmup")]
     pub warmup_ratio: f64,
+    /// Train on the tasks' text form (`world.text` must be on): no image,
+    /// every region named in words. The demo's first stage pre-trains the
+    /// decoder so, standing in for the Vicuna RegionGPT starts from.
+    #[serde(default)]
+    pub text: bool,
 }
 
 fn default_warmup() -> f64 {
@@ -123,7 +129,26 @@ impl DemoConfig {
                     format!("stage `{}` trains on no task", stage.name),
                 );
             }
+            if stage.text && !self.world.text {
+                return invalid(
+                    "stages.text",
+                    format!(
+                        "stage `{}` trains on the world's text form: set `world.text: true`",
+                        stage.name
+                    ),
+                );
+            }
             for task in stage.tasks.keys() {
+                if stage.text && !TEXT_TASKS.contains(&task.as_str()) {
+                    return invalid(
+                        "stages.tasks",
+                        format!(
+                            "stage `{}` trains on text, and `{task}` has no text form (use {})",
+                            stage.name,
+                            TEXT_TASKS.join(", ")
+                        ),
+                    );
+                }
                 if !rgpt_data::synth::TASKS.contains(&task.as_str()) {
                     return invalid(
                         "stages.tasks",
@@ -146,6 +171,8 @@ impl DemoConfig {
         SynthConfig {
             images: self.test.images,
             seed: self.test.seed,
+            // Only training reads the text form.
+            text: false,
             ..self.world.clone()
         }
     }
@@ -556,7 +583,11 @@ fn train_stage(
         .tasks
         .iter()
         .map(|(task, weight)| DataFile {
-            path: task_file(&dirs.world(), task),
+            path: if stage.text {
+                text_task_file(&dirs.world(), task)
+            } else {
+                task_file(&dirs.world(), task)
+            },
             weight: *weight,
         })
         .collect();
@@ -809,5 +840,32 @@ mod tests {
             .to_string();
         assert!(err.contains("`model.refiner` differs"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_text_stage_needs_the_text_world_and_region_tasks() {
+        let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/demo-tiny.yaml");
+        let full = DemoConfig::from_file(&full).unwrap();
+        assert!(full.world.text && full.stages[0].text);
+
+        let mut no_text_world = full.clone();
+        no_text_world.world.text = false;
+        let err = no_text_world.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("stages.text") && err.contains("world.text: true"),
+            "{err}"
+        );
+
+        let mut image_caption = full.clone();
+        image_caption.stages[0]
+            .tasks
+            .insert("synth-image-caption".into(), 1.0);
+        let err = image_caption.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("`synth-image-caption` has no text form"),
+            "{err}"
+        );
+        // The held-out world is never written as text.
+        assert!(!full.test_world().text);
     }
 }

@@ -1,0 +1,107 @@
+//! The world as text: a conversation with `<image>` dropped and each
+//! `<region>` named in words ("red circle"). RegionGPT starts from Vicuna,
+//! which knew language, and how to look things up in its prompt, before
+//! it saw a region; a model trained from nothing has neither. Pre-training
+//! its decoder on the world's questions with the regions spelt out gives
+//! it the reading first, so the later stages only have to make a region
+//! embedding read like the words it stands for (docs/demo.md).
+use serde_json::Value;
+
+use super::scene::SynthImage;
+use super::tasks::{TASK_CAPTION, TASK_COLOR, TASK_REC, TASK_SHAPE};
+use crate::format::{Sample, Turn, IMAGE_TOKEN, REGION_TOKEN};
+use crate::DataError;
+
+/// The tasks that have a text form: those that ask about regions. An image
+/// caption without its image would be a guess.
+pub const TEXT_TASKS: [&str; 4] = [TASK_SHAPE, TASK_COLOR, TASK_CAPTION, TASK_REC];
+
+/// `sample`, a conversation about `image` built by [`super::tasks`], with
+/// its image dropped and every region written as its object's colour and
+/// shape. The id and task gain a `text-` prefix; the meta is kept.
+pub fn as_text(sample: &Sample, image: &SynthImage) -> Result<Sample, DataError> {
+    let objects = region_objects(sample)?;
+    if objects.len() != sample.regions.len() {
+        return Err(malformed(
+            sample,
+            format!(
+                "its meta names {} objects for {} regions",
+                objects.len(),
+                sample.regions.len()
+            ),
+        ));
+    }
+    let mut names = Vec::with_capacity(objects.len());
+    for index in objects {
+        let object = image.objects.get(index).ok_or_else(|| {
+            malformed(
+                sample,
+                format!("object {index} is not in image {}", image.index),
+            )
+        })?;
+        names.push(format!("{} {}", object.color.name(), object.shape.name()));
+    }
+    let mut names = names.into_iter();
+    let mut conversations = Vec::with_capacity(sample.conversations.len());
+    for turn in &sample.conversations {
+        let text = turn.value.replace(&format!("{IMAGE_TOKEN}\n"), "");
+        let mut pieces = text.split(REGION_TOKEN);
+        let mut value = pieces.next().unwrap_or_default().to_string();
+        for piece in pieces {
+            // The count was checked above, so a name is always left.
+            value.push_str(&names.next().unwrap_or_default());
+            value.push_str(piece);
+        }
+        conversations.push(Turn {
+            from: turn.from,
+            value,
+        });
+    }
+    Ok(Sample {
+        id: format!("text-{}", sample.id),
+        image: None,
+        width: None,
+        height: None,
+        regions: Vec::new(),
+        conversations,
+        task: format!("text-{}", sample.task),
+        meta: sample.meta.clone(),
+    })
+}
+
+/// The image's object behind each region, from the meta the task builders
+/// write: `objects` for classification, `candidates` for REC, `object` for
+/// a caption.
+fn region_objects(sample: &Sample) -> Result<Vec<usize>, DataError> {
+    let meta = sample.meta.as_ref().unwrap_or(&Value::Null);
+    let index = |v: &Value| v.as_u64().map(|i| i as usize);
+    let list = |key: &str| {
+        meta[key]
+            .as_array()
+            .and_then(|a| a.iter().map(index).collect::<Option<Vec<_>>>())
+    };
+    let objects = match sample.task.as_str() {
+        TASK_SHAPE | TASK_COLOR => list("objects"),
+        TASK_REC => list("candidates"),
+        TASK_CAPTION => index(&meta["object"]).map(|i| vec![i]),
+        other => {
+            return Err(malformed(
+                sample,
+                format!(
+                    "task `{other}` has no text form (use {})",
+                    TEXT_TASKS.join(", ")
+                ),
+            ))
+        }
+    };
+    objects.ok_or_else(|| {
+        malformed(
+            sample,
+            "its meta does not say which object each region is".into(),
+        )
+    })
+}
+
+fn malformed(sample: &Sample, message: String) -> DataError {
+    DataError::InvalidArgument(format!("synthetic sample `{}`: {message}", sample.id))
+}
