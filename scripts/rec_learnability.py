@@ -1,13 +1,23 @@
 #!/usr/bin/env python3
 """How fast can a small decoder learn REC from scratch? A PyTorch toy.
 
-    .venv/bin/python scripts/rec_learnability.py FORMAT STEPS [THREADS] [WIDTH] [LR] [BATCH]
+    .venv/bin/python scripts/rec_learnability.py FORMAT STEPS [THREADS] [WIDTH] [LR] [BATCH] \
+        [QUESTIONS] [CODES]
 
 FORMAT is `plain` (the paper's order: candidates, then the expression, no
 labels), `before` (expression first, `Region [k] <region>`) or `after`
 (expression first, `<region> as Region [k]`): the orders the synthetic
 world writes with `rec_expression_first` and `candidate_labels`
-(docs/demo.md). Defaults: 1 thread, width 256, lr 1e-3, batch 32.
+(docs/demo.md). Two more isolate parts of the task; both list the candidates
+first and then ask QUESTIONS questions about them, one after another:
+`multi` labels each candidate before it (`Region [k] <region>`), `indexed`
+writes bare `<region>`s but adds the token embedding of `[k` to the k-th
+region's code, so the label is already inside the region and only the
+matching is left to learn. CODES is `learned` (a region's code is a shape
+embedding plus a colour embedding of its own) or `words` (the decoder's own
+embeddings of the shape and colour words, with the output head tied to
+them, as if the connector had already aligned regions with words).
+Defaults: 1 thread, width 256, lr 1e-3, batch 32, 1 question, learned codes.
 
 It isolates the decoder's part of REC. A question has 2-4 candidates, each
 an object of 6 shapes x 6 colours; 15% of questions match none (answer
@@ -37,8 +47,14 @@ STEPS = int(sys.argv[2])
 D = int(sys.argv[4]) if len(sys.argv) > 4 else 256
 LR = float(sys.argv[5]) if len(sys.argv) > 5 else 1e-3
 BS = int(sys.argv[6]) if len(sys.argv) > 6 else 32
-if FMT not in ("plain", "before", "after"):
-    sys.exit(f"format `{FMT}`: use plain, before or after")
+QUESTIONS = int(sys.argv[7]) if len(sys.argv) > 7 else 1
+CODES = sys.argv[8] if len(sys.argv) > 8 else 'learned'
+if FMT not in ("plain", "before", "after", "multi", "indexed"):
+    sys.exit(f"format `{FMT}`: use plain, before, after, multi or indexed")
+if QUESTIONS < 1 or (QUESTIONS > 1 and FMT not in ("multi", "indexed")):
+    sys.exit("QUESTIONS: 1, or more with the multi and indexed formats")
+if CODES not in ("learned", "words"):
+    sys.exit(f"codes `{CODES}`: use learned or words")
 random.seed(0)
 torch.manual_seed(0)
 S, C = 6, 6
@@ -49,14 +65,9 @@ idx = {w: i for i, w in enumerate(words)}
 V = len(words)
 
 
-def sample():
-    """Tokens, prompt length, the candidates' (shape, colour), the answer."""
-    n = random.randint(2, 4)
-    objs = []
-    while len(objs) < n:
-        o = (random.randrange(S), random.randrange(C))
-        if o not in objs:
-            objs.append(o)
+def question(objs):
+    """One expression about `objs` and its answer (1-based, None: no match)."""
+    n = len(objs)
     neg = random.random() < 0.15
     if neg:
         while True:
@@ -71,23 +82,54 @@ def sample():
     shapes = [o[0] for o in objs]
     unique = shapes.count(q[0]) <= 1 and not neg
     expr = ['the', f's{q[0]}'] if unique else ['the', f'c{q[1]}', f's{q[0]}']
+    return expr, target
+
+
+def candidates(n):
+    """The candidate list's tokens in FMT's order."""
     regs = []
     for k in range(n):
-        if FMT == 'plain':
+        if FMT in ('plain', 'indexed'):
             item = ['<reg>']
-        elif FMT == 'before':
+        elif FMT in ('before', 'multi'):
             item = ['Region', f'[{k+1}', '<reg>']
         else:
             item = ['<reg>', 'as', 'Region', f'[{k+1}']
         if k:
             item = (['and'] if k == n - 1 else []) + item
         regs += item
+    return regs
+
+
+def answer(target):
+    return ['Region', f'[{target}', '.'] if target else ['No', '.']
+
+
+def sample():
+    """Tokens, each answer's (start, target), and every candidate's code
+    (shape, colour, the label index added to it or 0)."""
+    n = random.randint(2, 4)
+    objs = []
+    while len(objs) < n:
+        o = (random.randrange(S), random.randrange(C))
+        if o not in objs:
+            objs.append(o)
+    codes = [(sh, co, k + 1 if FMT == 'indexed' else 0) for k, (sh, co) in enumerate(objs)]
+    if FMT in ('multi', 'indexed'):
+        toks = ['<bos>'] + candidates(n) + [':']
+        spans = []
+        for _ in range(QUESTIONS):
+            expr, target = question(objs)
+            toks += ['which', 'is'] + expr + ['?', 'ans']
+            spans.append((len(toks), target))
+            toks += answer(target)
+        return toks, spans, codes
+    expr, target = question(objs)
     if FMT == 'plain':
-        prompt = ['<bos>', 'which'] + regs + ['is'] + expr + ['?', 'ans']
+        prompt = ['<bos>', 'which'] + candidates(n) + ['is'] + expr + ['?', 'ans']
     else:
-        prompt = ['<bos>', 'which', 'is'] + expr + [':'] + regs + ['?', 'ans']
-    answer = ['Region', f'[{target}', '.'] if target else ['No', '.']
-    return prompt + answer, len(prompt), objs, target
+        prompt = ['<bos>', 'which', 'is'] + expr + [':'] + candidates(n) + ['?', 'ans']
+    return prompt + answer(target), [(len(prompt), target)], codes
 
 
 class Decoder(nn.Module):
@@ -102,17 +144,27 @@ class Decoder(nn.Module):
         self.tr = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.ln = nn.LayerNorm(d)
         self.head = nn.Linear(d, V)
+        if CODES == 'words':
+            self.head.weight = self.emb.weight
+
+    def code(self, sh, co, label):
+        if CODES == 'words':
+            x = self.emb.weight[idx[f's{sh}']] + self.emb.weight[idx[f'c{co}']]
+        else:
+            x = self.shape.weight[sh] + self.col.weight[co]
+        return x + self.emb.weight[idx[f'[{label}']] if label else x
 
     def forward(self, ids, reg_pos, reg_codes):
         x = self.emb(ids)
-        for (b, p), (sh, co) in zip(reg_pos, reg_codes):
-            x[b, p] = self.shape.weight[sh] + self.col.weight[co]
+        for (b, p), c in zip(reg_pos, reg_codes):
+            x[b, p] = self.code(*c)
         x = x + self.pos(torch.arange(ids.shape[1]))[None]
         mask = nn.Transformer.generate_square_subsequent_mask(ids.shape[1])
         return self.head(self.ln(self.tr(x, mask=mask, is_causal=True)))
 
 
-model = Decoder(d=D)
+# One question fits in 48 positions; several need more.
+model = Decoder(d=D, max_len=48 if QUESTIONS == 1 else 48 + 12 * QUESTIONS)
 opt = torch.optim.AdamW(model.parameters(), LR, weight_decay=0)
 
 
@@ -122,9 +174,11 @@ def batch(n):
     ids = torch.zeros(n, T, dtype=torch.long)
     lab = torch.full((n, T), -100)
     rp, rc = [], []
-    for b, (toks, pl, codes, _) in enumerate(data):
+    for b, (toks, spans, codes) in enumerate(data):
         ids[b, :len(toks)] = torch.tensor([idx[t] for t in toks])
-        lab[b, pl:len(toks)] = ids[b, pl:len(toks)]
+        for start, target in spans:
+            end = start + len(answer(target))
+            lab[b, start:end] = ids[b, start:end]
         ps = [i for i, t in enumerate(toks) if t == '<reg>']
         for p, c in zip(ps, codes):
             rp.append((b, p))
@@ -133,19 +187,23 @@ def batch(n):
 
 
 def accuracy(n=400):
+    """Over every question of n fresh samples."""
     model.eval()
-    ok = 0
+    ok = total = 0
     with torch.no_grad():
         ids, _, rp, rc, data = batch(n)
         logits = model(ids, rp, rc)
-        for b, (_, pl, _, tgt) in enumerate(data):
-            first = logits[b, pl - 1].argmax().item()
-            if tgt is None:
-                ok += first == idx['No']
-            else:
-                ok += first == idx['Region'] and logits[b, pl].argmax().item() == idx[f'[{tgt}']
+        for b, (_, spans, _) in enumerate(data):
+            for pl, tgt in spans:
+                first = logits[b, pl - 1].argmax().item()
+                if tgt is None:
+                    ok += first == idx['No']
+                else:
+                    ok += (first == idx['Region']
+                           and logits[b, pl].argmax().item() == idx[f'[{tgt}'])
+                total += 1
     model.train()
-    return ok / n
+    return ok / total
 
 
 t0 = time.time()
@@ -157,5 +215,5 @@ for step in range(1, STEPS + 1):
     loss.backward()
     opt.step()
     if step % 100 == 0:
-        print(FMT, D, LR, BS, step, f'loss {loss.item():.3f} acc {accuracy():.3f} '
+        print(FMT, D, LR, BS, QUESTIONS, CODES, step, f'loss {loss.item():.3f} acc {accuracy():.3f} '
               f'{time.time() - t0:.0f}s', flush=True)
