@@ -37,9 +37,12 @@ fn read_json(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// configs/demo-quick.yaml's stages, in order.
+const STAGES: [&str; 3] = ["language", "pretrain", "finetune"];
+
 /// Lines in every stage's metrics log: a rerun that retrains appends.
 fn logged_steps(run: &std::path::Path) -> usize {
-    ["language", "pretrain", "finetune"]
+    STAGES
         .iter()
         .map(|stage| {
             std::fs::read_to_string(run.join(stage).join("metrics.jsonl"))
@@ -101,7 +104,7 @@ fn the_quick_demo_learns_and_leaves_a_usable_model() {
         "tower colour accuracy {}",
         tower["color"]
     );
-    for stage in ["language", "pretrain", "finetune"] {
+    for stage in STAGES {
         let losses: Vec<f64> = std::fs::read_to_string(run.join(stage).join("metrics.jsonl"))
             .unwrap()
             .lines()

@@ -15,7 +15,7 @@ use super::scene::{SynthImage, SynthObject};
 use super::tasks::{check_prompts, image_path, samples_for_image, SynthSamples, TASKS};
 use super::text::{as_text, TEXT_TASKS};
 use super::SynthWorld;
-use crate::format::JsonlWriter;
+use crate::format::{JsonlWriter, Sample};
 use crate::prompts::PromptBank;
 use crate::DataError;
 
@@ -78,32 +78,36 @@ impl SynthWorld {
             })?;
             TEXT_TASKS
                 .iter()
-                .map(|&task| Ok((task, JsonlWriter::create(&text_task_file(out_dir, task))?)))
-                .collect::<Result<Vec<_>, DataError>>()?
+                .map(|task| JsonlWriter::create(&text_task_file(out_dir, task)))
+                .collect::<Result<Vec<_>, _>>()?
         } else {
             Vec::new()
         };
         let mut objects = 0u64;
         for start in (0..total).step_by(CHUNK as usize) {
             let end = total.min(start + CHUNK);
-            let rendered: Vec<Result<(SynthImage, SynthSamples), DataError>> = (start..end)
+            type Rendered = (SynthImage, SynthSamples, Vec<Vec<Sample>>);
+            let rendered: Vec<Result<Rendered, DataError>> = (start..end)
                 .into_par_iter()
                 .map(|index| {
                     let image = self.generate_image(index);
                     write_png(&image, &out_dir.join(image_path(index)))?;
                     let samples = samples_for_image(&image, self.config(), prompts)?;
-                    Ok((image, samples))
+                    let text = if self.config().text {
+                        text_forms(&samples, &image)?
+                    } else {
+                        Vec::new()
+                    };
+                    Ok((image, samples, text))
                 })
                 .collect();
             // The first failure in index order, whatever thread hit it first.
             for result in rendered {
-                let (image, samples) = result?;
+                let (image, samples, text) = result?;
                 objects += image.objects.len() as u64;
-                for (task, task_samples) in samples.by_task() {
-                    if let Some((_, out)) = text_out.iter_mut().find(|(t, _)| *t == task) {
-                        for sample in task_samples {
-                            out.write(&as_text(sample, &image)?)?;
-                        }
+                for (out, task_text) in text_out.iter_mut().zip(&text) {
+                    for sample in task_text {
+                        out.write(sample)?;
                     }
                 }
                 objects_out.write(&ImageObjects {
@@ -125,7 +129,7 @@ impl SynthWorld {
         for (task, out) in TASKS.iter().zip(task_out) {
             samples.insert(task.to_string(), out.finish()?);
         }
-        for (task, out) in text_out {
+        for (task, out) in TEXT_TASKS.iter().zip(text_out) {
             samples.insert(format!("text-{task}"), out.finish()?);
         }
         Ok(SynthSummary {
@@ -135,6 +139,23 @@ impl SynthWorld {
             samples,
         })
     }
+}
+
+/// The text form of each of [`TEXT_TASKS`]' samples of one image, in
+/// that order.
+fn text_forms(samples: &SynthSamples, image: &SynthImage) -> Result<Vec<Vec<Sample>>, DataError> {
+    let by_task = samples.by_task();
+    TEXT_TASKS
+        .iter()
+        .map(|task| {
+            by_task
+                .iter()
+                .filter(|(name, _)| name == task)
+                .flat_map(|(_, task_samples)| task_samples.iter())
+                .map(|sample| as_text(sample, image))
+                .collect()
+        })
+        .collect()
 }
 
 /// Writes the image as PNG to `PATH.tmp` and renames it onto `path`, so a
