@@ -30,7 +30,7 @@ use tch::{Device, Kind, Tensor};
 pub mod showcase;
 
 use crate::config::{DataConfig, DataFile, ModelSource, TrainConfig, TrainDtype};
-use crate::parts::Stage;
+use crate::parts::{Part, Stage};
 use crate::tiny::{build_tiny_with_tokenizer, train_tokenizer, TinySpec};
 use crate::tower::{pretrain_tower, TowerPretrainConfig, TowerReport, TowerStep};
 use crate::trainer::{StepMetrics, Trainer};
@@ -353,6 +353,11 @@ pub struct StageReport {
     pub steps: u64,
     pub seconds: f64,
     pub final_loss: f64,
+    /// The main run's stage directory, for a stage an ablation run took
+    /// from it instead of training (its steps, seconds and loss are that
+    /// stage's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_from: Option<PathBuf>,
 }
 
 /// Runs the demo into `out`, with the model's refiner replaced by
@@ -385,15 +390,26 @@ pub fn run_demo(
     };
     let mut model_dir = out.join("init");
     if !model_dir.join("config.json").is_file() {
-        build_initial_model(config, &spec, &dirs, &tokenizer, &model_dir)?;
+        build_initial_model(config, &spec, &dirs, &tokenizer, &model_dir, None)?;
     }
+    // An ablation run takes the main run's decoder after the stages that
+    // cannot depend on the refiner, rather than training it again.
+    let shared_stages = if out == shared {
+        0
+    } else {
+        refiner_free_stages(config)
+    };
     let mut stages = Vec::with_capacity(config.stages.len());
-    for stage in &config.stages {
+    for (index, stage) in config.stages.iter().enumerate() {
         on_event(DemoEvent::Phase(&stage.name));
         let dir = out.join(&stage.name);
         let report_path = dir.join(STAGE_REPORT);
         if !report_path.is_file() {
-            let report = train_stage(config, stage, &dirs, &model_dir, &dir, curve, on_event)?;
+            let report = if index < shared_stages {
+                share_stage(config, &spec, &dirs, &tokenizer, stage, &dir)?
+            } else {
+                train_stage(config, stage, &dirs, &model_dir, &dir, curve, on_event)?
+            };
             write_json(&report_path, &report)?;
         }
         stages.push(read_json::<StageReport>(&report_path)?);
@@ -544,12 +560,15 @@ fn ensure_tower(
 
 /// A fresh tiny RGPT with the pre-trained tower, saved as a checkpoint for
 /// the first stage.
+/// The run's model before training: fresh weights around the pre-trained
+/// tower, and the decoder of `decoder_from` when given.
 fn build_initial_model(
     config: &DemoConfig,
     spec: &TinySpec,
     dirs: &RunDirs,
     tokenizer: &Tokenizer,
     out: &Path,
+    decoder_from: Option<&Path>,
 ) -> Result<(), TrainError> {
     tch::manual_seed(config.seed as i64 + 1);
     let (model, vs, preprocessor) = build_tiny_with_tokenizer(spec, tokenizer)?;
@@ -558,6 +577,9 @@ fn build_initial_model(
         "vision_tower.",
         &mut |_| {},
     )?;
+    if let Some(dir) = decoder_from {
+        rgpt_weights::Checkpoint::open(dir)?.load_under(&vs, "language_model.", &mut |_| {})?;
+    }
     let source = out.with_extension("source");
     std::fs::create_dir_all(&source).map_err(io(&source))?;
     write_json(&source.join("preprocessor_config.json"), &preprocessor)?;
@@ -568,6 +590,56 @@ fn build_initial_model(
     std::fs::rename(&fresh, out).map_err(io(out))?;
     let _ = std::fs::remove_dir_all(&source);
     Ok(())
+}
+
+/// How many of the first stages read only text and train only the LLM.
+/// Without an image their training cannot depend on the refiner, so every
+/// run of an ablation would repeat the same work.
+fn refiner_free_stages(config: &DemoConfig) -> usize {
+    config
+        .stages
+        .iter()
+        .take_while(|stage| stage.text && stage.stage.trainable() == [Part::Llm])
+        .count()
+}
+
+/// Stands in for training a refiner-free stage in an ablation run: this
+/// run's initial weights (its own refiner and connector) with the decoder
+/// the main run's stage trained. Its report is the main run's, marked.
+fn share_stage(
+    config: &DemoConfig,
+    spec: &TinySpec,
+    dirs: &RunDirs,
+    tokenizer: &Tokenizer,
+    stage: &DemoStage,
+    out: &Path,
+) -> Result<StageReport, TrainError> {
+    let trained = dirs.root.join(&stage.name);
+    let report_path = trained.join(STAGE_REPORT);
+    if !report_path.is_file() {
+        return Err(TrainError::Invalid {
+            field: "out",
+            message: format!(
+                "stage `{}` is shared with the main run, which has not finished it in {}; \
+                 run the demo there first",
+                stage.name,
+                dirs.root.display()
+            ),
+        });
+    }
+    let report: StageReport = read_json(&report_path)?;
+    build_initial_model(
+        config,
+        spec,
+        dirs,
+        tokenizer,
+        &out.join("model"),
+        Some(&trained.join("model")),
+    )?;
+    Ok(StageReport {
+        shared_from: Some(trained),
+        ..report
+    })
 }
 
 fn train_stage(
@@ -664,6 +736,7 @@ fn train_stage(
             resumed_seconds + started.elapsed().as_secs_f64()
         },
         final_loss,
+        shared_from: None,
     })
 }
 
@@ -867,5 +940,30 @@ mod tests {
         );
         // The held-out world is never written as text.
         assert!(!full.test_world().text);
+    }
+
+    #[test]
+    fn an_ablation_shares_only_the_leading_text_stages_that_train_only_the_llm() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/demo-tiny.yaml");
+        let full = DemoConfig::from_file(&path).unwrap();
+        // language (text, LLM only), then pretrain and finetune on images.
+        assert_eq!(refiner_free_stages(&full), 1);
+
+        // A text stage that also trains the connector is the run's own.
+        let mut connector = full.clone();
+        connector.stages[0].stage = Stage::Custom(vec![Part::Connector, Part::Llm]);
+        assert_eq!(refiner_free_stages(&connector), 0);
+
+        // Only a leading run of them: a text stage after an image stage
+        // starts from weights that saw the refiner.
+        let mut late = full.clone();
+        late.stages.swap(0, 1);
+        assert_eq!(refiner_free_stages(&late), 0);
+
+        let mut two = full.clone();
+        let mut second = two.stages[0].clone();
+        second.name = "language-2".into();
+        two.stages.insert(1, second);
+        assert_eq!(refiner_free_stages(&two), 2);
     }
 }
