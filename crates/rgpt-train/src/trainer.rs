@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rgpt_data::builders::mix::{mix, MixInput};
-use rgpt_data::format::read_all_samples;
+use rgpt_data::format::{read_all_samples, Sample};
 use rgpt_data::loader::{Loader, LoaderConfig, PromptFormat};
 use rgpt_llm::{Template, Tokenizer};
 use rgpt_model::prompt::Placeholders;
@@ -77,6 +77,18 @@ impl Trainer {
     /// Loads the model and data the config names; starts at step 0.
     pub fn new(config: TrainConfig) -> Result<Self, TrainError> {
         config.validate()?;
+        let held_out = match &config.eval {
+            Some(eval) => {
+                let mut held_out = Vec::new();
+                for file in &eval.files {
+                    held_out.extend(read_all_samples(file)?);
+                }
+                held_out.truncate(eval.max_samples.unwrap_or(usize::MAX));
+                check_held_out_images(&held_out, &config.data.image_root)?;
+                Some(held_out)
+            }
+            None => None,
+        };
         tch::manual_seed(config.seed as i64);
         let device = config.device()?;
         let kind = config.dtype.kind(device);
@@ -212,15 +224,8 @@ impl Trainer {
             seed,
             ..LoaderConfig::default()
         };
-        let eval_loader = match &config.eval {
-            Some(eval) => {
-                let mut held_out = Vec::new();
-                for file in &eval.files {
-                    held_out.extend(read_all_samples(file)?);
-                }
-                held_out.truncate(eval.max_samples.unwrap_or(usize::MAX));
-                Some(Loader::new(held_out, format.clone(), loader_config(None))?)
-            }
+        let eval_loader = match held_out {
+            Some(held_out) => Some(Loader::new(held_out, format.clone(), loader_config(None))?),
             None => None,
         };
         let loader = Loader::new(samples, format, loader_config(Some(config.seed)))?;
@@ -460,4 +465,28 @@ impl Trainer {
 struct SavedState {
     run: RunState,
     optimizer_steps: u64,
+}
+
+/// Refuses held-out samples whose images are missing before any training,
+/// rather than at the first evaluation: a partial held-out set would also
+/// quietly change what the metric measures.
+fn check_held_out_images(held_out: &[Sample], image_root: &Path) -> Result<(), TrainError> {
+    let missing: Vec<&str> = held_out
+        .iter()
+        .filter_map(|sample| sample.image.as_deref())
+        .filter(|image| !image_root.join(image).is_file())
+        .collect();
+    match missing.first() {
+        None => Ok(()),
+        Some(first) => Err(TrainError::Invalid {
+            field: "eval.files",
+            message: format!(
+                "{} of {} held-out samples name images not found under {} (first: {first}); \
+                 fix data.image_root or the held-out files",
+                missing.len(),
+                held_out.len(),
+                image_root.display()
+            ),
+        }),
+    }
 }

@@ -53,6 +53,25 @@ fn an_interrupted_run_resumes_to_the_same_weights() {
 }
 
 #[test]
+fn held_out_samples_with_missing_images_are_refused_before_any_work() {
+    let dir = setup("eval-missing", "eval: {files: [val.jsonl], every: 2}\n");
+    let coco = std::fs::read_to_string(dir.join("coco.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(coco.lines().next().unwrap()).unwrap();
+    let image = first["image"].as_str().unwrap();
+    std::fs::write(dir.join("val.jsonl"), coco.replacen(image, "gone.jpg", 1)).unwrap();
+    let config = TrainConfig::from_file(&dir.join("train.yaml")).unwrap();
+    let err = Trainer::new(config)
+        .err()
+        .expect("a missing held-out image");
+    let err = err.to_string();
+    assert!(
+        err.contains("eval.files") && err.contains("1 of") && err.contains("gone.jpg"),
+        "{err}"
+    );
+    assert!(!dir.join("run").exists(), "work started before the check");
+}
+
+#[test]
 fn held_out_loss_is_scored_on_the_named_steps_without_changing_training() {
     let dir = setup(
         "eval",
