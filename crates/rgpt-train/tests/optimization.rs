@@ -2,7 +2,7 @@
 //! fixture: AdamW equals libtorch's, frozen parts get no gradient and no
 //! optimiser state, 4 accumulated micro-batches equal one batch of 4, and a
 //! few steps lower the loss on a fixed batch.
-use std::path::PathBuf;
+mod common;
 
 use rgpt_llm::{Conversation, Role, Template, Tokenizer};
 use rgpt_model::prompt::{conversation_segments, Placeholders};
@@ -16,10 +16,6 @@ use rgpt_vision::preprocess::{load_image, ImageTransform, PreprocessorConfig};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/rgpt-tiny")
-}
-
 struct Data {
     segments: Vec<Vec<Segment>>,
     regions: Vec<Vec<RegionSpec>>,
@@ -28,7 +24,7 @@ struct Data {
 }
 
 fn data() -> Data {
-    let tokenizer = Tokenizer::from_dir(&fixture()).unwrap();
+    let tokenizer = Tokenizer::from_dir(&common::fixture()).unwrap();
     let placeholders = Placeholders {
         image: tokenizer.token_to_id("<image>").unwrap(),
         region: tokenizer.token_to_id("<region>").unwrap(),
@@ -54,9 +50,10 @@ fn data() -> Data {
         segments.push(conversation_segments(&tokenizer, &conv, placeholders).unwrap());
         regions.push(vec![spec.parse().unwrap()]);
     }
-    let config = PreprocessorConfig::from_file(fixture().join("preprocessor_config.json")).unwrap();
+    let config =
+        PreprocessorConfig::from_file(common::fixture().join("preprocessor_config.json")).unwrap();
     let processed = config
-        .preprocess(&load_image(fixture().join("image.png")).unwrap())
+        .preprocess(&load_image(common::fixture().join("image.png")).unwrap())
         .unwrap();
     Data {
         segments,
@@ -170,17 +167,14 @@ fn a_bf16_variable_learns_through_its_f32_master_copy() {
 
 #[test]
 fn pretraining_freezes_the_tower_and_the_llm() {
-    let (model, mut vs) = RegionGpt::from_pretrained(&fixture(), Device::Cpu, Kind::Float).unwrap();
+    let (model, mut vs) =
+        RegionGpt::from_pretrained(&common::fixture(), Device::Cpu, Kind::Float).unwrap();
     vs.unfreeze();
     let trainable = set_trainable(&vs, &Stage::Pretrain.trainable());
     assert!(trainable
         .iter()
         .all(|n| matches!(Part::of(n), Some(Part::Refiner | Part::Connector))));
-    let before: Vec<(String, Tensor)> = vs
-        .variables()
-        .into_iter()
-        .map(|(n, v)| (n, v.detach().copy()))
-        .collect();
+    let before = common::snapshot(&vs);
     let vars = vs.variables();
     let mut adamw = AdamW::new(
         trainable
@@ -211,7 +205,8 @@ fn pretraining_freezes_the_tower_and_the_llm() {
 
 #[test]
 fn four_accumulated_micro_batches_equal_one_batch() {
-    let (model, mut vs) = RegionGpt::from_pretrained(&fixture(), Device::Cpu, Kind::Float).unwrap();
+    let (model, mut vs) =
+        RegionGpt::from_pretrained(&common::fixture(), Device::Cpu, Kind::Float).unwrap();
     vs.unfreeze();
     set_trainable(&vs, &Stage::Finetune.trainable());
     let data = data();
@@ -247,7 +242,8 @@ fn four_accumulated_micro_batches_equal_one_batch() {
 
 #[test]
 fn a_few_steps_lower_the_loss_on_a_fixed_batch() {
-    let (model, mut vs) = RegionGpt::from_pretrained(&fixture(), Device::Cpu, Kind::Float).unwrap();
+    let (model, mut vs) =
+        RegionGpt::from_pretrained(&common::fixture(), Device::Cpu, Kind::Float).unwrap();
     vs.unfreeze();
     let trainable = set_trainable(&vs, &Stage::Finetune.trainable());
     let vars = vs.variables();
