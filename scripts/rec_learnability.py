@@ -2,7 +2,7 @@
 """How fast can a small decoder learn REC from scratch? A PyTorch toy.
 
     .venv/bin/python scripts/rec_learnability.py FORMAT STEPS [THREADS] [WIDTH] [LR] [BATCH] \
-        [QUESTIONS] [CODES]
+        [QUESTIONS] [CODES] [DECODER] [LAYERS] [HEADS]
 
 FORMAT is `plain` (the paper's order: candidates, then the expression, no
 labels), `before` (expression first, `Region [k] <region>`) or `after`
@@ -17,7 +17,15 @@ matching is left to learn. CODES is `learned` (a region's code is a shape
 embedding plus a colour embedding of its own) or `words` (the decoder's own
 embeddings of the shape and colour words, with the output head tied to
 them, as if the connector had already aligned regions with words).
-Defaults: 1 thread, width 256, lr 1e-3, batch 32, 1 question, learned codes.
+DECODER is `encoder` (below) or `llama`: the demo's own decoder,
+transformers' `LlamaForCausalLM` (RMSNorm, rotary positions, SwiGLU
+feed-forward 2.6875 x WIDTH, head tied to the embeddings, every weight drawn
+as transformers draws it: normal(0, 0.02)); `llama-mimetic` is the same with
+each layer's query and key projections started equal to one random
+orthogonal matrix, so attention starts out favouring similar vectors
+(mimetic initialisation, Trockman & Kolter 2023).
+Defaults: 1 thread, width 256, lr 1e-3, batch 32, 1 question, learned codes,
+the `encoder` decoder, 4 layers, 4 heads.
 
 It isolates the decoder's part of REC. A question has 2-4 candidates, each
 an object of 6 shapes x 6 colours; 15% of questions match none (answer
@@ -49,12 +57,17 @@ LR = float(sys.argv[5]) if len(sys.argv) > 5 else 1e-3
 BS = int(sys.argv[6]) if len(sys.argv) > 6 else 32
 QUESTIONS = int(sys.argv[7]) if len(sys.argv) > 7 else 1
 CODES = sys.argv[8] if len(sys.argv) > 8 else 'learned'
+DECODER = sys.argv[9] if len(sys.argv) > 9 else 'encoder'
+LAYERS = int(sys.argv[10]) if len(sys.argv) > 10 else 4
+HEADS = int(sys.argv[11]) if len(sys.argv) > 11 else 4
 if FMT not in ("plain", "before", "after", "multi", "indexed"):
     sys.exit(f"format `{FMT}`: use plain, before, after, multi or indexed")
 if QUESTIONS < 1 or (QUESTIONS > 1 and FMT not in ("multi", "indexed")):
     sys.exit("QUESTIONS: 1, or more with the multi and indexed formats")
 if CODES not in ("learned", "words"):
     sys.exit(f"codes `{CODES}`: use learned or words")
+if DECODER not in ("encoder", "llama", "llama-mimetic"):
+    sys.exit(f"decoder `{DECODER}`: use encoder, llama or llama-mimetic")
 random.seed(0)
 torch.manual_seed(0)
 S, C = 6, 6
@@ -154,17 +167,53 @@ class Decoder(nn.Module):
             x = self.shape.weight[sh] + self.col.weight[co]
         return x + self.emb.weight[idx[f'[{label}']] if label else x
 
-    def forward(self, ids, reg_pos, reg_codes):
+    def inputs(self, ids, reg_pos, reg_codes):
         x = self.emb(ids)
         for (b, p), c in zip(reg_pos, reg_codes):
             x[b, p] = self.code(*c)
+        return x
+
+    def forward(self, ids, reg_pos, reg_codes):
+        x = self.inputs(ids, reg_pos, reg_codes)
         x = x + self.pos(torch.arange(ids.shape[1]))[None]
         mask = nn.Transformer.generate_square_subsequent_mask(ids.shape[1])
         return self.head(self.ln(self.tr(x, mask=mask, is_causal=True)))
 
 
+class LlamaDecoder(Decoder):
+    """The demo's decoder; see DECODER in the docstring."""
+
+    def __init__(self, d, layers, heads, mimetic):
+        nn.Module.__init__(self)
+        from transformers import LlamaConfig, LlamaForCausalLM
+        config = LlamaConfig(vocab_size=V, hidden_size=d, intermediate_size=int(d * 2.6875),
+                             num_hidden_layers=layers, num_attention_heads=heads,
+                             num_key_value_heads=heads, max_position_embeddings=256,
+                             tie_word_embeddings=True)
+        self.llm = LlamaForCausalLM(config)
+        self.emb = self.llm.get_input_embeddings()
+        self.shape = nn.Embedding(S, d)
+        self.col = nn.Embedding(C, d)
+        nn.init.normal_(self.shape.weight, std=0.02)
+        nn.init.normal_(self.col.weight, std=0.02)
+        if mimetic:
+            with torch.no_grad():
+                for layer in self.llm.model.layers:
+                    w = nn.init.orthogonal_(torch.empty(d, d))
+                    layer.self_attn.q_proj.weight.copy_(w)
+                    layer.self_attn.k_proj.weight.copy_(w)
+
+    def forward(self, ids, reg_pos, reg_codes):
+        x = self.inputs(ids, reg_pos, reg_codes)
+        return self.llm(inputs_embeds=x).logits
+
+
 # One question fits in 48 positions; several need more.
-model = Decoder(d=D, max_len=48 if QUESTIONS == 1 else 48 + 12 * QUESTIONS)
+if DECODER == 'encoder':
+    model = Decoder(d=D, layers=LAYERS, heads=HEADS,
+                    max_len=48 if QUESTIONS == 1 else 48 + 12 * QUESTIONS)
+else:
+    model = LlamaDecoder(D, LAYERS, HEADS, DECODER == 'llama-mimetic')
 opt = torch.optim.AdamW(model.parameters(), LR, weight_decay=0)
 
 
@@ -215,5 +264,5 @@ for step in range(1, STEPS + 1):
     loss.backward()
     opt.step()
     if step % 100 == 0:
-        print(FMT, D, LR, BS, QUESTIONS, CODES, step, f'loss {loss.item():.3f} acc {accuracy():.3f} '
+        print(FMT, D, LR, BS, QUESTIONS, CODES, DECODER, LAYERS, HEADS, step, f'loss {loss.item():.3f} acc {accuracy():.3f} '
               f'{time.time() - t0:.0f}s', flush=True)
