@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rgpt_data::prompts::PromptBank;
-use rgpt_train::demo::{run_demo, CurveOptions, DemoConfig, DemoEvent, DemoResults};
+use rgpt_train::demo::{run_demo, CurveOptions, DemoConfig, DemoEvent, DemoResults, DemoTargets};
 use rgpt_vision::refiner::RefinerKind;
 
 #[derive(Args)]
@@ -146,24 +146,38 @@ fn percent(x: f64) -> String {
     format!("{:.1}%", 100.0 * x)
 }
 
-fn print_results(results: &DemoResults) {
+/// "target 90%: met" for a score against its target, blank without one.
+fn verdict(value: f64, target: Option<f64>) -> String {
+    match target {
+        Some(t) if value >= t => format!("{}: met", percent(t)),
+        Some(t) => format!("{}: NOT met", percent(t)),
+        None => String::new(),
+    }
+}
+
+fn print_results(results: &DemoResults, targets: Option<DemoTargets>) {
     println!("\nheld-out results (refiner {}):", results.refiner.name());
-    println!("| metric | value |\n|---|---|");
+    println!("| metric | value | target |\n|---|---|---|");
     println!(
-        "| region classification accuracy (shape, closed set) | {} |",
-        percent(results.region_cls_acc)
+        "| region classification accuracy (shape, closed set) | {} | {} |",
+        percent(results.region_cls_acc),
+        verdict(results.region_cls_acc, targets.map(|t| t.region_cls_acc))
     );
     println!(
-        "| region classification accuracy (generated answer) | {} |",
+        "| region classification accuracy (generated answer) | {} | |",
         percent(results.region_cls_generated_acc)
     );
-    println!("| REC accuracy | {} |", percent(results.rec_acc));
-    println!("| region caption CIDEr | {:.3} |", results.caption_cider);
-    println!("| training time | {:.0} s |", results.train_seconds);
+    println!(
+        "| REC accuracy | {} | {} |",
+        percent(results.rec_acc),
+        verdict(results.rec_acc, targets.map(|t| t.rec_acc))
+    );
+    println!("| region caption CIDEr | {:.3} | |", results.caption_cider);
+    println!("| training time | {:.0} s | |", results.train_seconds);
     for (size, scores) in &results.by_size {
         let get = |k: &str| scores.get(k).map_or("-".into(), |v| percent(*v));
         println!(
-            "| {size} regions: classification / REC | {} / {} |",
+            "| {size} regions: classification / REC | {} / {} | |",
             get("region_cls_acc"),
             get("rec_acc")
         );
@@ -253,12 +267,18 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         &mut |e| progress.event(e),
     )?;
     print_dialogues(&main, &args.out.join("samples.png"));
-    print_results(&main);
+    print_results(&main, config.targets);
     println!(
         "\nmodel: {}  results: {}",
         args.out.join("model").display(),
         args.out.join("results.json").display()
     );
+    if curve.is_some() {
+        println!(
+            "learning curves: {}",
+            args.out.join(rgpt_train::demo::curves::PNG_NAME).display()
+        );
+    }
     if args.ablation {
         let mut runs = vec![main];
         for refiner in [RefinerKind::None, RefinerKind::Bilinear4] {

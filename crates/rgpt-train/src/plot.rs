@@ -34,7 +34,8 @@ pub enum TickFormat {
     Scientific,
 }
 
-/// One named curve: a value against the optimiser step.
+/// One named curve: a value against the optimiser step (or what its
+/// panel's `x_label` says).
 #[derive(Debug, Clone)]
 pub struct Series {
     pub name: String,
@@ -46,12 +47,15 @@ pub struct Series {
 #[derive(Debug, Clone)]
 pub struct Panel {
     pub title: String,
+    /// What the x values count: the optimiser step, unless a panel says
+    /// otherwise (training seconds, say).
+    pub x_label: String,
     pub y_label: String,
     pub ticks: TickFormat,
     pub series: Vec<Series>,
 }
 
-/// Panels stacked top to bottom under a title, all with the step as x.
+/// Panels stacked top to bottom under a title.
 #[derive(Debug, Clone)]
 pub struct Figure {
     pub title: String,
@@ -110,6 +114,7 @@ pub fn training_figure(log: &MetricsLog, title: &str) -> Figure {
     let mut panels = vec![
         Panel {
             title: "training loss".into(),
+            x_label: "step".into(),
             y_label: "loss".into(),
             ticks: TickFormat::Decimal,
             series: vec![Series {
@@ -119,6 +124,7 @@ pub fn training_figure(log: &MetricsLog, title: &str) -> Figure {
         },
         Panel {
             title: "learning rate".into(),
+            x_label: "step".into(),
             y_label: "learning rate".into(),
             ticks: TickFormat::Scientific,
             series: vec![Series {
@@ -130,6 +136,7 @@ pub fn training_figure(log: &MetricsLog, title: &str) -> Figure {
     if !log.eval.is_empty() {
         panels.push(Panel {
             title: "evaluation".into(),
+            x_label: "step".into(),
             ticks: TickFormat::Decimal,
             // A lone series names the axis; several get a legend.
             y_label: match log.eval.keys().collect::<Vec<_>>()[..] {
@@ -230,6 +237,7 @@ fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let (steps, values) = ranges(panel);
+    let corner = legend_corner(panel, &steps, &values);
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.title, ("sans-serif", 17))
         .margin(12)
@@ -240,7 +248,7 @@ fn draw_panel<DB: DrawingBackend>(
     let span = values.end - values.start;
     chart
         .configure_mesh()
-        .x_desc("step")
+        .x_desc(&panel.x_label)
         .y_desc(&panel.y_label)
         .y_label_formatter(&|v| tick_label(*v, format, span))
         .label_style(("sans-serif", 13))
@@ -270,7 +278,7 @@ fn draw_panel<DB: DrawingBackend>(
     if !panel.series.is_empty() && !named_by_axis {
         chart
             .configure_series_labels()
-            .position(legend_corner(panel, &values))
+            .position(corner)
             .background_style(WHITE.mix(0.85))
             .border_style(RGBColor(180, 180, 180))
             .label_font(("sans-serif", 13))
@@ -279,10 +287,13 @@ fn draw_panel<DB: DrawingBackend>(
     Ok(())
 }
 
-/// Where the legend hides no curve's end: the lower right corner when the
-/// curves finish high (accuracy rising), the upper right otherwise (loss
-/// falling).
-fn legend_corner(panel: &Panel, values: &Range<f64>) -> SeriesLabelPosition {
+/// Where the legend hides the least of the curves: of the nine places
+/// plotters offers, the one whose box (about the legend's size) the
+/// curves, sampled along every segment, cross least. Ties go to the lower
+/// right when the curves finish high (accuracy rising), else the upper
+/// right (loss falling), then the other corners, then the edges' middles.
+fn legend_corner(panel: &Panel, steps: &Range<u64>, values: &Range<f64>) -> SeriesLabelPosition {
+    use SeriesLabelPosition::*;
     let middle = (values.start + values.end) / 2.0;
     let ends: Vec<f64> = panel
         .series
@@ -291,11 +302,62 @@ fn legend_corner(panel: &Panel, values: &Range<f64>) -> SeriesLabelPosition {
         .filter(|v| v.is_finite())
         .collect();
     let mean = ends.iter().sum::<f64>() / ends.len().max(1) as f64;
-    if !ends.is_empty() && mean > middle {
-        SeriesLabelPosition::LowerRight
+    let rising = !ends.is_empty() && mean > middle;
+    let (first, second) = if rising {
+        (LowerRight, UpperRight)
     } else {
-        SeriesLabelPosition::UpperRight
+        (UpperRight, LowerRight)
+    };
+
+    // Sample points in the unit square (x right, y up).
+    let (x0, x_span) = (steps.start as f64, (steps.end - steps.start).max(1) as f64);
+    let (y0, y_span) = (values.start, (values.end - values.start).max(f64::EPSILON));
+    let unit = |(x, y): (u64, f64)| ((x as f64 - x0) / x_span, (y - y0) / y_span);
+    let mut samples = Vec::new();
+    for series in &panel.series {
+        let points: Vec<(f64, f64)> = series
+            .points
+            .iter()
+            .filter(|p| p.1.is_finite())
+            .map(|&p| unit(p))
+            .collect();
+        samples.extend(points.first().copied());
+        for pair in points.windows(2) {
+            let ((ax, ay), (bx, by)) = (pair[0], pair[1]);
+            samples.extend((1..=32).map(|k| {
+                let t = k as f64 / 32.0;
+                (ax + t * (bx - ax), ay + t * (by - ay))
+            }));
+        }
     }
+    // The legend's rough size in the plot: a quarter of the width, and a
+    // row a series.
+    let (w, h) = (0.25, 0.06 + 0.065 * panel.series.len() as f64);
+    let across = |side: i8, size: f64| match side {
+        -1 => 0.0..size,
+        0 => 0.5 - size / 2.0..0.5 + size / 2.0,
+        _ => 1.0 - size..1.0,
+    };
+    let crossings = |x_side: i8, y_side: i8| {
+        let (xs, ys) = (across(x_side, w), across(y_side, h));
+        samples
+            .iter()
+            .filter(|(x, y)| xs.contains(x) && ys.contains(y))
+            .count()
+    };
+    [
+        (first, 1, if rising { -1 } else { 1 }),
+        (second, 1, if rising { 1 } else { -1 }),
+        (UpperLeft, -1, 1),
+        (LowerLeft, -1, -1),
+        (MiddleRight, 1, 0),
+        (MiddleLeft, -1, 0),
+        (UpperMiddle, 0, 1),
+        (LowerMiddle, 0, -1),
+    ]
+    .into_iter()
+    .min_by_key(|&(_, x_side, y_side)| crossings(x_side, y_side))
+    .map_or(UpperRight, |(position, _, _)| position)
 }
 
 /// The axes' ranges: the steps the curves cover, and their values with a
@@ -359,9 +421,67 @@ mod tests {
     }
 
     #[test]
+    fn the_legend_goes_where_no_curve_runs() {
+        let series = |name: &str, points: Vec<(u64, f64)>| Series {
+            name: name.into(),
+            points,
+        };
+        let flat = |name: &str, value| series(name, vec![(50, value), (600, value)]);
+        // The demo's curves: shape flat low then rising past the targets,
+        // REC flat low, the two targets flat high. Every corner is crossed
+        // (the lower right, where the old rule put it, by REC); the left
+        // edge's middle is free.
+        let panel = Panel {
+            title: String::new(),
+            x_label: String::new(),
+            y_label: "accuracy".into(),
+            ticks: TickFormat::Decimal,
+            series: vec![
+                series(
+                    "shape",
+                    vec![
+                        (50, 13.0),
+                        (250, 13.0),
+                        (350, 53.0),
+                        (450, 82.0),
+                        (600, 93.0),
+                    ],
+                ),
+                series(
+                    "REC",
+                    vec![(50, 25.0), (300, 37.0), (500, 40.0), (600, 32.0)],
+                ),
+                flat("shape target", 90.0),
+                flat("REC target", 85.0),
+            ],
+        };
+        let (steps, values) = ranges(&panel);
+        let corner = legend_corner(&panel, &steps, &values);
+        assert!(
+            matches!(corner, SeriesLabelPosition::MiddleLeft),
+            "{corner:?}"
+        );
+        // A falling loss and a flat line low leave the upper right free.
+        let loss = Panel {
+            series: vec![
+                series("train", vec![(0, 3.0), (100, 1.0), (1000, 0.5)]),
+                flat("floor", 0.4),
+            ],
+            ..panel
+        };
+        let (steps, values) = ranges(&loss);
+        let corner = legend_corner(&loss, &steps, &values);
+        assert!(
+            matches!(corner, SeriesLabelPosition::UpperRight),
+            "{corner:?}"
+        );
+    }
+
+    #[test]
     fn a_flat_curve_gets_a_range_around_its_value() {
         let panel = Panel {
             title: String::new(),
+            x_label: String::new(),
             y_label: String::new(),
             ticks: TickFormat::Scientific,
             series: vec![Series {

@@ -40,6 +40,7 @@ fn writes_a_png_and_an_svg_of_the_curves() {
     let dir = run_dir("ok", &synthetic_metrics());
     let extra = Panel {
         title: "region accuracy".into(),
+        x_label: "step".into(),
         y_label: "accuracy".into(),
         ticks: TickFormat::Decimal,
         series: vec![Series {

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 
+pub mod curves;
 pub mod showcase;
 
 use crate::config::{DataConfig, DataFile, ModelSource, TrainConfig, TrainDtype};
@@ -54,6 +55,19 @@ pub struct DemoConfig {
     pub stages: Vec<DemoStage>,
     pub eval: DemoEval,
     pub seed: u64,
+    /// The bar the run is judged by on held-out images: the printed table
+    /// says whether each is met, and the learning curves draw them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<DemoTargets>,
+}
+
+/// Held-out accuracies a demo config sets out to reach (fractions).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoTargets {
+    /// Shape classification, the closed set by likelihood.
+    pub region_cls_acc: f64,
+    pub rec_acc: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -119,6 +133,19 @@ impl DemoConfig {
     pub fn validate(&self) -> Result<(), TrainError> {
         let invalid = |field, message: String| Err(TrainError::Invalid { field, message });
         self.world.validate()?;
+        if let Some(targets) = self.targets {
+            for (field, value) in [
+                ("targets.region_cls_acc", targets.region_cls_acc),
+                ("targets.rec_acc", targets.rec_acc),
+            ] {
+                if !(value > 0.0 && value <= 1.0) {
+                    return invalid(
+                        field,
+                        format!("{value} is not an accuracy: give a fraction in (0, 1]"),
+                    );
+                }
+            }
+        }
         if self.stages.is_empty() {
             return invalid("stages", "list at least one training stage".into());
         }
@@ -297,6 +324,21 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
     Ok(())
 }
 
+/// Every line of a JSON-lines file.
+fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, TrainError> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            serde_json::from_str(line).map_err(|e| TrainError::Checkpoint {
+                path: path.to_path_buf(),
+                message: format!("line {}: {e}", i + 1),
+            })
+        })
+        .collect()
+}
+
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, TrainError> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
     serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
@@ -417,6 +459,9 @@ pub fn run_demo(
     }
     let final_dir = out.join("model");
     replace_dir(&model_dir, &final_dir)?;
+    if curve.is_some() {
+        curves::write_curve_figure(out, &stages, tower.seconds, config.targets)?;
+    }
 
     on_event(DemoEvent::Phase("evaluating on held-out images"));
     let generator = RegionGenerator::load(&final_dir, Device::Cpu, Kind::Float)?;
@@ -940,6 +985,26 @@ mod tests {
         );
         // The held-out world is never written as text.
         assert!(!full.test_world().text);
+    }
+
+    #[test]
+    fn a_target_given_as_a_percentage_is_refused() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/demo-tiny.yaml");
+        let full = DemoConfig::from_file(&path).unwrap();
+        let targets = full
+            .targets
+            .expect("the demo config sets the issue's targets");
+        assert_eq!((targets.region_cls_acc, targets.rec_acc), (0.9, 0.85));
+        let mut percent = full.clone();
+        percent.targets = Some(DemoTargets {
+            rec_acc: 85.0,
+            ..targets
+        });
+        let err = percent.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("targets.rec_acc") && err.contains("fraction"),
+            "{err}"
+        );
     }
 
     #[test]
