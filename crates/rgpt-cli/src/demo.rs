@@ -273,11 +273,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         args.out.join("model").display(),
         args.out.join("results.json").display()
     );
-    if curve.is_some() {
-        println!(
-            "learning curves: {}",
-            args.out.join(rgpt_train::demo::curves::PNG_NAME).display()
-        );
+    // A rerun whose stages had finished without curves draws none.
+    let curves = args.out.join(rgpt_train::demo::curves::PNG_NAME);
+    if curve.is_some() && curves.is_file() {
+        println!("learning curves: {}", curves.display());
     }
     if args.ablation {
         let mut runs = vec![main];

@@ -603,10 +603,9 @@ fn ensure_tower(
     Ok((tokenizer, report))
 }
 
-/// A fresh tiny RGPT with the pre-trained tower, saved as a checkpoint for
-/// the first stage.
-/// The run's model before training: fresh weights around the pre-trained
-/// tower, and the decoder of `decoder_from` when given.
+/// The run's model before its first trained stage, saved as a checkpoint:
+/// fresh weights around the pre-trained tower, and the decoder of
+/// `decoder_from` when given.
 fn build_initial_model(
     config: &DemoConfig,
     spec: &TinySpec,
