@@ -2,7 +2,7 @@
 """How fast can a small decoder learn REC from scratch? A PyTorch toy.
 
     .venv/bin/python scripts/rec_learnability.py FORMAT STEPS [THREADS] [WIDTH] [LR] [BATCH] \
-        [QUESTIONS] [CODES] [DECODER] [LAYERS] [HEADS]
+        [QUESTIONS] [CODES] [DECODER] [LAYERS] [HEADS] [CANDIDATES]
 
 FORMAT is `plain` (the paper's order: candidates, then the expression, no
 labels), `before` (expression first, `Region [k] <region>`) or `after`
@@ -24,8 +24,10 @@ as transformers draws it: normal(0, 0.02)); `llama-mimetic` is the same with
 each layer's query and key projections started equal to one random
 orthogonal matrix, so attention starts out favouring similar vectors
 (mimetic initialisation, Trockman & Kolter 2023).
+CANDIDATES is how many candidates a question lists, `MIN-MAX` (`2-2` for
+the easiest REC there is).
 Defaults: 1 thread, width 256, lr 1e-3, batch 32, 1 question, learned codes,
-the `encoder` decoder, 4 layers, 4 heads.
+the `encoder` decoder, 4 layers, 4 heads, 2-4 candidates.
 
 It isolates the decoder's part of REC. A question has 2-4 candidates, each
 an object of 6 shapes x 6 colours; 15% of questions match none (answer
@@ -60,6 +62,12 @@ CODES = sys.argv[8] if len(sys.argv) > 8 else 'learned'
 DECODER = sys.argv[9] if len(sys.argv) > 9 else 'encoder'
 LAYERS = int(sys.argv[10]) if len(sys.argv) > 10 else 4
 HEADS = int(sys.argv[11]) if len(sys.argv) > 11 else 4
+try:
+    MIN_N, MAX_N = (int(k) for k in (sys.argv[12] if len(sys.argv) > 12 else '2-4').split('-'))
+except ValueError:
+    sys.exit("CANDIDATES: give MIN-MAX, as in 2-4")
+if not 1 <= MIN_N <= MAX_N <= 4:
+    sys.exit("CANDIDATES: between 1 and 4 (there are 4 labels)")
 if FMT not in ("plain", "before", "after", "multi", "indexed"):
     sys.exit(f"format `{FMT}`: use plain, before, after, multi or indexed")
 if QUESTIONS < 1 or (QUESTIONS > 1 and FMT not in ("multi", "indexed")):
@@ -121,7 +129,7 @@ def answer(target):
 def sample():
     """Tokens, each answer's (start, target), and every candidate's code
     (shape, colour, the label index added to it or 0)."""
-    n = random.randint(2, 4)
+    n = random.randint(MIN_N, MAX_N)
     objs = []
     while len(objs) < n:
         o = (random.randrange(S), random.randrange(C))
@@ -264,5 +272,5 @@ for step in range(1, STEPS + 1):
     loss.backward()
     opt.step()
     if step % 100 == 0:
-        print(FMT, D, LR, BS, QUESTIONS, CODES, DECODER, LAYERS, HEADS, step, f'loss {loss.item():.3f} acc {accuracy():.3f} '
+        print(FMT, D, LR, BS, QUESTIONS, CODES, DECODER, LAYERS, HEADS, f'{MIN_N}-{MAX_N}', step, f'loss {loss.item():.3f} acc {accuracy():.3f} '
               f'{time.time() - t0:.0f}s', flush=True)
