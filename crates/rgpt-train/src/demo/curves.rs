@@ -101,7 +101,7 @@ pub fn write_curve_figure(
     for report in reports {
         let path = run.join(&report.name).join("curve.jsonl");
         let points = if path.is_file() {
-            read_jsonl(&path)?
+            latest_per_step(read_jsonl(&path)?)
         } else {
             Vec::new()
         };
@@ -118,6 +118,15 @@ pub fn write_curve_figure(
     figure.write_png(&plotted.png)?;
     figure.write_svg(&plotted.svg)?;
     Ok(Some(plotted))
+}
+
+/// A resumed stage scores again the steps after its last checkpoint and
+/// appends them, as `metrics.jsonl` repeats them; as there, the later
+/// record (the run that went on) wins, and the points come in step order.
+fn latest_per_step(points: Vec<CurvePoint>) -> Vec<CurvePoint> {
+    let by_step: std::collections::BTreeMap<u64, CurvePoint> =
+        points.into_iter().map(|p| (p.step, p)).collect();
+    by_step.into_values().collect()
 }
 
 #[cfg(test)]
@@ -143,6 +152,18 @@ mod tests {
             region_cls_acc: shape,
             rec_acc: rec,
         }
+    }
+
+    #[test]
+    fn a_resumed_stage_keeps_the_later_score_of_a_repeated_step() {
+        let points = latest_per_step(vec![
+            point("finetune", 50, 60.0, 0.5, 0.25),
+            point("finetune", 100, 120.0, 0.75, 0.25),
+            point("finetune", 100, 121.0, 0.875, 0.5),
+            point("finetune", 150, 180.0, 0.9375, 0.5),
+        ]);
+        let kept: Vec<(u64, f64)> = points.iter().map(|p| (p.step, p.region_cls_acc)).collect();
+        assert_eq!(kept, vec![(50, 0.5), (100, 0.875), (150, 0.9375)]);
     }
 
     #[test]
