@@ -28,6 +28,10 @@ CANDIDATES is how many candidates a question lists, `MIN-MAX` (`2-2` for
 the easiest REC there is).
 Defaults: 1 thread, width 256, lr 1e-3, batch 32, 1 question, learned codes,
 the `encoder` decoder, 4 layers, 4 heads, 2-4 candidates.
+The demo's schedule is off by default (a constant lr, no clipping); the
+environment turns it on: REC_WARMUP=0.03 warms up linearly over that
+fraction of STEPS, REC_COSINE=1 decays the lr to 0 by a cosine after it,
+REC_CLIP=1.0 clips the gradient norm, as `rgpt train` does.
 
 It isolates the decoder's part of REC. A question has 2-4 candidates, each
 an object of 6 shapes x 6 colours; 15% of questions match none (answer
@@ -44,6 +48,8 @@ Every 100 steps it prints the loss of that step's batch and the accuracy on
 Seeds are fixed (python `random` 0, torch 0), so a rerun on torch 2.11.0
 prints the same lines.
 """
+import math
+import os
 import sys
 import time
 
@@ -223,6 +229,19 @@ if DECODER == 'encoder':
 else:
     model = LlamaDecoder(D, LAYERS, HEADS, DECODER == 'llama-mimetic')
 opt = torch.optim.AdamW(model.parameters(), LR, weight_decay=0)
+WARMUP = float(os.environ.get('REC_WARMUP', 0))
+COSINE = os.environ.get('REC_COSINE', '0') == '1'
+CLIP = float(os.environ.get('REC_CLIP', 0))
+
+
+def lr_at(step):
+    """`rgpt train`'s schedule: linear warm-up from 0, then constant or cosine."""
+    warm = math.ceil(WARMUP * STEPS)
+    if step <= warm:
+        return LR * step / warm
+    if not COSINE:
+        return LR
+    return LR * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, STEPS - warm)))
 
 
 def batch(n):
@@ -270,6 +289,10 @@ for step in range(1, STEPS + 1):
     loss = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, V), lab[:, 1:].reshape(-1))
     opt.zero_grad()
     loss.backward()
+    if CLIP:
+        nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+    for group in opt.param_groups:
+        group['lr'] = lr_at(step)
     opt.step()
     if step % 100 == 0:
         print(FMT, D, LR, BS, QUESTIONS, CODES, DECODER, LAYERS, HEADS, f'{MIN_N}-{MAX_N}', step, f'loss {loss.item():.3f} acc {accuracy():.3f} '

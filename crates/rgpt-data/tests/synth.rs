@@ -842,12 +842,30 @@ fn write_world_writes_images_ground_truth_and_task_files() {
 
 /// The words a text-form sample uses for `object`.
 fn phrase(object: &SynthObject) -> String {
-    format!("{} {}", object.color.name(), object.shape.name())
+    format!(
+        "{} {} {} {}",
+        object.size.name(),
+        object.color.name(),
+        object.shape.name(),
+        object.position.phrase()
+    )
+}
+
+/// Whether `name` says everything `expression` says: every word of the
+/// expression but its article is in the name. Sound for the world's
+/// phrases, where two positions never share all their words.
+fn name_says(name: &str, expression: &str) -> bool {
+    let words: HashSet<&str> = name.split(' ').collect();
+    expression
+        .split(' ')
+        .filter(|&w| w != "the")
+        .all(|w| words.contains(w))
 }
 
 #[test]
 fn the_text_form_names_each_region_by_its_object_in_order() {
     let mut checked = [0usize; 4];
+    let mut checked_no_match = 0;
     for (image, samples) in default_world() {
         let region_samples = [
             (0, &samples.shape, meta_indices(&samples.shape, "objects")),
@@ -901,8 +919,40 @@ fn the_text_form_names_each_region_by_its_object_in_order() {
                 .expect("the question names an object");
             assert_eq!(object.shape.name(), answer, "{question}");
         }
+        // Every REC question in words has the image's answer: the target's
+        // name says all the expression says, and no other candidate's does.
+        let meta = samples.rec.meta.as_ref().unwrap();
+        let names: Vec<String> = meta_indices(&samples.rec, "candidates")
+            .iter()
+            .map(|&i| phrase(&image.objects[i]))
+            .collect();
+        for (expression, target) in meta["expressions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(meta["targets"].as_array().unwrap())
+        {
+            let expression = expression.as_str().unwrap();
+            let said: Vec<usize> = (0..names.len())
+                .filter(|&k| name_says(&names[k], expression))
+                .map(|k| k + 1)
+                .collect();
+            let target = target.as_u64().map(|k| k as usize);
+            assert_eq!(
+                said,
+                target.into_iter().collect::<Vec<_>>(),
+                "{expression}: {names:?}"
+            );
+            if target.is_none() {
+                checked_no_match += 1;
+            }
+        }
     }
     assert!(checked.iter().all(|&n| n >= IMAGES as usize), "{checked:?}");
+    assert!(
+        checked_no_match > 0,
+        "no REC question without a match was checked"
+    );
     let (image, samples) = &default_world()[0];
     let err = as_text(&samples.image_caption, image)
         .unwrap_err()

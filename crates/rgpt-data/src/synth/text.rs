@@ -1,5 +1,6 @@
 //! The world as text: a conversation with `<image>` dropped and each
-//! `<region>` named in words ("red circle"). RegionGPT starts from Vicuna,
+//! `<region>` named in words ("small red circle in the top left").
+//! RegionGPT starts from Vicuna,
 //! which knew language, and how to look things up in its prompt, before
 //! it saw a region; a model trained from nothing has neither. Pre-training
 //! its decoder on the world's questions with the regions spelt out gives
@@ -7,7 +8,8 @@
 //! embedding read like the words it stands for (docs/demo.md).
 use serde_json::Value;
 
-use super::scene::SynthImage;
+use super::describe::object_phrase;
+use super::scene::{SynthImage, SynthObject};
 use super::tasks::{TASK_CAPTION, TASK_COLOR, TASK_REC, TASK_SHAPE};
 use crate::format::{Sample, Turn, IMAGE_TOKEN, REGION_TOKEN};
 use crate::DataError;
@@ -17,8 +19,12 @@ use crate::DataError;
 pub const TEXT_TASKS: [&str; 4] = [TASK_SHAPE, TASK_COLOR, TASK_CAPTION, TASK_REC];
 
 /// `sample`, a conversation about `image` built by [`super::tasks`], with
-/// its image dropped and every region written as its object's colour and
-/// shape. The id and task gain a `text-` prefix; the meta is kept.
+/// its image dropped and every region written as its object's size, colour,
+/// shape and position: everything a referring expression may name, so
+/// every REC question in words has the answer the image gives it (with
+/// colour and shape alone, "the large red circle" against a small one would
+/// read as a match and be answered "no match"). The id and task gain a
+/// `text-` prefix; the meta is kept.
 pub fn as_text(sample: &Sample, image: &SynthImage) -> Result<Sample, DataError> {
     let objects = region_objects(sample)?;
     if objects.len() != sample.regions.len() {
@@ -39,7 +45,7 @@ pub fn as_text(sample: &Sample, image: &SynthImage) -> Result<Sample, DataError>
                 format!("object {index} is not in image {}", image.index),
             )
         })?;
-        names.push(format!("{} {}", object.color.name(), object.shape.name()));
+        names.push(region_name(object));
     }
     let mut names = names.into_iter();
     let mut conversations = Vec::with_capacity(sample.conversations.len());
@@ -67,6 +73,11 @@ pub fn as_text(sample: &Sample, image: &SynthImage) -> Result<Sample, DataError>
         task: format!("text-{}", sample.task),
         meta: sample.meta.clone(),
     })
+}
+
+/// "small red circle in the top left": what a region stands for in words.
+pub fn region_name(object: &SynthObject) -> String {
+    format!("{} {}", object_phrase(object), object.position.phrase())
 }
 
 /// The image's object behind each region, from the meta the task builders
