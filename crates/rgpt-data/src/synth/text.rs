@@ -1,11 +1,11 @@
 //! The world as text: a conversation with `<image>` dropped and each
 //! `<region>` named in words ("small red circle in the top left").
-//! RegionGPT starts from Vicuna,
-//! which knew language, and how to look things up in its prompt, before
-//! it saw a region; a model trained from nothing has neither. Pre-training
-//! its decoder on the world's questions with the regions spelt out gives
-//! it the reading first, so the later stages only have to make a region
-//! embedding read like the words it stands for (docs/demo.md).
+//! RegionGPT starts from Vicuna, which knew language, and how to look
+//! things up in its prompt, before it saw a region; a model trained from
+//! nothing has neither. Pre-training its decoder on the world's questions
+//! with the regions spelt out gives it the reading first, so the later
+//! stages only have to make a region embedding read like the words it
+//! stands for (docs/demo.md).
 use serde_json::Value;
 
 use super::describe::object_phrase;
