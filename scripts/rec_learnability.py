@@ -23,7 +23,8 @@ feed-forward 2.6875 x WIDTH, head tied to the embeddings, every weight drawn
 as transformers draws it: normal(0, 0.02)); `llama-mimetic` is the same with
 each layer's query and key projections started equal to one random
 orthogonal matrix, so attention starts out favouring similar vectors
-(mimetic initialisation, Trockman & Kolter 2023).
+(mimetic initialisation, Trockman & Kolter 2023). Both need transformers in
+.venv (`scripts/bench_train.sh` installs the pinned version).
 CANDIDATES is how many candidates a question lists, `MIN-MAX` (`2-2` for
 the easiest REC there is).
 Defaults: 1 thread, width 256, lr 1e-3, batch 32, 1 question, learned codes,

@@ -12,7 +12,8 @@ and each conversation is rendered in the Vicuna v1 template as `rgpt`
 renders it. An answer is right when greedy decoding reproduces it: every
 answer token, and the `</s>` after it, is the argmax given the gold prefix.
 Prints the accuracy over every answer and over first questions.
-Needs `pip install transformers` in .venv.
+Needs transformers in .venv: `scripts/bench_train.sh` installs the pinned
+version; the numbers in docs/demo.md's fifth round used 5.24.0.
 """
 import json, sys, torch
 from safetensors.torch import load_file
