@@ -867,10 +867,11 @@ fn the_text_form_names_each_region_by_its_object_in_order() {
     let mut checked = [0usize; 4];
     let mut checked_no_match = 0;
     for (image, samples) in default_world() {
+        let rec_candidates = meta_indices(&samples.rec, "candidates");
         let region_samples = [
             (0, &samples.shape, meta_indices(&samples.shape, "objects")),
             (1, &samples.color, meta_indices(&samples.color, "objects")),
-            (2, &samples.rec, meta_indices(&samples.rec, "candidates")),
+            (2, &samples.rec, rec_candidates.clone()),
         ]
         .into_iter()
         .chain(samples.captions.iter().map(|c| {
@@ -922,7 +923,7 @@ fn the_text_form_names_each_region_by_its_object_in_order() {
         // Every REC question in words has the image's answer: the target's
         // name says all the expression says, and no other candidate's does.
         let meta = samples.rec.meta.as_ref().unwrap();
-        let names: Vec<String> = meta_indices(&samples.rec, "candidates")
+        let names: Vec<String> = rec_candidates
             .iter()
             .map(|&i| phrase(&image.objects[i]))
             .collect();
