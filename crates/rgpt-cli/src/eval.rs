@@ -19,7 +19,6 @@ use rgpt_eval::results::{
 };
 use rgpt_eval::runner::Evaluator;
 use rgpt_llm::device::{parse_device, parse_dtype};
-use rgpt_llm::Template;
 use rgpt_model::pipeline::RegionGenerator;
 use serde::Deserialize;
 
@@ -187,7 +186,7 @@ fn answer(
             .unwrap_or_else(|| default_root.to_path_buf()),
         batch_size: args.batch_size,
         max_new_tokens: args.max_new_tokens,
-        template: Template::VicunaV1,
+        template: generator.model.template(),
     };
     let bar = progress_bar(what);
     evaluator.answer(items, classes, &mut store, &mut |done, total| {

@@ -357,11 +357,9 @@ fn run_compose(args: ComposeArgs) -> anyhow::Result<()> {
 
 fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
     let (device, kind) = args.runtime.apply()?;
-    let template = if args.raw {
-        Template::Raw
-    } else {
-        Template::VicunaV1
-    };
+    // Without --raw, the template the model was trained with (an RGPT
+    // checkpoint records it; a text-only LLM gets LLaVA's vicuna_v1).
+    let template = |trained: Template| if args.raw { Template::Raw } else { trained };
     let stdout = std::io::stdout();
     let stream = !args.json;
     let mut on_text = |text: &str| {
@@ -384,7 +382,7 @@ fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
                     &args.prompt,
                     &image,
                     &regions,
-                    template,
+                    template(generator.model.template()),
                     &config,
                     &mut on_text,
                 )
@@ -398,7 +396,12 @@ fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
             progress.finish();
             let mut config = generation_config(&args.sampling, generator.default_config());
             config.top_logprobs = args.top_logprobs;
-            generator.complete(&args.prompt, template, &config, &mut on_text)?
+            generator.complete(
+                &args.prompt,
+                template(Template::VicunaV1),
+                &config,
+                &mut on_text,
+            )?
         }
     };
     report(&args, &completion);
@@ -452,7 +455,7 @@ fn run_chat(args: ChatArgs) -> anyhow::Result<()> {
     let generator = RegionGenerator::load(&args.model, device, kind)
         .with_context(|| format!("while loading {}", args.model.display()))?;
     let config = generation_config(&args.sampling, generator.default_config());
-    let mut chat = RegionChat::new(&generator, &image, Template::VicunaV1)?;
+    let mut chat = RegionChat::new(&generator, &image, generator.model.template())?;
     for region in regions {
         chat.add_region(region)
             .map_err(|e| name_region(e, &args.regions))?;

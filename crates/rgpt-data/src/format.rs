@@ -65,6 +65,12 @@ pub enum Region {
     Mask(String),
     /// `[x, y]` or `[x, y, radius]`.
     Point(Vec<f64>),
+    /// A region given by its name alone, in a sample without an image
+    /// ("small red circle in the top left"). A model trained from nothing
+    /// reads it as one embedding, the mean of its name's word embeddings,
+    /// so that its decoder learns to look regions up before any region
+    /// comes from an image (docs/demo.md).
+    Name(String),
 }
 
 impl Region {
@@ -97,6 +103,14 @@ impl Region {
                     })
                 }
             },
+            Region::Name(name) => {
+                return Err(rgpt_region::RegionError::Spec {
+                    spec: format!("name {name:?}"),
+                    reason: "a region given by name has no geometry; it belongs to a \
+                             sample without an image"
+                        .into(),
+                })
+            }
         })
     }
 
@@ -167,6 +181,22 @@ impl Sample {
             return Err(fail(format!(
                 "has {images} {IMAGE_TOKEN} placeholder(s) but {wanted} image(s)"
             )));
+        }
+        let named = self
+            .regions
+            .iter()
+            .filter(|r| matches!(r, Region::Name(_)))
+            .count();
+        if self.image.is_some() && named > 0 {
+            return Err(fail(
+                "gives a region by name beside an image; give its geometry instead".into(),
+            ));
+        }
+        if self.image.is_none() && named != self.regions.len() {
+            return Err(fail(
+                "has regions with geometry but no image; give the image, or name each region"
+                    .into(),
+            ));
         }
         let regions = self.region_placeholders();
         if regions != self.regions.len() {

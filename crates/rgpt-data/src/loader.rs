@@ -23,7 +23,7 @@ use rgpt_vision::preprocess::{load_image, ImageTransform, PreprocessorConfig};
 use tch::Tensor;
 
 use crate::builders::seeded_rng;
-use crate::format::Speaker;
+use crate::format::{Region, Speaker};
 use crate::{DataError, Sample, Skips};
 
 #[derive(Debug, Clone)]
@@ -88,6 +88,9 @@ pub struct PreparedSample {
     /// Rasterised and checked on the image (as RLEs, so the model's own
     /// rasterisation is a decode).
     pub regions: Vec<RegionSpec>,
+    /// The token ids of each region's name, for a sample without an image
+    /// whose regions are given by name.
+    pub region_names: Vec<Vec<i64>>,
 }
 
 impl PreparedSample {
@@ -102,6 +105,7 @@ impl PreparedSample {
                     transform,
                 }),
             regions: &self.regions,
+            region_names: &self.region_names,
         }
     }
 
@@ -310,6 +314,26 @@ fn prepare(
             return Err(fail(format!("{tokens} tokens exceed the limit of {max}")));
         }
     }
+    let region_names = sample
+        .regions
+        .iter()
+        .filter_map(|region| match region {
+            Region::Name(name) => Some(name),
+            _ => None,
+        })
+        .map(|name| {
+            let ids = format
+                .tokenizer
+                .encode(name, false)
+                .map_err(|e| fail(format!("region name {name:?}: {e}")))?;
+            if ids.is_empty() {
+                return Err(fail(format!(
+                    "region name {name:?} has no tokens; name the region in words"
+                )));
+            }
+            Ok(ids)
+        })
+        .collect::<Result<Vec<_>, DataError>>()?;
     let (image, regions) = match &sample.image {
         None => (None, Vec::new()),
         Some(relative) => {
@@ -353,6 +377,7 @@ fn prepare(
         segments,
         image,
         regions,
+        region_names,
     })
 }
 

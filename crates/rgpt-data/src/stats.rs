@@ -79,7 +79,7 @@ pub fn region_area(region: &Region) -> Option<f64> {
             .ok()
             .map(|rle| rle.area() as f64),
         Region::Point(xy) => xy.get(2).map(|r| std::f64::consts::PI * r * r),
-        Region::Mask(_) => None,
+        Region::Mask(_) | Region::Name(_) => None,
     }
 }
 

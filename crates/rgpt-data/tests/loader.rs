@@ -141,6 +141,69 @@ fn labels_cover_the_answers_of_a_two_turn_two_region_conversation() {
 }
 
 #[test]
+fn regions_given_by_name_reach_the_model_as_their_names_tokens() {
+    let sample = Sample {
+        id: "named".into(),
+        image: None,
+        width: None,
+        height: None,
+        regions: vec![
+            Region::Name("red circle".into()),
+            Region::Name("blue square on the left".into()),
+        ],
+        conversations: vec![
+            Turn::human("Which is the square: <region> or <region>?"),
+            Turn::gpt("The second."),
+        ],
+        task: "text-test".into(),
+        meta: None,
+    };
+    let mut format = format();
+    format.template = Template::VicunaV1NoSystem;
+    let loader = Loader::new(vec![sample.clone()], format.clone(), config(1)).unwrap();
+    let prepared = loader.prepare(0, 0).unwrap();
+    let names: Vec<Vec<i64>> = ["red circle", "blue square on the left"]
+        .iter()
+        .map(|name| format.tokenizer.encode(name, false).unwrap())
+        .collect();
+    assert_eq!(prepared.region_names, names);
+    assert!(prepared.image.is_none() && prepared.regions.is_empty());
+    let placeholders = prepared
+        .segments
+        .iter()
+        .filter(|s| matches!(s, Segment::Region))
+        .count();
+    assert_eq!(placeholders, 2);
+    // The template has no system prompt: the text starts with the turn.
+    let Segment::Text { ids, .. } = &prepared.segments[0] else {
+        panic!("the prompt starts with text");
+    };
+    assert!(format
+        .tokenizer
+        .decode(ids, true)
+        .unwrap()
+        .starts_with("USER: Which is the square:"));
+    // The tiny model trains on it.
+    let (model, _vs) =
+        RegionGpt::from_pretrained(&fixtures().join("rgpt-tiny"), Device::Cpu, Kind::Float)
+            .unwrap();
+    let out = model.forward_train(&[prepared.as_example()]).unwrap();
+    assert!(f64::try_from(&out.loss).unwrap().is_finite());
+    // A name with no tokens is refused by name.
+    let mut empty = sample;
+    empty.regions[1] = Region::Name(String::new());
+    let err = Loader::new(vec![empty], format, config(1))
+        .unwrap()
+        .prepare(0, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("has no tokens") && err.contains("named"),
+        "{err}"
+    );
+}
+
+#[test]
 fn bad_samples_are_skipped_and_counted_or_fail_when_strict() {
     let mut samples = coco_samples();
     let good = samples.len();

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use rgpt_data::format::{read_all_samples, Region, Sample, Speaker, IMAGE_TOKEN, REGION_TOKEN};
 use rgpt_data::prompts::CandidateLabels;
-use rgpt_data::synth::text::{as_text, TEXT_TASKS};
+use rgpt_data::synth::text::{as_text, TextRegions, TEXT_TASKS};
 use rgpt_data::synth::vocab::BACKGROUND_LEVELS;
 use rgpt_data::synth::write::text_task_file;
 use rgpt_data::synth::{
@@ -879,7 +879,8 @@ fn the_text_form_names_each_region_by_its_object_in_order() {
             (3, c, vec![object])
         }));
         for (kind, sample, objects) in region_samples {
-            let text = as_text(sample, image).expect("a region task has a text form");
+            let text =
+                as_text(sample, image, TextRegions::Words).expect("a region task has a text form");
             assert_eq!(text.id, format!("text-{}", sample.id));
             assert_eq!(text.task, format!("text-{}", sample.task));
             assert!(text.image.is_none() && text.regions.is_empty());
@@ -907,11 +908,26 @@ fn the_text_form_names_each_region_by_its_object_in_order() {
                 "{}: a region left unnamed",
                 sample.id
             );
+            // Named: the same turns with `<region>` kept, each region
+            // given by the same name, in order.
+            let named = as_text(sample, image, TextRegions::Named).unwrap();
+            named.validate().expect("the named text form validates");
+            assert_eq!((&named.id, &named.task), (&text.id, &text.task));
+            assert!(named.image.is_none());
+            let expected: Vec<Region> = objects
+                .iter()
+                .map(|&i| Region::Name(phrase(&image.objects[i])))
+                .collect();
+            assert_eq!(named.regions, expected, "{}", sample.id);
+            for (original, written) in sample.conversations.iter().zip(&named.conversations) {
+                let stripped = original.value.replace(&format!("{IMAGE_TOKEN}\n"), "");
+                assert_eq!(written.value, stripped);
+            }
             checked[kind] += 1;
         }
         // Shape answers are then in the question: the turn's region phrase
         // ends with the answer.
-        let text = as_text(&samples.shape, image).unwrap();
+        let text = as_text(&samples.shape, image, TextRegions::Words).unwrap();
         for (question, answer) in human_turns(&text).into_iter().zip(gpt_turns(&text)) {
             let object = image
                 .objects
@@ -955,7 +971,7 @@ fn the_text_form_names_each_region_by_its_object_in_order() {
         "no REC question without a match was checked"
     );
     let (image, samples) = &default_world()[0];
-    let err = as_text(&samples.image_caption, image)
+    let err = as_text(&samples.image_caption, image, TextRegions::Words)
         .unwrap_err()
         .to_string();
     assert!(err.contains("has no text form"), "{err}");
@@ -980,11 +996,42 @@ fn a_text_world_writes_the_text_form_of_every_region_task() {
         for (sample, written) in samples.iter().zip(&text) {
             let index: u64 = sample.image.as_ref().unwrap()[7..13].parse().unwrap();
             let image = world.generate_image(index);
-            assert_eq!(written, &as_text(sample, &image).unwrap());
+            assert_eq!(
+                written,
+                &as_text(sample, &image, TextRegions::Words).unwrap()
+            );
         }
     }
     assert!(!text_task_file(&dir, "synth-image-caption").exists());
     std::fs::remove_dir_all(&dir).unwrap();
+    // `text_regions: named` writes the named form.
+    let named_dir = temp_dir("text-named");
+    let config = SynthConfig {
+        images: 6,
+        seed: 3,
+        text: true,
+        text_regions: TextRegions::Named,
+        ..SynthConfig::default()
+    };
+    write_world(&config, prompts(), &named_dir).expect("world writes");
+    let named_world = SynthWorld::new(config).expect("valid config");
+    let mut named_regions = 0;
+    for task in TEXT_TASKS {
+        let samples = read_all_samples(&named_dir.join(format!("{task}.jsonl"))).unwrap();
+        let text = read_all_samples(&text_task_file(&named_dir, task)).unwrap();
+        assert_eq!(samples.len(), text.len(), "{task}");
+        for (sample, written) in samples.iter().zip(&text) {
+            let index: u64 = sample.image.as_ref().unwrap()[7..13].parse().unwrap();
+            let image = named_world.generate_image(index);
+            assert_eq!(
+                written,
+                &as_text(sample, &image, TextRegions::Named).unwrap()
+            );
+            named_regions += written.regions.len();
+        }
+    }
+    assert!(named_regions > 0);
+    std::fs::remove_dir_all(&named_dir).unwrap();
     // Off by default: no text directory.
     let plain = temp_dir("no-text");
     write_world(
@@ -1186,4 +1233,29 @@ fn pope_split_asks_about_shown_and_absent_objects() {
     rgpt_data::synth::pope::write_pope_questions(&questions, &out).unwrap();
     let read = rgpt_data::readers::pope::read_questions(&out).unwrap();
     assert_eq!(read.len(), questions.len());
+}
+
+#[test]
+fn a_region_is_named_only_where_there_is_no_image() {
+    let (image, samples) = &default_world()[0];
+    let named = as_text(&samples.shape, image, TextRegions::Named).unwrap();
+    let mut with_image = named.clone();
+    with_image.image = Some("images/000000.png".into());
+    for turn in with_image.conversations.iter_mut().take(1) {
+        turn.value = format!("{IMAGE_TOKEN}\n{}", turn.value);
+    }
+    let err = with_image.validate().unwrap_err().to_string();
+    assert!(err.contains("region by name beside an image"), "{err}");
+    let mut geometry_without_image = samples.shape.clone();
+    geometry_without_image.image = None;
+    for turn in geometry_without_image.conversations.iter_mut() {
+        turn.value = turn.value.replace(&format!("{IMAGE_TOKEN}\n"), "");
+    }
+    let err = geometry_without_image.validate().unwrap_err().to_string();
+    assert!(err.contains("regions with geometry but no image"), "{err}");
+    let err = Region::Name("red circle".into())
+        .to_spec(Path::new("."))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("has no geometry"), "{err}");
 }

@@ -1,11 +1,15 @@
 //! Conversation templates. `vicuna_v1` reproduces LLaVA's `conv_vicuna_v1`
 //! (llava/conversation.py, `SeparatorStyle.TWO`): the system prompt, then
 //! `USER: ... ASSISTANT: ...</s>` turns separated by a space, and a bare
-//! `ASSISTANT:` where the model is to answer. `raw` passes text through.
+//! `ASSISTANT:` where the model is to answer. `vicuna_v1_no_system` is the
+//! same turns without the system prompt: a model trained from nothing (the
+//! demo) has no use for its 23 tokens, and its REC lookup forms sooner in
+//! the shorter sequences (docs/demo.md). `raw` passes text through.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Template {
     VicunaV1,
+    VicunaV1NoSystem,
     Raw,
 }
 
@@ -23,14 +27,19 @@ impl Template {
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "vicuna_v1" => Some(Template::VicunaV1),
+            "vicuna_v1_no_system" => Some(Template::VicunaV1NoSystem),
             "raw" => Some(Template::Raw),
             _ => None,
         }
     }
 
+    /// Every template's name, for error messages.
+    pub const NAMES: [&str; 3] = ["vicuna_v1", "vicuna_v1_no_system", "raw"];
+
     pub fn name(self) -> &'static str {
         match self {
             Template::VicunaV1 => "vicuna_v1",
+            Template::VicunaV1NoSystem => "vicuna_v1_no_system",
             Template::Raw => "raw",
         }
     }
@@ -95,9 +104,11 @@ impl Conversation {
                     }
                 }
             }
-            Template::VicunaV1 => {
-                text.push_str(VICUNA_V1_SYSTEM);
-                text.push(' ');
+            Template::VicunaV1 | Template::VicunaV1NoSystem => {
+                if self.template == Template::VicunaV1 {
+                    text.push_str(VICUNA_V1_SYSTEM);
+                    text.push(' ');
+                }
                 for (role, message) in &self.turns {
                     let (name, sep) = match role {
                         Role::User => ("USER", " "),
@@ -150,6 +161,35 @@ mod tests {
              gives helpful, detailed, and polite answers to the user's questions. USER: What is this? \
              ASSISTANT: A cat.</s>USER: And this? ASSISTANT:"
         );
+    }
+
+    #[test]
+    fn vicuna_v1_no_system_is_vicuna_v1_without_its_system_prompt() {
+        let build = |template| {
+            let mut conv = Conversation::new(template);
+            conv.push(Role::User, Some("What is this?".into()));
+            conv.push(Role::Assistant, Some("A cat.".into()));
+            conv.push(Role::User, Some("And this?".into()));
+            conv.push(Role::Assistant, None);
+            conv.render()
+        };
+        let bare = build(Template::VicunaV1NoSystem);
+        assert_eq!(
+            bare.text,
+            "USER: What is this? ASSISTANT: A cat.</s>USER: And this? ASSISTANT:"
+        );
+        let full = build(Template::VicunaV1);
+        let system = full.text.len() - bare.text.len();
+        assert_eq!(&full.text[system..], bare.text);
+        let shifted: Vec<_> = bare
+            .answer_spans
+            .iter()
+            .map(|span| span.start + system..span.end + system)
+            .collect();
+        assert_eq!(shifted, full.answer_spans);
+        for name in Template::NAMES {
+            assert_eq!(Template::from_name(name).map(Template::name), Some(name));
+        }
     }
 
     #[test]

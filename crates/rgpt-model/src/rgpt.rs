@@ -14,6 +14,7 @@
 use std::path::Path;
 
 use rgpt_llm::generation::{GenerationConfig, GenerationOutput};
+use rgpt_llm::Template;
 use rgpt_region::{mask_pool, project_bitmap, rasterize, GridGeometry, PoolStrategy, RegionSpec};
 use rgpt_vision::clip::FeatureSelect;
 use rgpt_vision::preprocess::ImageTransform;
@@ -38,10 +39,19 @@ pub struct RgptSection {
     /// The placeholder token of a region in prompts.
     #[serde(default = "default_region_token")]
     pub region_token: String,
+    /// The conversation template the model was trained with (rgpt-llm's
+    /// `Template` names): `vicuna_v1`, LLaVA's and the paper's, unless the
+    /// model was trained from nothing on another.
+    #[serde(default = "default_conversation")]
+    pub conversation: String,
 }
 
 fn default_region_token() -> String {
     "<region>".into()
+}
+
+fn default_conversation() -> String {
+    Template::VicunaV1.name().into()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -58,6 +68,7 @@ impl RgptConfig {
             refiner: RefinerKind::None,
             image_token_grid: None,
             region_token: default_region_token(),
+            conversation: default_conversation(),
         })
     }
 }
@@ -87,6 +98,11 @@ pub struct TrainingExample<'a> {
     pub segments: &'a [Segment],
     pub image: Option<ExampleImage<'a>>,
     pub regions: &'a [RegionSpec],
+    /// Without an image: the token ids of each region's name, in
+    /// `<region>` order. Each such region is read as the mean of its
+    /// name's word embeddings, the form a from-scratch decoder can learn
+    /// to look regions up in before any comes from an image (docs/demo.md).
+    pub region_names: &'a [Vec<i64>],
 }
 
 /// A preprocessed image of a training example.
@@ -141,6 +157,16 @@ impl RegionGpt {
     pub fn new(vs: &nn::Path, config: &RgptConfig, path: &Path) -> Result<Self, ModelError> {
         let llava = Llava::new(vs, &config.llava, path)?;
         let section = config.section();
+        if Template::from_name(&section.conversation).is_none() {
+            return Err(ModelError::Config {
+                path: path.join("config.json"),
+                message: format!(
+                    "unknown conversation template `{}` in `rgpt.conversation` (use one of {})",
+                    section.conversation,
+                    Template::NAMES.join(", ")
+                ),
+            });
+        }
         let channels = llava.vision.hidden_size() as i64;
         let refiner = FeatureRefiner::new(vs, section.refiner, channels);
         Ok(RegionGpt {
@@ -148,6 +174,12 @@ impl RegionGpt {
             refiner,
             section,
         })
+    }
+
+    /// The conversation template prompts to this model are rendered in.
+    pub fn template(&self) -> Template {
+        // `new` refused any other name.
+        Template::from_name(&self.section.conversation).unwrap_or(Template::VicunaV1)
     }
 
     /// Loads an RGPT or LLaVA checkpoint directory.
@@ -264,6 +296,7 @@ impl RegionGpt {
                 refiner,
                 image_token_grid: None,
                 region_token: default_region_token(),
+                conversation: default_conversation(),
             }),
         };
         let mut vs = nn::VarStore::new(device);
@@ -404,6 +437,9 @@ impl RegionGpt {
                     }
                     .into())
                 }
+                _ if !example.region_names.is_empty() => {
+                    (Vec::new(), self.named_regions(example.region_names)?)
+                }
                 _ => (Vec::new(), no_regions.shallow_clone()),
             };
             spliced.push(splice(example.segments, &embed, &images, &regions)?);
@@ -430,6 +466,23 @@ impl RegionGpt {
             labels: batch.labels,
             target_tokens,
         })
+    }
+
+    /// [regions, hidden]: each region given by name as the mean of its
+    /// name's word embeddings.
+    fn named_regions(&self, names: &[Vec<i64>]) -> Result<Tensor, ModelError> {
+        let device = self.llava.llm.device();
+        let means = names
+            .iter()
+            .map(|ids| {
+                let ids = Tensor::from_slice(ids).to_device(device);
+                self.llava
+                    .llm
+                    .embed(&ids)
+                    .f_mean_dim(&[0i64][..], false, None)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Tensor::f_stack(&means, 0)?)
     }
 
     /// Generates an answer about the image and its regions.

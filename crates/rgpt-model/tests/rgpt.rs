@@ -416,3 +416,49 @@ fn a_batch_answers_as_each_prompt_alone_and_scores_match_generation() {
         );
     }
 }
+
+#[test]
+fn the_conversation_template_comes_from_the_config_and_is_checked() {
+    let (model, _vs) = RegionGpt::from_pretrained(&fixture(), Device::Cpu, Kind::Float).unwrap();
+    // A config without `rgpt.conversation` gets the paper's template.
+    assert_eq!(model.template(), Template::VicunaV1);
+
+    let dir = std::env::temp_dir().join(format!("rgpt-template-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(fixture()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let write_conversation = |name: &str| {
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture().join("config.json")).unwrap())
+                .unwrap();
+        config["rgpt"]["conversation"] = name.into();
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    };
+    write_conversation("vicuna_v1_no_system");
+    let (bare, vs) = RegionGpt::from_pretrained(&dir, Device::Cpu, Kind::Float).unwrap();
+    assert_eq!(bare.template(), Template::VicunaV1NoSystem);
+    // Saving keeps it.
+    let saved = dir.join("saved");
+    let tokenizer = Tokenizer::from_dir(&dir).unwrap();
+    bare.save_pretrained(&vs, &tokenizer, &[&dir], &saved, None)
+        .unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(saved.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["rgpt"]["conversation"], "vicuna_v1_no_system");
+
+    write_conversation("chatml");
+    let err = match RegionGpt::from_pretrained(&dir, Device::Cpu, Kind::Float) {
+        Ok(_) => panic!("an unknown template is refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("`chatml`") && err.contains("rgpt.conversation") && err.contains("vicuna_v1"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

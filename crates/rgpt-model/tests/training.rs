@@ -109,6 +109,7 @@ fn the_loss_is_the_cross_entropy_of_the_answer_tokens_only() {
             transform: &transform,
         }),
         regions: &regions,
+        region_names: &[],
     };
     let out = model.forward_train(&[example]).unwrap();
 
@@ -173,6 +174,7 @@ fn a_padded_batch_gives_each_example_its_own_loss() {
             transform: &transform,
         }),
         regions,
+        region_names: &[],
     };
     let examples = [
         with_image(&long, &two),
@@ -181,6 +183,7 @@ fn a_padded_batch_gives_each_example_its_own_loss() {
             segments: &text_only,
             image: None,
             regions: &[],
+            region_names: &[],
         },
     ];
     let batch = model.forward_train(&examples).unwrap();
@@ -219,6 +222,7 @@ fn training_logits_agree_with_generation() {
                 transform: &transform,
             }),
             regions,
+            region_names: &[],
         }])
         .unwrap();
     let last = out.logits.get(0).get(-1).log_softmax(-1, Kind::Float);
@@ -271,6 +275,7 @@ fn gradients_reach_refiner_and_connector_and_steps_lower_the_loss() {
             transform: &transform,
         }),
         regions: &regions,
+        region_names: &[],
     };
     let mut optimizer = nn::Adam::default().build(&vs, 1e-2).unwrap();
     let first = model.forward_train(&[example()]).unwrap();
@@ -303,4 +308,79 @@ fn gradients_reach_refiner_and_connector_and_steps_lower_the_loss() {
         loss = f64::try_from(&out.loss).unwrap();
     }
     assert!(loss < start * 0.8, "loss {start} -> {loss}");
+}
+
+#[test]
+fn a_region_given_by_name_is_read_as_the_mean_of_its_word_embeddings() {
+    let _guard = tch::no_grad_guard();
+    let tokenizer = Tokenizer::from_dir(&fixture()).unwrap();
+    let (model, _vs) = RegionGpt::from_pretrained(&fixture(), Device::Cpu, Kind::Float).unwrap();
+    let prefix = tokenizer.encode("Is it", true).unwrap();
+    let answer = tokenizer.encode(" yes", false).unwrap();
+    let names = [
+        tokenizer.encode("red circle", false).unwrap(),
+        tokenizer.encode("blue", false).unwrap(),
+    ];
+    assert!(
+        names[0].len() >= 2,
+        "the name must span tokens to test the mean"
+    );
+    let segments = [
+        Segment::Text {
+            ids: prefix.clone(),
+            target: false,
+        },
+        Segment::Region,
+        Segment::Region,
+        Segment::Text {
+            ids: answer.clone(),
+            target: true,
+        },
+    ];
+    let out = model
+        .forward_train(&[TrainingExample {
+            segments: &segments,
+            image: None,
+            regions: &[],
+            region_names: &names,
+        }])
+        .unwrap();
+
+    // The same sequence built by hand: each region's word embeddings
+    // averaged, between the embedded text.
+    let llm = &model.llava.llm;
+    let embed = |ids: &[i64]| llm.embed(&Tensor::from_slice(ids));
+    let embeds = Tensor::cat(
+        &[
+            embed(&prefix),
+            embed(&names[0]).mean_dim(0, true, None),
+            embed(&names[1]),
+            embed(&answer),
+        ],
+        0,
+    )
+    .unsqueeze(0);
+    let mut cache = llm.new_cache(1, embeds.size()[1]);
+    let expected = llm.logits(&llm.forward_embeds(&embeds, None, &mut cache).unwrap());
+    let diff = f64::try_from((out.logits - expected).abs().max()).unwrap();
+    assert!(
+        diff < 1e-5,
+        "named regions differ from the hand-built mean by {diff}"
+    );
+    assert_eq!(out.target_tokens, answer.len() as i64);
+
+    // A name per `<region>`: one name short is refused, naming the count.
+    let err = model
+        .forward_train(&[TrainingExample {
+            segments: &segments,
+            image: None,
+            regions: &[],
+            region_names: &names[..1],
+        }])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("2 <region> placeholder(s) but 1 region(s)"),
+        "{err}"
+    );
 }

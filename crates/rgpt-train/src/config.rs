@@ -9,6 +9,7 @@ use tch::{Cuda, Device, Kind};
 
 use crate::optimizer::AdamWConfig;
 use crate::parts::{Part, Stage};
+use crate::schedule::Schedule;
 use crate::TrainError;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +41,9 @@ pub struct TrainConfig {
     /// Share of the steps spent warming up (paper: 0.03).
     #[serde(default = "default_warmup")]
     pub warmup_ratio: f64,
+    /// After warm-up: `cosine` decay to zero (the paper's) or `constant`.
+    #[serde(default)]
+    pub schedule: Schedule,
     /// Passes over the data (paper: 1); `steps` overrides it.
     #[serde(default = "default_epochs")]
     pub epochs: u64,

@@ -61,6 +61,12 @@ pub struct TinySpec {
     /// the same vectors it reads.
     #[serde(default)]
     pub tie_embeddings: bool,
+    /// The conversation template it is trained and asked in (rgpt-llm's
+    /// `Template` names), recorded in its config as `rgpt.conversation`.
+    /// Default `vicuna_v1`, the paper's; the demo drops the system prompt,
+    /// which a model trained from nothing does not need (docs/demo.md).
+    #[serde(default = "d_conversation")]
+    pub conversation: String,
 }
 
 fn d_image() -> usize {
@@ -87,15 +93,18 @@ fn d_intermediate() -> usize {
 fn d_vocab() -> usize {
     2000
 }
+fn d_conversation() -> String {
+    Template::VicunaV1.name().into()
+}
 
 /// Every text a conversation file's samples put in front of the model, in
 /// the template it will see them in.
-fn corpus(files: &[&Path]) -> Result<Vec<String>, TrainError> {
-    let mut texts = vec![Conversation::single_turn(Template::VicunaV1, "").prompt()];
+fn corpus(files: &[&Path], template: Template) -> Result<Vec<String>, TrainError> {
+    let mut texts = vec![Conversation::single_turn(template, "").prompt()];
     for file in files {
         for sample in read_samples(file)? {
             let sample = sample?;
-            let mut conversation = Conversation::new(Template::VicunaV1);
+            let mut conversation = Conversation::new(template);
             for turn in &sample.conversations {
                 let role = match turn.from {
                     rgpt_data::Speaker::Human => Role::User,
@@ -112,7 +121,15 @@ fn corpus(files: &[&Path]) -> Result<Vec<String>, TrainError> {
 /// A BPE tokenizer trained on every text of `data_files` (in the
 /// template the model will see), with `<image>` and `<region>` added.
 pub fn train_tokenizer(spec: &TinySpec, data_files: &[&Path]) -> Result<Tokenizer, TrainError> {
-    let texts = corpus(data_files)?;
+    let template = Template::from_name(&spec.conversation).ok_or_else(|| TrainError::Invalid {
+        field: "model.conversation",
+        message: format!(
+            "unknown template `{}` (use one of {})",
+            spec.conversation,
+            Template::NAMES.join(", ")
+        ),
+    })?;
+    let texts = corpus(data_files, template)?;
     let mut tokenizer = Tokenizer::train_bpe(texts.iter(), spec.vocab_size)
         .map_err(rgpt_model::ModelError::from)?;
     tokenizer
@@ -181,6 +198,7 @@ pub fn build_tiny_with_tokenizer(
             refiner: spec.refiner,
             image_token_grid: spec.image_token_grid.map(|[h, w]| (h, w)),
             region_token: "<region>".into(),
+            conversation: spec.conversation.clone(),
         }),
     };
     let vs = nn::VarStore::new(Device::Cpu);

@@ -13,7 +13,7 @@ use std::time::Instant;
 use rgpt_data::builders::mix::{mix, MixInput};
 use rgpt_data::format::{read_all_samples, Sample};
 use rgpt_data::loader::{Loader, LoaderConfig, PromptFormat};
-use rgpt_llm::{Template, Tokenizer};
+use rgpt_llm::Tokenizer;
 use rgpt_model::prompt::Placeholders;
 use rgpt_model::rgpt::RegionGpt;
 use rgpt_vision::preprocess::PreprocessorConfig;
@@ -23,7 +23,6 @@ use tch::{nn, Device, Kind, Tensor};
 use crate::config::{ModelSource, TrainConfig};
 use crate::optimizer::AdamW;
 use crate::parts::{set_trainable, set_trainable_with_lora};
-use crate::schedule::cosine_with_warmup;
 use crate::step::accumulate_gradients;
 use crate::TrainError;
 
@@ -200,7 +199,7 @@ impl Trainer {
             })?;
         let format = PromptFormat {
             tokenizer: tokenizer.clone(),
-            template: Template::VicunaV1,
+            template: model.template(),
             placeholders: Placeholders {
                 image: model.llava.config.image_token_index,
                 region,
@@ -372,7 +371,7 @@ impl Trainer {
             } else {
                 0.0
             };
-            let lr = cosine_with_warmup(
+            let lr = self.config.schedule.lr(
                 self.config.lr,
                 self.state.step,
                 self.total_steps,

@@ -60,6 +60,7 @@ fn logits(model: &RegionGpt) -> Tensor {
                 transform: &processed.transform,
             }),
             regions,
+            region_names: &[],
         })
         .collect();
     model.forward_train(&examples).unwrap().logits

@@ -74,6 +74,7 @@ fn examples(data: &Data) -> Vec<TrainingExample<'_>> {
                 transform: &data.transform,
             }),
             regions,
+            region_names: &[],
         })
         .collect()
 }

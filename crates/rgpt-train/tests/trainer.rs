@@ -7,6 +7,7 @@ use std::path::Path;
 
 use rgpt_data::PromptBank;
 use rgpt_train::config::TrainConfig;
+use rgpt_train::schedule::Schedule;
 use rgpt_train::trainer::Trainer;
 
 use common::{root, setup, snapshot};
@@ -50,6 +51,29 @@ fn an_interrupted_run_resumes_to_the_same_weights() {
     }
     let model = resumed.save_model().unwrap();
     assert!(model.join("config.json").is_file() && model.join("tokenizer.json").is_file());
+}
+
+#[test]
+fn the_schedule_sets_each_steps_learning_rate() {
+    // 4 steps, warm-up 0.03: one warm-up step at lr 0, then the schedule.
+    for (name, schedule) in [
+        ("cosine", Schedule::Cosine),
+        ("constant", Schedule::Constant),
+    ] {
+        let dir = setup(&format!("schedule-{name}"), &format!("schedule: {name}\n"));
+        let config = TrainConfig::from_file(&dir.join("train.yaml")).unwrap();
+        assert_eq!(config.schedule, schedule);
+        let mut trainer = Trainer::new(config).unwrap();
+        let mut lrs = Vec::new();
+        trainer.run(None, &mut |m| lrs.push(m.lr)).unwrap();
+        let expected: Vec<f64> = (0..4).map(|s| schedule.lr(0.003, s, 4, 0.03)).collect();
+        assert_eq!(lrs, expected, "{name}");
+        let after_warmup = &lrs[1..];
+        match schedule {
+            Schedule::Constant => assert!(after_warmup.iter().all(|&lr| lr == 0.003)),
+            Schedule::Cosine => assert!(after_warmup.windows(2).all(|w| w[1] < w[0])),
+        }
+    }
 }
 
 #[test]

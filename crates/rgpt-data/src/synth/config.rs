@@ -4,6 +4,7 @@
 //! JSON with every field optional.
 use serde::{Deserialize, Serialize};
 
+use super::text::TextRegions;
 use super::vocab::{ColorName, ShapeKind};
 use crate::prompts::CandidateLabels;
 use crate::DataError;
@@ -80,6 +81,10 @@ pub struct SynthConfig {
     /// [`super::text`]): the image dropped and every region named in words,
     /// for pre-training a decoder on the world's language.
     pub text: bool,
+    /// How the text form gives each region: `words` (its name written out)
+    /// or `named` (`<region>` kept, given by its name; see
+    /// [`super::text::TextRegions`]).
+    pub text_regions: TextRegions,
 }
 
 impl Default for SynthConfig {
@@ -110,6 +115,7 @@ impl Default for SynthConfig {
             candidate_labels: CandidateLabels::None,
             rec_expression_first: false,
             text: false,
+            text_regions: TextRegions::Words,
         }
     }
 }

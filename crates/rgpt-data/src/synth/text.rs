@@ -5,27 +5,49 @@
 //! nothing has neither. Pre-training its decoder on the world's questions
 //! with the regions spelt out gives it the reading first, so the later
 //! stages only have to make a region embedding read like the words it
-//! stands for (docs/demo.md).
+//! stands for (docs/demo.md). With [`TextRegions::Named`] each `<region>`
+//! stays and is given by its name instead, which the model reads as one
+//! embedding, the mean of the name's word embeddings: the decoder then
+//! learns to look up regions that are one position each, as image regions
+//! will be.
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::describe::object_phrase;
 use super::scene::{SynthImage, SynthObject};
 use super::tasks::{TASK_CAPTION, TASK_COLOR, TASK_REC, TASK_SHAPE};
-use crate::format::{Sample, Turn, IMAGE_TOKEN, REGION_TOKEN};
+use crate::format::{Region, Sample, Turn, IMAGE_TOKEN, REGION_TOKEN};
 use crate::DataError;
 
 /// The tasks that have a text form: those that ask about regions. An image
 /// caption without its image would be a guess.
 pub const TEXT_TASKS: [&str; 4] = [TASK_SHAPE, TASK_COLOR, TASK_CAPTION, TASK_REC];
 
+/// How the text form gives a region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TextRegions {
+    /// Its name written in place of `<region>`: several tokens.
+    #[default]
+    Words,
+    /// `<region>` kept, the region given as `{"name": ...}`: one position,
+    /// read as the mean of the name's word embeddings.
+    Named,
+}
+
 /// `sample`, a conversation about `image` built by [`super::tasks`], with
-/// its image dropped and every region written as its object's size, colour,
-/// shape and position: everything a referring expression may name, so
-/// every REC question in words has the answer the image gives it (with
-/// colour and shape alone, "the large red circle" against a small one would
-/// read as a match and be answered "no match"). The id and task gain a
-/// `text-` prefix; the meta is kept.
-pub fn as_text(sample: &Sample, image: &SynthImage) -> Result<Sample, DataError> {
+/// its image dropped and every region given by its object's size, colour,
+/// shape and position (written out, or as a named region: `regions`):
+/// everything a referring expression may name, so every REC question in
+/// words has the answer the image gives it (with colour and shape alone,
+/// "the large red circle" against a small one would read as a match and
+/// be answered "no match"). The id and task gain a `text-` prefix; the meta
+/// is kept.
+pub fn as_text(
+    sample: &Sample,
+    image: &SynthImage,
+    regions: TextRegions,
+) -> Result<Sample, DataError> {
     let objects = region_objects(sample)?;
     if objects.len() != sample.regions.len() {
         return Err(malformed(
@@ -47,10 +69,21 @@ pub fn as_text(sample: &Sample, image: &SynthImage) -> Result<Sample, DataError>
         })?;
         names.push(region_name(object));
     }
+    let (names, named_regions) = match regions {
+        TextRegions::Words => (names, Vec::new()),
+        TextRegions::Named => (Vec::new(), names.into_iter().map(Region::Name).collect()),
+    };
     let mut names = names.into_iter();
     let mut conversations = Vec::with_capacity(sample.conversations.len());
     for turn in &sample.conversations {
         let text = turn.value.replace(&format!("{IMAGE_TOKEN}\n"), "");
+        if regions == TextRegions::Named {
+            conversations.push(Turn {
+                from: turn.from,
+                value: text,
+            });
+            continue;
+        }
         let mut pieces = text.split(REGION_TOKEN);
         let mut value = pieces.next().unwrap_or_default().to_string();
         for piece in pieces {
@@ -68,7 +101,7 @@ pub fn as_text(sample: &Sample, image: &SynthImage) -> Result<Sample, DataError>
         image: None,
         width: None,
         height: None,
-        regions: Vec::new(),
+        regions: named_regions,
         conversations,
         task: format!("text-{}", sample.task),
         meta: sample.meta.clone(),

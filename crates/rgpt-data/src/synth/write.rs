@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::scene::{SynthImage, SynthObject};
 use super::tasks::{check_prompts, image_path, samples_for_image, SynthSamples, TASKS};
-use super::text::{as_text, TEXT_TASKS};
+use super::text::{as_text, TextRegions, TEXT_TASKS};
 use super::SynthWorld;
 use crate::format::{JsonlWriter, Sample};
 use crate::prompts::PromptBank;
@@ -94,7 +94,7 @@ impl SynthWorld {
                     write_png(&image, &out_dir.join(image_path(index)))?;
                     let samples = samples_for_image(&image, self.config(), prompts)?;
                     let text = if self.config().text {
-                        text_forms(&samples, &image)?
+                        text_forms(&samples, &image, self.config().text_regions)?
                     } else {
                         Vec::new()
                     };
@@ -143,7 +143,11 @@ impl SynthWorld {
 
 /// The text form of each of [`TEXT_TASKS`]' samples of one image, in
 /// that order.
-fn text_forms(samples: &SynthSamples, image: &SynthImage) -> Result<Vec<Vec<Sample>>, DataError> {
+fn text_forms(
+    samples: &SynthSamples,
+    image: &SynthImage,
+    regions: TextRegions,
+) -> Result<Vec<Vec<Sample>>, DataError> {
     let by_task = samples.by_task();
     TEXT_TASKS
         .iter()
@@ -152,7 +156,7 @@ fn text_forms(samples: &SynthSamples, image: &SynthImage) -> Result<Vec<Vec<Samp
                 .iter()
                 .filter(|(name, _)| name == task)
                 .flat_map(|(_, task_samples)| task_samples.iter())
-                .map(|sample| as_text(sample, image))
+                .map(|sample| as_text(sample, image, regions))
                 .collect()
         })
         .collect()

@@ -20,7 +20,7 @@ use rgpt_eval::items::{items_of, EvalItem};
 use rgpt_eval::predictions::PredictionStore;
 use rgpt_eval::results::{caption_results, classification_results, rec_results};
 use rgpt_eval::runner::Evaluator;
-use rgpt_llm::{Template, Tokenizer};
+use rgpt_llm::Tokenizer;
 use rgpt_model::pipeline::RegionGenerator;
 use rgpt_vision::refiner::RefinerKind;
 use serde::{Deserialize, Serialize};
@@ -32,6 +32,7 @@ pub mod showcase;
 
 use crate::config::{DataConfig, DataFile, ModelSource, TrainConfig, TrainDtype};
 use crate::parts::{Part, Stage};
+use crate::schedule::Schedule;
 use crate::tiny::{build_tiny_with_tokenizer, train_tokenizer, TinySpec};
 use crate::tower::{pretrain_tower, TowerPretrainConfig, TowerReport, TowerStep};
 use crate::trainer::{StepMetrics, Trainer};
@@ -93,9 +94,13 @@ pub struct DemoStage {
     pub micro_batch: usize,
     #[serde(default = "default_warmup")]
     pub warmup_ratio: f64,
+    /// After warm-up: `cosine` (the paper's) or `constant`.
+    #[serde(default)]
+    pub schedule: Schedule,
     /// Train on the tasks' text form (`world.text` must be on): no image,
-    /// every region named in words. The demo's first stage pre-trains the
-    /// decoder so, standing in for the Vicuna RegionGPT starts from.
+    /// every region given by its name (`world.text_regions`). The demo's
+    /// first stages pre-train the decoder so, standing in for the Vicuna
+    /// RegionGPT starts from.
     #[serde(default)]
     pub text: bool,
 }
@@ -718,6 +723,7 @@ fn train_stage(
         optimizer: Default::default(),
         lora: None,
         warmup_ratio: stage.warmup_ratio,
+        schedule: stage.schedule,
         epochs: 1,
         steps: Some(stage.steps),
         global_batch: stage.global_batch,
@@ -848,7 +854,7 @@ fn score_tasks(
         image_root: test_world.to_path_buf(),
         batch_size: config.eval.batch_size,
         max_new_tokens: config.eval.max_new_tokens,
-        template: Template::VicunaV1,
+        template: generator.model.template(),
     };
     let shapes: Vec<String> = ShapeKind::ALL
         .iter()

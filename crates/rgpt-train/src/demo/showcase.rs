@@ -6,7 +6,6 @@ use std::path::Path;
 use image::{Rgb, RgbImage};
 use rgpt_data::format::{read_samples, Sample, Speaker, REGION_TOKEN};
 use rgpt_data::synth::write::task_file;
-use rgpt_llm::Template;
 use rgpt_model::pipeline::{RegionChat, RegionGenerator};
 use rgpt_region::rasterize;
 use serde::{Deserialize, Serialize};
@@ -75,7 +74,7 @@ fn replay(
     let relative = sample.image.clone().unwrap_or_default();
     let path = test_world.join(&relative);
     let rgb = rgpt_vision::preprocess::load_image(&path).map_err(rgpt_model::ModelError::from)?;
-    let mut chat = RegionChat::new(generator, &rgb, Template::VicunaV1)?;
+    let mut chat = RegionChat::new(generator, &rgb, generator.model.template())?;
     let specs = sample
         .regions
         .iter()
