@@ -9,8 +9,10 @@ file (`text/synth-rec.jsonl` of a world written with `text: true`, e.g.
 `rgpt data synth --config C --seed 1` with `text: true` in C for held-out
 images). Only the decoder is read, into transformers' `LlamaForCausalLM`,
 and each conversation is rendered in the Vicuna v1 template as `rgpt`
-renders it. An answer is right when greedy decoding reproduces it: every
-answer token, and the `</s>` after it, is the argmax given the gold prefix.
+renders it (without the system prompt where the checkpoint's
+`rgpt.conversation` says `vicuna_v1_no_system`). An answer is right when
+greedy decoding reproduces it: every answer token, and the `</s>` after
+it, is the argmax given the gold prefix.
 Prints the accuracy over every answer and over first questions.
 Needs transformers in .venv: `scripts/bench_train.sh` installs the pinned
 version; the numbers in docs/demo.md's fifth round used 5.24.0.
@@ -29,10 +31,17 @@ missing = llm.load_state_dict(sd, strict=False)
 assert not [m for m in missing.missing_keys if 'lm_head' not in m], missing
 llm.tie_weights(); llm.eval()
 tok = Tokenizer.from_file(f'{model_dir}/tokenizer.json')
-SYS = "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the user's questions. "
+template = json.load(open(f'{model_dir}/config.json')).get('rgpt', {}).get('conversation', 'vicuna_v1')
+if template not in ('vicuna_v1', 'vicuna_v1_no_system'):
+    sys.exit(f"{model_dir}: conversation template `{template}` is not scored here")
+SYS = "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the user's questions. " if template == 'vicuna_v1' else ""
 ok = total = 0; first_ok = first_total = 0
 for line in list(open(task_file))[:n]:
-    conv = json.loads(line)['conversations']
+    sample = json.loads(line)
+    if sample.get('regions'):
+        sys.exit(f"{task_file}: its regions are given by name (`text_regions: named`); "
+                 "this scores the text form with names in words")
+    conv = sample['conversations']
     text = SYS; spans = []
     for t in conv:
         if t['from'] == 'human':

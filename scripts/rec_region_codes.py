@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""Can the demo's decoder learn REC when each region is one embedding?
+
+    .venv/bin/python scripts/rec_region_codes.py MODEL_DIR WORLD_DIR STEPS LR [CODES] [SYSTEM] [INIT]
+
+The toy (`scripts/rec_learnability.py`) learns the lookup from clean codes on
+a world of shape and colour alone; the demo's decoder, fed each region's
+name in words (docs/demo.md, fifth round), needed about 900 steps. This
+stands between the two: the demo's own decoder, tokenizer and world, with
+every `<region>` of a REC conversation replaced by one embedding made from
+the decoder's own word embeddings, as a connector aligned with words would
+give it. Only REC is trained, in PyTorch through transformers.
+
+MODEL_DIR is an RGPT checkpoint written by `rgpt demo` (its decoder and
+tokenizer are read; `<stage>/model` of any stage). WORLD_DIR is a world
+written by `rgpt demo` or `rgpt data synth`, with `train/` and `test/`:
+training draws from `train/synth-rec.jsonl`, and every 100 steps the
+accuracy is taken on the first 200 conversations of `test/synth-rec.jsonl`
+(an answer is right when every answer token, and the `</s>` after it, is the
+argmax given the gold prefix: greedy decoding reproduces it).
+CODES is how a region becomes one embedding, from its object in
+`objects.jsonl`:
+  `name-mean`   the mean of the token embeddings of its name in the text
+                form, "small red circle in the top left";
+  `attributes`  the sum of the token embeddings of its four attributes,
+                "small red circle top left".
+SYSTEM is `vicuna` (the Vicuna v1 system prompt first, as `rgpt` renders
+conversations) or `none` (the same turns without it: 23 fewer tokens).
+INIT is `load` (the checkpoint's decoder) or `scratch` (the same shape,
+drawn as transformers draws it).
+Defaults: `name-mean vicuna load`. AdamW (weight decay 0), a constant LR,
+gradient clipping at 1.0, batch 32, 2 threads; seeds are fixed (python
+`random` 0, torch 0). Prints the mean training loss and the held-out
+accuracy every 100 steps. Needs transformers in .venv
+(`scripts/bench_train.sh` installs the pinned version; docs/demo.md's
+numbers used 5.24.0).
+"""
+import json
+import random
+import sys
+import time
+
+import torch
+from safetensors.torch import load_file
+from tokenizers import Tokenizer
+from transformers import LlamaConfig, LlamaForCausalLM
+
+if len(sys.argv) < 5:
+    sys.exit(__doc__.split('\n\n')[1])
+MODEL_DIR, WORLD, STEPS, LR = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+CODES = sys.argv[5] if len(sys.argv) > 5 else 'name-mean'
+SYSTEM = sys.argv[6] if len(sys.argv) > 6 else 'vicuna'
+INIT = sys.argv[7] if len(sys.argv) > 7 else 'load'
+if CODES not in ('name-mean', 'attributes'):
+    sys.exit(f"codes `{CODES}`: use name-mean or attributes")
+if SYSTEM not in ('vicuna', 'none'):
+    sys.exit(f"system `{SYSTEM}`: use vicuna or none")
+if INIT not in ('load', 'scratch'):
+    sys.exit(f"init `{INIT}`: use load or scratch")
+BATCH, HELD_OUT = 32, 200
+
+torch.set_num_threads(2)
+torch.manual_seed(0)
+random.seed(0)
+text_config = json.load(open(f'{MODEL_DIR}/config.json'))['text_config']
+llm = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in text_config.items() if k != 'model_type'}))
+if INIT == 'load':
+    weights = load_file(f'{MODEL_DIR}/model.safetensors')
+    prefix = 'language_model.'
+    missing = llm.load_state_dict(
+        {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}, strict=False)
+    assert not [m for m in missing.missing_keys if 'lm_head' not in m], missing
+llm.tie_weights()
+tok = Tokenizer.from_file(f'{MODEL_DIR}/tokenizer.json')
+REGION = tok.token_to_id('<region>')
+SYSTEM_PROMPT = ("A chat between a curious user and an artificial intelligence assistant. "
+                 "The assistant gives helpful, detailed, and polite answers to the user's "
+                 "questions. ") if SYSTEM == 'vicuna' else ""
+# rgpt_data::synth::describe::Position::phrase.
+PHRASE = {"top left": "in the top left", "top": "at the top", "top right": "in the top right",
+          "left": "on the left", "centre": "in the centre", "right": "on the right",
+          "bottom left": "in the bottom left", "bottom": "at the bottom",
+          "bottom right": "in the bottom right"}
+
+
+def region_words(o):
+    if CODES == 'name-mean':
+        return f"{o['size']} {o['color']} {o['shape']} {PHRASE[o['position']]}"
+    return f"{o['size']} {o['color']} {o['shape']} {o['position']}"
+
+
+def load(split, n=None):
+    """(token ids, labels, each region's word ids) per conversation."""
+    objects = [json.loads(line)['objects'] for line in open(f'{WORLD}/{split}/objects.jsonl')]
+    out = []
+    for line in list(open(f'{WORLD}/{split}/synth-rec.jsonl'))[:n]:
+        s = json.loads(line)
+        image = int(s['id'].split('/')[-1])
+        words = [region_words(objects[image][c]) for c in s['meta']['candidates']]
+        pieces, text = [], SYSTEM_PROMPT
+        for turn in s['conversations']:
+            if turn['from'] == 'human':
+                text += 'USER: ' + turn['value'].replace('<image>\n', '') + ' ASSISTANT: '
+            else:
+                pieces += [(text, False), (turn['value'] + '</s>', True)]
+                text = ''
+        ids, labels = [], []
+        for k, (piece, answer) in enumerate(pieces):
+            # Only the first piece gets `<s>`, as one encoding of the whole would.
+            e = tok.encode(piece, add_special_tokens=(k == 0 and not answer)).ids
+            ids += e
+            labels += e if answer else [-100] * len(e)
+        word_ids = [tok.encode(w, add_special_tokens=False).ids for w in words]
+        assert ids.count(REGION) == len(words), s['id']
+        out.append((ids, labels, word_ids))
+    return out
+
+
+def embeds(items, emb):
+    """Right-padded input embeddings, labels and attention mask."""
+    length = max(len(ids) for ids, _, _ in items)
+    E, L, M = [], [], []
+    for ids, labels, word_ids in items:
+        t = torch.tensor(ids)
+        rows = list(emb(t))
+        for k, p in enumerate((t == REGION).nonzero().flatten().tolist()):
+            w = emb(torch.tensor(word_ids[k]))
+            rows[p] = w.mean(0) if CODES == 'name-mean' else w.sum(0)
+        pad = length - len(ids)
+        E.append(torch.cat([torch.stack(rows), torch.zeros(pad, rows[0].shape[0])]))
+        L.append(torch.tensor(labels + [-100] * pad))
+        M.append(torch.tensor([1] * len(ids) + [0] * pad))
+    return torch.stack(E), torch.stack(L), torch.stack(M)
+
+
+def accuracy(test, emb):
+    llm.eval()
+    right = 0
+    with torch.no_grad():
+        for i in range(0, len(test), 50):
+            items = test[i:i + 50]
+            E, L, M = embeds(items, emb)
+            pred = llm(inputs_embeds=E, attention_mask=M).logits.argmax(-1)
+            for b in range(len(items)):
+                target = L[b, 1:]
+                at = (target != -100).nonzero().flatten()
+                right += bool((pred[b, at] == target[at]).all())
+    llm.train()
+    return right / len(test)
+
+
+train, test = load('train'), load('test', HELD_OUT)
+emb = llm.get_input_embeddings()
+mean_len = sum(len(x[0]) for x in train) / len(train)
+print(f'{len(train)} training conversations ({mean_len:.1f} tokens on average), '
+      f'{len(test)} held out; codes {CODES}, system {SYSTEM}, init {INIT}, lr {LR}', flush=True)
+opt = torch.optim.AdamW(llm.parameters(), lr=LR, weight_decay=0.0)
+print(f'step 0 accuracy {accuracy(test, emb):.3f}', flush=True)
+start, losses = time.time(), []
+for step in range(1, STEPS + 1):
+    E, L, M = embeds(random.sample(train, BATCH), emb)
+    loss = llm(inputs_embeds=E, attention_mask=M, labels=L).loss
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(llm.parameters(), 1.0)
+    opt.step()
+    losses.append(loss.item())
+    if step % 100 == 0:
+        print(f'step {step} loss {sum(losses[-100:]) / 100:.3f} '
+              f'accuracy {accuracy(test, emb):.3f} {time.time() - start:.0f} s', flush=True)
