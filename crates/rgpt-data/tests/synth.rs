@@ -977,6 +977,24 @@ fn the_text_form_names_each_region_by_its_object_in_order() {
     assert!(err.contains("has no text form"), "{err}");
 }
 
+/// Checks that every region task's text form under `dir` is `as_text` of
+/// its samples, one for one; returns how many regions it gives by name.
+fn text_form_written(dir: &Path, world: &SynthWorld, regions: TextRegions) -> usize {
+    let mut named = 0;
+    for task in TEXT_TASKS {
+        let samples = read_all_samples(&dir.join(format!("{task}.jsonl"))).unwrap();
+        let text = read_all_samples(&text_task_file(dir, task)).unwrap();
+        assert_eq!(samples.len(), text.len(), "{task}");
+        for (sample, written) in samples.iter().zip(&text) {
+            let index: u64 = sample.image.as_ref().unwrap()[7..13].parse().unwrap();
+            let image = world.generate_image(index);
+            assert_eq!(written, &as_text(sample, &image, regions).unwrap());
+            named += written.regions.len();
+        }
+    }
+    named
+}
+
 #[test]
 fn a_text_world_writes_the_text_form_of_every_region_task() {
     let dir = temp_dir("text");
@@ -989,19 +1007,14 @@ fn a_text_world_writes_the_text_form_of_every_region_task() {
     let summary = write_world(&config, prompts(), &dir).expect("world writes");
     let world = world(config);
     for task in TEXT_TASKS {
-        let samples = read_all_samples(&dir.join(format!("{task}.jsonl"))).unwrap();
         let text = read_all_samples(&text_task_file(&dir, task)).unwrap();
         assert_eq!(summary.samples[&format!("text-{task}")], text.len() as u64);
-        assert_eq!(samples.len(), text.len(), "{task}");
-        for (sample, written) in samples.iter().zip(&text) {
-            let index: u64 = sample.image.as_ref().unwrap()[7..13].parse().unwrap();
-            let image = world.generate_image(index);
-            assert_eq!(
-                written,
-                &as_text(sample, &image, TextRegions::Words).unwrap()
-            );
-        }
     }
+    assert_eq!(
+        text_form_written(&dir, &world, TextRegions::Words),
+        0,
+        "regions written out in words have no named regions"
+    );
     assert!(!text_task_file(&dir, "synth-image-caption").exists());
     std::fs::remove_dir_all(&dir).unwrap();
     // `text_regions: named` writes the named form.
@@ -1015,21 +1028,7 @@ fn a_text_world_writes_the_text_form_of_every_region_task() {
     };
     write_world(&config, prompts(), &named_dir).expect("world writes");
     let named_world = SynthWorld::new(config).expect("valid config");
-    let mut named_regions = 0;
-    for task in TEXT_TASKS {
-        let samples = read_all_samples(&named_dir.join(format!("{task}.jsonl"))).unwrap();
-        let text = read_all_samples(&text_task_file(&named_dir, task)).unwrap();
-        assert_eq!(samples.len(), text.len(), "{task}");
-        for (sample, written) in samples.iter().zip(&text) {
-            let index: u64 = sample.image.as_ref().unwrap()[7..13].parse().unwrap();
-            let image = named_world.generate_image(index);
-            assert_eq!(
-                written,
-                &as_text(sample, &image, TextRegions::Named).unwrap()
-            );
-            named_regions += written.regions.len();
-        }
-    }
+    let named_regions = text_form_written(&named_dir, &named_world, TextRegions::Named);
     assert!(named_regions > 0);
     std::fs::remove_dir_all(&named_dir).unwrap();
     // Off by default: no text directory.
