@@ -90,26 +90,29 @@ def region_words(o):
 
 
 def load(split, n=None):
-    """(token ids, labels, each region's word ids) per conversation."""
+    """(token ids, labels, each region's word ids) per conversation: the
+    conversation rendered as `rgpt` renders it and tokenised in one piece,
+    an answer token being one whose text overlaps the answer and its `</s>`
+    (rgpt_model::prompt::conversation_segments)."""
     objects = [json.loads(line)['objects'] for line in open(f'{WORLD}/{split}/objects.jsonl')]
     out = []
     for line in list(open(f'{WORLD}/{split}/synth-rec.jsonl'))[:n]:
         s = json.loads(line)
         image = int(s['id'].split('/')[-1])
         words = [region_words(objects[image][c]) for c in s['meta']['candidates']]
-        pieces, text = [], SYSTEM_PROMPT
+        text, spans = SYSTEM_PROMPT, []
         for turn in s['conversations']:
             if turn['from'] == 'human':
-                text += 'USER: ' + turn['value'].replace('<image>\n', '') + ' ASSISTANT: '
+                text += 'USER: ' + turn['value'].replace('<image>\n', '') + ' '
             else:
-                pieces += [(text, False), (turn['value'] + '</s>', True)]
-                text = ''
-        ids, labels = [], []
-        for k, (piece, answer) in enumerate(pieces):
-            # Only the first piece gets `<s>`, as one encoding of the whole would.
-            e = tok.encode(piece, add_special_tokens=(k == 0 and not answer)).ids
-            ids += e
-            labels += e if answer else [-100] * len(e)
+                text += 'ASSISTANT: '
+                start = len(text)
+                text += turn['value'] + '</s>'
+                spans.append((start, len(text)))
+        enc = tok.encode(text)
+        ids = enc.ids
+        labels = [i if a < b and any(a < e and b > st for st, e in spans) else -100
+                  for i, (a, b) in zip(ids, enc.offsets)]
         word_ids = [tok.encode(w, add_special_tokens=False).ids for w in words]
         assert ids.count(REGION) == len(words), s['id']
         out.append((ids, labels, word_ids))

@@ -3,8 +3,8 @@
 //! `USER: ... ASSISTANT: ...</s>` turns separated by a space, and a bare
 //! `ASSISTANT:` where the model is to answer. `vicuna_v1_no_system` is the
 //! same turns without the system prompt: a model trained from nothing (the
-//! demo) has no use for its 23 tokens, and its REC lookup forms sooner in
-//! the shorter sequences (docs/demo.md). `raw` passes text through.
+//! demo) has no use for it, and learns faster on the shorter sequences
+//! (docs/demo.md). `raw` passes text through.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Template {

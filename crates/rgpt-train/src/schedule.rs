@@ -23,22 +23,23 @@ impl Schedule {
     pub fn lr(self, base_lr: f64, step: u64, total: u64, warmup_ratio: f64) -> f64 {
         match self {
             Schedule::Cosine => cosine_with_warmup(base_lr, step, total, warmup_ratio),
-            Schedule::Constant => {
-                let warmup = (total as f64 * warmup_ratio).ceil() as u64;
-                if step < warmup {
-                    base_lr * step as f64 / warmup.max(1) as f64
-                } else {
-                    base_lr
-                }
+            // The cosine schedule's warm-up ramp, then the base rate.
+            Schedule::Constant if step < warmup_steps(total, warmup_ratio) => {
+                cosine_with_warmup(base_lr, step, total, warmup_ratio)
             }
+            Schedule::Constant => base_lr,
         }
     }
 }
 
+/// transformers: num_warmup_steps = ceil(total * warmup_ratio).
+fn warmup_steps(total: u64, warmup_ratio: f64) -> u64 {
+    (total as f64 * warmup_ratio).ceil() as u64
+}
+
 /// Learning rate at optimiser step `step` (0-based) of `total` steps.
 pub fn cosine_with_warmup(base_lr: f64, step: u64, total: u64, warmup_ratio: f64) -> f64 {
-    // transformers: num_warmup_steps = ceil(total * warmup_ratio).
-    let warmup = (total as f64 * warmup_ratio).ceil() as u64;
+    let warmup = warmup_steps(total, warmup_ratio);
     if step < warmup {
         return base_lr * step as f64 / warmup.max(1) as f64;
     }
