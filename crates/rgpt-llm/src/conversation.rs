@@ -24,16 +24,20 @@ const VICUNA_V1_SYSTEM: &str =
 The assistant gives helpful, detailed, and polite answers to the user's questions.";
 
 impl Template {
-    pub fn from_name(name: &str) -> Option<Self> {
+    /// The template named `name`; the error names it and the choices.
+    pub fn from_name(name: &str) -> Result<Self, String> {
         match name {
-            "vicuna_v1" => Some(Template::VicunaV1),
-            "vicuna_v1_no_system" => Some(Template::VicunaV1NoSystem),
-            "raw" => Some(Template::Raw),
-            _ => None,
+            "vicuna_v1" => Ok(Template::VicunaV1),
+            "vicuna_v1_no_system" => Ok(Template::VicunaV1NoSystem),
+            "raw" => Ok(Template::Raw),
+            _ => Err(format!(
+                "unknown conversation template `{name}` (use one of {})",
+                Self::NAMES.join(", ")
+            )),
         }
     }
 
-    /// Every template's name, for error messages.
+    /// Every template's name.
     pub const NAMES: [&str; 3] = ["vicuna_v1", "vicuna_v1_no_system", "raw"];
 
     pub fn name(self) -> &'static str {
@@ -188,8 +192,13 @@ mod tests {
             .collect();
         assert_eq!(shifted, full.answer_spans);
         for name in Template::NAMES {
-            assert_eq!(Template::from_name(name).map(Template::name), Some(name));
+            assert_eq!(Template::from_name(name).map(Template::name), Ok(name));
         }
+        let err = Template::from_name("chatml").unwrap_err();
+        assert!(
+            err.contains("`chatml`") && err.contains("vicuna_v1_no_system"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub struct RegionGpt {
     pub llava: Llava,
     pub refiner: FeatureRefiner,
     pub section: RgptSection,
+    /// `section.conversation`, checked at load.
+    template: Template,
 }
 
 /// One training example: a conversation split into labelled segments
@@ -157,29 +159,24 @@ impl RegionGpt {
     pub fn new(vs: &nn::Path, config: &RgptConfig, path: &Path) -> Result<Self, ModelError> {
         let llava = Llava::new(vs, &config.llava, path)?;
         let section = config.section();
-        if Template::from_name(&section.conversation).is_none() {
-            return Err(ModelError::Config {
+        let template =
+            Template::from_name(&section.conversation).map_err(|e| ModelError::Config {
                 path: path.join("config.json"),
-                message: format!(
-                    "unknown conversation template `{}` in `rgpt.conversation` (use one of {})",
-                    section.conversation,
-                    Template::NAMES.join(", ")
-                ),
-            });
-        }
+                message: format!("`rgpt.conversation`: {e}"),
+            })?;
         let channels = llava.vision.hidden_size() as i64;
         let refiner = FeatureRefiner::new(vs, section.refiner, channels);
         Ok(RegionGpt {
             llava,
             refiner,
             section,
+            template,
         })
     }
 
     /// The conversation template prompts to this model are rendered in.
     pub fn template(&self) -> Template {
-        // `new` refused any other name.
-        Template::from_name(&self.section.conversation).unwrap_or(Template::VicunaV1)
+        self.template
     }
 
     /// Loads an RGPT or LLaVA checkpoint directory.

@@ -121,14 +121,11 @@ fn corpus(files: &[&Path], template: Template) -> Result<Vec<String>, TrainError
 /// A BPE tokenizer trained on every text of `data_files` (in the
 /// template the model will see), with `<image>` and `<region>` added.
 pub fn train_tokenizer(spec: &TinySpec, data_files: &[&Path]) -> Result<Tokenizer, TrainError> {
-    let template = Template::from_name(&spec.conversation).ok_or_else(|| TrainError::Invalid {
-        field: "model.conversation",
-        message: format!(
-            "unknown template `{}` (use one of {})",
-            spec.conversation,
-            Template::NAMES.join(", ")
-        ),
-    })?;
+    let template =
+        Template::from_name(&spec.conversation).map_err(|message| TrainError::Invalid {
+            field: "model.conversation",
+            message,
+        })?;
     let texts = corpus(data_files, template)?;
     let mut tokenizer = Tokenizer::train_bpe(texts.iter(), spec.vocab_size)
         .map_err(rgpt_model::ModelError::from)?;
