@@ -5,8 +5,8 @@
         [--steps 20] [--warmup 3]
 
 The same step as the Rust bench, in transformers: the demo's tiny LLaMA
-(hidden 256, 4 layers, 4 heads / 4 KV heads, intermediate 688, RMSNorm eps
-1e-6, RoPE theta 10000, untied embeddings, vocab 1024, f32 on CPU) as
+(hidden 256, 2 layers, 4 heads / 4 KV heads, intermediate 688, RMSNorm eps
+1e-6, RoPE theta 10000, tied embeddings, vocab 1024, f32 on CPU) as
 `LlamaForCausalLM(LlamaConfig(...))` with transformers' own init (normal(0,
 0.02)), a fixed seeded batch of 32 x 96 token ids whose first 80 labels are
 -100, and per step: `zero_grad`, forward with labels (transformers'
@@ -46,7 +46,7 @@ def tiny_llama(attn):
         vocab_size=VOCAB,
         hidden_size=256,
         intermediate_size=688,
-        num_hidden_layers=4,
+        num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=4,
         max_position_embeddings=1024,
@@ -54,7 +54,7 @@ def tiny_llama(attn):
         rope_theta=10000.0,
         bos_token_id=1,
         eos_token_id=2,
-        tie_word_embeddings=False,
+        tie_word_embeddings=True,
         attn_implementation=attn,
     )
     model = LlamaForCausalLM(config).float().train()

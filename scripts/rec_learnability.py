@@ -32,7 +32,12 @@ the `encoder` decoder, 4 layers, 4 heads, 2-4 candidates.
 The demo's schedule is off by default (a constant lr, no clipping); the
 environment turns it on: REC_WARMUP=0.03 warms up linearly over that
 fraction of STEPS, REC_COSINE=1 decays the lr to 0 by a cosine after it,
-REC_CLIP=1.0 clips the gradient norm, as `rgpt train` does.
+REC_CLIP=1.0 clips the gradient norm, as `rgpt train` does. REC_BETA2 sets
+AdamW's second-moment decay (default 0.999, torch's and `rgpt train`'s).
+REC_GUIDE=N puts N fixed tokens before the answer of the single-question
+formats, as the task-guided prompt does in the world's conversations.
+REC_EMB_STD redraws the `llama` decoders' word embeddings from
+normal(0, REC_EMB_STD) (the region codes of `words` are made of them).
 
 It isolates the decoder's part of REC. A question has 2-4 candidates, each
 an object of 6 shapes x 6 colours; 15% of questions match none (answer
@@ -89,6 +94,9 @@ S, C = 6, 6
 words = ['<pad>', '<bos>', 'which', 'is', 'the', '?', ':', 'as', 'Region', 'and', 'No', 'ans',
          '<reg>', '.'] + [f's{i}' for i in range(S)] + [f'c{i}' for i in range(C)] \
     + [f'[{k}' for k in range(1, 5)]
+EMB_STD = float(os.environ.get('REC_EMB_STD', 0))
+GUIDE = [f'g{i}' for i in range(int(os.environ.get('REC_GUIDE', 0)))]
+words += GUIDE
 idx = {w: i for i, w in enumerate(words)}
 V = len(words)
 
@@ -157,6 +165,7 @@ def sample():
         prompt = ['<bos>', 'which'] + candidates(n) + ['is'] + expr + ['?', 'ans']
     else:
         prompt = ['<bos>', 'which', 'is'] + expr + [':'] + candidates(n) + ['?', 'ans']
+    prompt = prompt[:-1] + GUIDE + prompt[-1:]
     return prompt + answer(target), [(len(prompt), target)], codes
 
 
@@ -207,6 +216,8 @@ class LlamaDecoder(Decoder):
                              tie_word_embeddings=True)
         self.llm = LlamaForCausalLM(config)
         self.emb = self.llm.get_input_embeddings()
+        if EMB_STD:
+            nn.init.normal_(self.emb.weight, std=EMB_STD)
         self.shape = nn.Embedding(S, d)
         self.col = nn.Embedding(C, d)
         nn.init.normal_(self.shape.weight, std=0.02)
@@ -226,10 +237,11 @@ class LlamaDecoder(Decoder):
 # One question fits in 48 positions; several need more.
 if DECODER == 'encoder':
     model = Decoder(d=D, layers=LAYERS, heads=HEADS,
-                    max_len=48 if QUESTIONS == 1 else 48 + 12 * QUESTIONS)
+                    max_len=48 + len(GUIDE) if QUESTIONS == 1 else 48 + 12 * QUESTIONS)
 else:
     model = LlamaDecoder(D, LAYERS, HEADS, DECODER == 'llama-mimetic')
-opt = torch.optim.AdamW(model.parameters(), LR, weight_decay=0)
+opt = torch.optim.AdamW(model.parameters(), LR, weight_decay=0,
+                        betas=(0.9, float(os.environ.get('REC_BETA2', 0.999))))
 WARMUP = float(os.environ.get('REC_WARMUP', 0))
 COSINE = os.environ.get('REC_COSINE', '0') == '1'
 CLIP = float(os.environ.get('REC_CLIP', 0))

@@ -29,13 +29,15 @@ conversations) or `none` (the same turns without it: 23 fewer tokens).
 INIT is `load` (the checkpoint's decoder) or `scratch` (the same shape,
 drawn as transformers draws it).
 Defaults: `name-mean vicuna load`. AdamW (weight decay 0), a constant LR,
-gradient clipping at 1.0, batch 32, 2 threads; seeds are fixed (python
-`random` 0, torch 0). Prints the mean training loss and the held-out
-accuracy every 100 steps. Needs transformers in .venv
+gradient clipping at 1.0, batch 32, 2 threads (REC_THREADS sets them);
+seeds are fixed (python `random` and torch both 0, or REC_SEED). Prints the
+mean training loss and the held-out accuracy every 100 steps; STEPS 0 only
+scores the checkpoint. Needs transformers in .venv
 (`scripts/bench_train.sh` installs the pinned version; docs/demo.md's
 numbers used 5.24.0).
 """
 import json
+import os
 import random
 import sys
 import time
@@ -59,9 +61,9 @@ if INIT not in ('load', 'scratch'):
     sys.exit(f"init `{INIT}`: use load or scratch")
 BATCH, HELD_OUT = 32, 200
 
-torch.set_num_threads(2)
-torch.manual_seed(0)
-random.seed(0)
+torch.set_num_threads(int(os.environ.get('REC_THREADS', 2)))
+torch.manual_seed(int(os.environ.get('REC_SEED', 0)))
+random.seed(int(os.environ.get('REC_SEED', 0)))
 text_config = json.load(open(f'{MODEL_DIR}/config.json'))['text_config']
 llm = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in text_config.items() if k != 'model_type'}))
 if INIT == 'load':

@@ -1,7 +1,7 @@
 //! One training step of the demo's tiny LLaMA (configs/demo-tiny.yaml's
 //! `model:` section, as `tiny::build_tiny_with_tokenizer` builds it): hidden
-//! 256, 4 layers, 4 heads (4 KV heads), intermediate 688, RMSNorm eps 1e-6,
-//! RoPE theta 10000, untied embeddings, f32 on CPU, with a fixed vocabulary
+//! 256, 2 layers, 4 heads (4 KV heads), intermediate 688, RMSNorm eps 1e-6,
+//! RoPE theta 10000, tied embeddings, f32 on CPU, with a fixed vocabulary
 //! of 1024 (the demo's is the trained tokenizer's, about that size).
 //!
 //! The step is the trainer's for a text-only micro-batch of 32 sequences of
@@ -45,9 +45,9 @@ fn threads() -> i32 {
 fn tiny_llama() -> (Llama, nn::VarStore) {
     let config: LlamaConfig = serde_json::from_value(serde_json::json!({
         "model_type": "llama", "hidden_size": 256, "intermediate_size": 688,
-        "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 4,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
         "vocab_size": VOCAB, "max_position_embeddings": 1024, "rms_norm_eps": 1e-6,
-        "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": false,
+        "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": true,
         "rope_theta": 10000.0,
     }))
     .expect("valid config");
