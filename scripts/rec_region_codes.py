@@ -23,7 +23,10 @@ CODES is how a region becomes one embedding, from its object in
   `name-mean`   the mean of the token embeddings of its name in the text
                 form, "small red circle in the top left";
   `attributes`  the sum of the token embeddings of its four attributes,
-                "small red circle top left".
+                "small red circle top left";
+  `shape-colour` the sum of those of its colour and shape alone, "red
+                circle", as the toy's regions are (expressions naming size
+                or position then have no answer in the codes).
 SYSTEM is `vicuna` (the Vicuna v1 system prompt first, as `rgpt` renders
 conversations) or `none` (the same turns without it: 23 fewer tokens).
 INIT is `load` (the checkpoint's decoder) or `scratch` (the same shape,
@@ -32,7 +35,8 @@ Defaults: `name-mean vicuna load`. AdamW (weight decay 0), a constant LR,
 gradient clipping at 1.0, batch 32, 2 threads (REC_THREADS sets them);
 seeds are fixed (python `random` and torch both 0, or REC_SEED). Prints the
 mean training loss and the held-out accuracy every 100 steps; STEPS 0 only
-scores the checkpoint. Needs transformers in .venv
+scores the checkpoint. REC_NUMBER=1 numbers the regions: the k-th one gets
+the embedding of the token `▁[k` added (`rgpt.region_index_tokens`). Needs transformers in .venv
 (`scripts/bench_train.sh` installs the pinned version; docs/demo.md's
 numbers used 5.24.0).
 """
@@ -53,8 +57,8 @@ MODEL_DIR, WORLD, STEPS, LR = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(
 CODES = sys.argv[5] if len(sys.argv) > 5 else 'name-mean'
 SYSTEM = sys.argv[6] if len(sys.argv) > 6 else 'vicuna'
 INIT = sys.argv[7] if len(sys.argv) > 7 else 'load'
-if CODES not in ('name-mean', 'attributes'):
-    sys.exit(f"codes `{CODES}`: use name-mean or attributes")
+if CODES not in ('name-mean', 'attributes', 'shape-colour'):
+    sys.exit(f"codes `{CODES}`: use name-mean, attributes or shape-colour")
 if SYSTEM not in ('vicuna', 'none'):
     sys.exit(f"system `{SYSTEM}`: use vicuna or none")
 if INIT not in ('load', 'scratch'):
@@ -75,6 +79,11 @@ if INIT == 'load':
 llm.tie_weights()
 tok = Tokenizer.from_file(f'{MODEL_DIR}/tokenizer.json')
 REGION = tok.token_to_id('<region>')
+# REC_NUMBER=1 adds to the k-th region the embedding of `▁[k`, as a model
+# with `rgpt.region_index_tokens` does.
+NUMBERS = ([tok.token_to_id(f'\u2581[{k}') for k in range(1, 5)]
+           if os.environ.get('REC_NUMBER') == '1' else [])
+assert None not in NUMBERS, 'the tokenizer has no `▁[k` tokens to number regions with'
 SYSTEM_PROMPT = ("A chat between a curious user and an artificial intelligence assistant. "
                  "The assistant gives helpful, detailed, and polite answers to the user's "
                  "questions. ") if SYSTEM == 'vicuna' else ""
@@ -88,6 +97,8 @@ PHRASE = {"top left": "in the top left", "top": "at the top", "top right": "in t
 def region_words(o):
     if CODES == 'name-mean':
         return f"{o['size']} {o['color']} {o['shape']} {PHRASE[o['position']]}"
+    if CODES == 'shape-colour':
+        return f"{o['color']} {o['shape']}"
     return f"{o['size']} {o['color']} {o['shape']} {o['position']}"
 
 
@@ -131,6 +142,8 @@ def embeds(items, emb):
         for k, p in enumerate((t == REGION).nonzero().flatten().tolist()):
             w = emb(torch.tensor(word_ids[k]))
             rows[p] = w.mean(0) if CODES == 'name-mean' else w.sum(0)
+            if NUMBERS:
+                rows[p] = rows[p] + emb(torch.tensor(NUMBERS[k]))
         pad = length - len(ids)
         E.append(torch.cat([torch.stack(rows), torch.zeros(pad, rows[0].shape[0])]))
         L.append(torch.tensor(labels + [-100] * pad))

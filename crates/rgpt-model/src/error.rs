@@ -31,6 +31,11 @@ pub enum ModelError {
     Refiner(#[from] rgpt_vision::refiner::RefinerError),
     #[error(transparent)]
     Preprocess(#[from] rgpt_vision::preprocess::PreprocessError),
+    #[error(
+        "the prompt has {regions} regions but the model numbers only {numbered} \
+         (`rgpt.region_index_tokens`): ask about {numbered} regions or fewer at once"
+    )]
+    TooManyRegions { regions: usize, numbered: usize },
     #[error("torch error: {0}")]
     Torch(#[from] tch::TchError),
 }

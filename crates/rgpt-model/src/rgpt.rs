@@ -44,6 +44,14 @@ pub struct RgptSection {
     /// model was trained from nothing on another.
     #[serde(default = "default_conversation")]
     pub conversation: String,
+    /// Token ids whose word embeddings are added to a prompt's 1st, 2nd,
+    /// ... region, so that each region carries its number as the REC
+    /// answers write it (`Region [k]`). Empty, as in the paper's model: a
+    /// region is its pooled feature alone. Vicuna looks regions up by
+    /// counting; a decoder trained from nothing learns the lookup many times
+    /// sooner with the number inside the region (docs/demo.md, eighth round).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub region_index_tokens: Vec<i64>,
 }
 
 fn default_region_token() -> String {
@@ -69,6 +77,7 @@ impl RgptConfig {
             image_token_grid: None,
             region_token: default_region_token(),
             conversation: default_conversation(),
+            region_index_tokens: Vec::new(),
         })
     }
 }
@@ -164,6 +173,20 @@ impl RegionGpt {
                 path: path.join("config.json"),
                 message: format!("`rgpt.conversation`: {e}"),
             })?;
+        let vocab = llava.llm.config().vocab_size as i64;
+        if let Some(id) = section
+            .region_index_tokens
+            .iter()
+            .find(|&&id| !(0..vocab).contains(&id))
+        {
+            return Err(ModelError::Config {
+                path: path.join("config.json"),
+                message: format!(
+                    "`rgpt.region_index_tokens` holds token {id}, outside the vocabulary of \
+                     {vocab}: list ids of the model's own tokenizer"
+                ),
+            });
+        }
         let channels = llava.vision.hidden_size() as i64;
         let refiner = FeatureRefiner::new(vs, section.refiner, channels);
         Ok(RegionGpt {
@@ -294,6 +317,7 @@ impl RegionGpt {
                 image_token_grid: None,
                 region_token: default_region_token(),
                 conversation: default_conversation(),
+                region_index_tokens: Vec::new(),
             }),
         };
         let mut vs = nn::VarStore::new(device);
@@ -439,6 +463,7 @@ impl RegionGpt {
                 }
                 _ => (Vec::new(), no_regions.shallow_clone()),
             };
+            let regions = self.number_regions(regions)?;
             spliced.push(splice(example.segments, &embed, &images, &regions)?);
         }
         let batch = pad_batch(&spliced, false)?;
@@ -463,6 +488,26 @@ impl RegionGpt {
             labels: batch.labels,
             target_tokens,
         })
+    }
+
+    /// One prompt's region embeddings [regions, hidden], in order, each
+    /// plus the word embedding of its number's token
+    /// (`rgpt.region_index_tokens`; unchanged when that is empty).
+    fn number_regions(&self, regions: Tensor) -> Result<Tensor, ModelError> {
+        let numbers = &self.section.region_index_tokens;
+        let count = regions.size()[0] as usize;
+        if numbers.is_empty() || count == 0 {
+            return Ok(regions);
+        }
+        if count > numbers.len() {
+            return Err(ModelError::TooManyRegions {
+                regions: count,
+                numbered: numbers.len(),
+            });
+        }
+        let ids = Tensor::from_slice(&numbers[..count]).to_device(regions.device());
+        let marks = self.llava.llm.embed(&ids).f_to_kind(regions.kind())?;
+        Ok(regions.f_add(&marks)?)
     }
 
     /// [regions, hidden]: each region given by name as the mean of its
@@ -567,7 +612,8 @@ impl RegionGpt {
         let mut next = 0;
         for (i, prompt) in prompts.iter().enumerate() {
             let count = prompt.regions.len() as i64;
-            out.push((images.f_get(i as i64)?, regions.f_narrow(0, next, count)?));
+            let numbered = self.number_regions(regions.f_narrow(0, next, count)?)?;
+            out.push((images.f_get(i as i64)?, numbered));
             next += count;
         }
         Ok(out)

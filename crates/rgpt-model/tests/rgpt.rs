@@ -57,6 +57,29 @@ fn answer(
     Ok(out.sequences[0].token_ids.clone())
 }
 
+/// A copy of the fixture's files in a fresh temporary directory.
+fn fixture_copy(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rgpt-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(fixture()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    dir
+}
+
+/// Writes `dir/config.json`: the fixture's, with `rgpt.<field>` set.
+fn edit_config(dir: &std::path::Path, field: &str, value: serde_json::Value) {
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("config.json")).unwrap())
+            .unwrap();
+    config["rgpt"][field] = value;
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+}
+
 #[test]
 fn answers_depend_on_the_region() {
     let (model, _vs) = RegionGpt::from_pretrained(&fixture(), Device::Cpu, Kind::Float).unwrap();
@@ -423,22 +446,8 @@ fn the_conversation_template_comes_from_the_config_and_is_checked() {
     // A config without `rgpt.conversation` gets the paper's template.
     assert_eq!(model.template(), Template::VicunaV1);
 
-    let dir = std::env::temp_dir().join(format!("rgpt-template-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    for entry in std::fs::read_dir(fixture()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
-        }
-    }
-    let write_conversation = |name: &str| {
-        let mut config: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(fixture().join("config.json")).unwrap())
-                .unwrap();
-        config["rgpt"]["conversation"] = name.into();
-        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    };
+    let dir = fixture_copy("template");
+    let write_conversation = |name: &str| edit_config(&dir, "conversation", name.into());
     write_conversation("vicuna_v1_no_system");
     let (bare, vs) = RegionGpt::from_pretrained(&dir, Device::Cpu, Kind::Float).unwrap();
     assert_eq!(bare.template(), Template::VicunaV1NoSystem);
@@ -458,6 +467,86 @@ fn the_conversation_template_comes_from_the_config_and_is_checked() {
     };
     assert!(
         err.contains("`chatml`") && err.contains("rgpt.conversation") && err.contains("vicuna_v1"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn numbered_regions_carry_their_number_tokens_embedding() {
+    let _guard = tch::no_grad_guard();
+    let tokenizer = Tokenizer::from_dir(&fixture()).unwrap();
+    let (plain, _vs) = RegionGpt::from_pretrained(&fixture(), Device::Cpu, Kind::Float).unwrap();
+    // Any two tokens of the vocabulary serve as the numbers.
+    let numbers = [7i64, 11];
+    let dir = fixture_copy("numbered");
+    edit_config(&dir, "region_index_tokens", serde_json::json!(numbers));
+    let (numbered, vs) = RegionGpt::from_pretrained(&dir, Device::Cpu, Kind::Float).unwrap();
+
+    let prompt =
+        Conversation::single_turn(Template::VicunaV1, "<image>\n<region> or <region>?").prompt();
+    let ids = tokenizer.encode(&prompt, true).unwrap();
+    let (pixel_values, transform) = image();
+    let regions: Vec<RegionSpec> = vec![
+        "box:2,3,20,18".parse().unwrap(),
+        "poly:22,4,38,6,30,26".parse().unwrap(),
+        "box:0,0,10,10".parse().unwrap(),
+    ];
+    let request = |regions| RegionPrompt {
+        prompt_ids: &ids,
+        pixel_values: &pixel_values,
+        transform: &transform,
+        regions,
+    };
+    // The k-th region's embedding is the model's own plus the embedding of
+    // the k-th listed token; the image tokens are untouched.
+    let (plain_image, plain_regions) = plain
+        .encode_prompt_batch(&[request(&regions[..2])])
+        .unwrap()
+        .remove(0);
+    let (image_tokens, numbered_regions) = numbered
+        .encode_prompt_batch(&[request(&regions[..2])])
+        .unwrap()
+        .remove(0);
+    let marks = numbered.llava.llm.embed(&Tensor::from_slice(&numbers));
+    let diff = f64::try_from((numbered_regions - plain_regions - marks).abs().max()).unwrap();
+    assert!(diff < 1e-6, "numbered regions differ by {diff}");
+    assert!(image_tokens.equal(&plain_image));
+
+    // Saving keeps the numbers.
+    let saved = dir.join("saved");
+    numbered
+        .save_pretrained(&vs, &tokenizer, &[&dir], &saved, None)
+        .unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(saved.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        config["rgpt"]["region_index_tokens"],
+        serde_json::json!(numbers)
+    );
+
+    // More regions than numbers is refused, saying how many are numbered.
+    let err = numbered
+        .encode_prompt_batch(&[request(&regions)])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("3 regions") && err.contains("numbers only 2"),
+        "{err}"
+    );
+
+    // A number token outside the vocabulary is refused at load.
+    edit_config(
+        &dir,
+        "region_index_tokens",
+        serde_json::json!([1, 1_000_000]),
+    );
+    let err = match RegionGpt::from_pretrained(&dir, Device::Cpu, Kind::Float) {
+        Ok(_) => panic!("a token outside the vocabulary is refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("rgpt.region_index_tokens") && err.contains("1000000"),
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();

@@ -67,6 +67,14 @@ pub struct TinySpec {
     /// which a model trained from nothing does not need (docs/demo.md).
     #[serde(default = "d_conversation")]
     pub conversation: String,
+    /// Number the regions of every prompt: the k-th region gets the word
+    /// embedding of the token `▁[k` added, the number as the REC answers
+    /// write it (`Region [k].`), recorded as `rgpt.region_index_tokens` for
+    /// every k the tokenizer has such a token for. Off by default, as in
+    /// the paper's model; a decoder trained from nothing finds the region an
+    /// expression names many times sooner with it (docs/demo.md).
+    #[serde(default)]
+    pub number_regions: bool,
 }
 
 fn d_image() -> usize {
@@ -135,6 +143,16 @@ pub fn train_tokenizer(spec: &TinySpec, data_files: &[&Path]) -> Result<Tokenize
     Ok(tokenizer)
 }
 
+/// The ids of `▁[1`, `▁[2`, ... for as long as the tokenizer has them
+/// (BPE learns one for every number the REC answers use); `None` when it
+/// has no `▁[1`.
+fn region_number_tokens(tokenizer: &Tokenizer) -> Option<Vec<i64>> {
+    let ids: Vec<i64> = (1..)
+        .map_while(|k| tokenizer.token_to_id(&format!("\u{2581}[{k}")))
+        .collect();
+    (!ids.is_empty()).then_some(ids)
+}
+
 /// Builds the model, its VarStore (initialised, nothing frozen), its
 /// tokenizer (trained on `data_files`) and its preprocessing.
 pub fn build_tiny(
@@ -166,6 +184,17 @@ pub fn build_tiny_with_tokenizer(
     let image_token_index = tokenizer
         .token_to_id("<image>")
         .ok_or_else(|| invalid("the tokenizer has no `<image>` token".into()))?;
+    let region_index_tokens = if spec.number_regions {
+        region_number_tokens(tokenizer).ok_or_else(|| {
+            invalid(
+                "`number_regions` needs a tokenizer with the token `▁[1` (as in `Region [1]`); \
+                 train it on REC conversations or turn `number_regions` off"
+                    .into(),
+            )
+        })?
+    } else {
+        Vec::new()
+    };
     let vision_config = json!({
         "model_type": "clip_vision_model", "hidden_size": spec.vision_hidden,
         "intermediate_size": spec.vision_hidden * 4, "num_hidden_layers": spec.vision_layers,
@@ -196,6 +225,7 @@ pub fn build_tiny_with_tokenizer(
             image_token_grid: spec.image_token_grid.map(|[h, w]| (h, w)),
             region_token: "<region>".into(),
             conversation: spec.conversation.clone(),
+            region_index_tokens,
         }),
     };
     let vs = nn::VarStore::new(Device::Cpu);

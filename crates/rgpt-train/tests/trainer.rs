@@ -353,3 +353,45 @@ fn err_message_names_step(step: u64) -> bool {
     err.to_string()
         .starts_with(&format!("step {step}: the loss is NaN"))
 }
+
+#[test]
+fn numbered_regions_take_the_tokenizers_number_tokens() {
+    let bare = || {
+        let mut tokenizer =
+            rgpt_llm::Tokenizer::train_bpe(["a red circle".to_string()].iter(), 100).unwrap();
+        tokenizer
+            .add_special_tokens(&["<image>", "<region>"])
+            .unwrap();
+        tokenizer
+    };
+    let spec = rgpt_train::tiny::TinySpec {
+        number_regions: true,
+        ..common::small_tiny_spec()
+    };
+    // The demo's BPE learns `▁[1`, `▁[2`, ... from `Region [k]`; here they
+    // are added, three of them.
+    let mut tokenizer = bare();
+    tokenizer
+        .add_special_tokens(&["\u{2581}[1", "\u{2581}[2", "\u{2581}[3"])
+        .unwrap();
+    let (model, _vs, _) = rgpt_train::tiny::build_tiny_with_tokenizer(&spec, &tokenizer).unwrap();
+    let expected: Vec<i64> = (1..=3)
+        .map(|k| tokenizer.token_to_id(&format!("\u{2581}[{k}")).unwrap())
+        .collect();
+    assert_eq!(model.section.region_index_tokens, expected);
+    // Off, the regions carry no number.
+    let (plain, _vs, _) =
+        rgpt_train::tiny::build_tiny_with_tokenizer(&common::small_tiny_spec(), &tokenizer)
+            .unwrap();
+    assert!(plain.section.region_index_tokens.is_empty());
+
+    // A tokenizer without `▁[1` cannot number regions.
+    let err = match rgpt_train::tiny::build_tiny_with_tokenizer(&spec, &bare()) {
+        Ok(_) => panic!("numbering needs the number tokens"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("number_regions") && err.contains("\u{2581}[1"),
+        "{err}"
+    );
+}
