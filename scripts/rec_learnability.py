@@ -35,9 +35,9 @@ fraction of STEPS, REC_COSINE=1 decays the lr to 0 by a cosine after it,
 REC_CLIP=1.0 clips the gradient norm, as `rgpt train` does. REC_BETA2 sets
 AdamW's second-moment decay (default 0.999, torch's and `rgpt train`'s).
 REC_GUIDE=N puts N fixed tokens before the answer of the single-question
-formats, as the task-guided prompt does in the world's conversations.
-REC_EMB_STD redraws the `llama` decoders' word embeddings from
-normal(0, REC_EMB_STD) (the region codes of `words` are made of them).
+formats, as the task-guided prompt does in the world's conversations;
+with REC_VARY=1 they are drawn afresh for every question from 200 filler
+words, as varied text that carries nothing.
 
 It isolates the decoder's part of REC. A question has 2-4 candidates, each
 an object of 6 shapes x 6 colours; 15% of questions match none (answer
@@ -94,9 +94,10 @@ S, C = 6, 6
 words = ['<pad>', '<bos>', 'which', 'is', 'the', '?', ':', 'as', 'Region', 'and', 'No', 'ans',
          '<reg>', '.'] + [f's{i}' for i in range(S)] + [f'c{i}' for i in range(C)] \
     + [f'[{k}' for k in range(1, 5)]
-EMB_STD = float(os.environ.get('REC_EMB_STD', 0))
 GUIDE = [f'g{i}' for i in range(int(os.environ.get('REC_GUIDE', 0)))]
-words += GUIDE
+VARY = os.environ.get('REC_VARY') == '1'
+FILLERS = [f'f{i}' for i in range(200)] if VARY else []
+words += GUIDE + FILLERS
 idx = {w: i for i, w in enumerate(words)}
 V = len(words)
 
@@ -165,7 +166,8 @@ def sample():
         prompt = ['<bos>', 'which'] + candidates(n) + ['is'] + expr + ['?', 'ans']
     else:
         prompt = ['<bos>', 'which', 'is'] + expr + [':'] + candidates(n) + ['?', 'ans']
-    prompt = prompt[:-1] + GUIDE + prompt[-1:]
+    guide = random.choices(FILLERS, k=len(GUIDE)) if VARY else GUIDE
+    prompt = prompt[:-1] + guide + prompt[-1:]
     return prompt + answer(target), [(len(prompt), target)], codes
 
 
@@ -216,8 +218,6 @@ class LlamaDecoder(Decoder):
                              tie_word_embeddings=True)
         self.llm = LlamaForCausalLM(config)
         self.emb = self.llm.get_input_embeddings()
-        if EMB_STD:
-            nn.init.normal_(self.emb.weight, std=EMB_STD)
         self.shape = nn.Embedding(S, d)
         self.col = nn.Embedding(C, d)
         nn.init.normal_(self.shape.weight, std=0.02)

@@ -36,13 +36,17 @@ gradient clipping at 1.0, batch 32, 2 threads (REC_THREADS sets them);
 seeds are fixed (python `random` and torch both 0, or REC_SEED). Prints the
 mean training loss and the held-out accuracy every 100 steps; STEPS 0 only
 scores the checkpoint. REC_NUMBER=1 numbers the regions: the k-th one gets
-the embedding of the token `▁[k` added (`rgpt.region_index_tokens`). Needs transformers in .venv
+the embedding of the token `▁[k` added (`rgpt.region_index_tokens`).
+REC_SPLIT=1 puts spaces around the quotes and punctuation of each question,
+so that the BPE does not glue them to the expression's words (`▁circle"?`
+is then `▁circle ▁"` `▁?`, the word's own token as in the region's name). Needs transformers in .venv
 (`scripts/bench_train.sh` installs the pinned version; docs/demo.md's
 numbers used 5.24.0).
 """
 import json
 import os
 import random
+import re
 import sys
 import time
 
@@ -79,6 +83,8 @@ if INIT == 'load':
 llm.tie_weights()
 tok = Tokenizer.from_file(f'{MODEL_DIR}/tokenizer.json')
 REGION = tok.token_to_id('<region>')
+# REC_SPLIT=1 spaces punctuation off the words of each question.
+SPLIT_PUNCTUATION = os.environ.get('REC_SPLIT') == '1'
 # REC_NUMBER=1 adds to the k-th region the embedding of `▁[k`, as a model
 # with `rgpt.region_index_tokens` does.
 NUMBERS = ([tok.token_to_id(f'\u2581[{k}') for k in range(1, 5)]
@@ -116,7 +122,10 @@ def load(split, n=None):
         text, spans = SYSTEM_PROMPT, []
         for turn in s['conversations']:
             if turn['from'] == 'human':
-                text += 'USER: ' + turn['value'].replace('<image>\n', '') + ' '
+                question = turn['value'].replace('<image>\n', '')
+                if SPLIT_PUNCTUATION:
+                    question = re.sub(r'\s*(["?.,:])\s*', r' \1 ', question).strip()
+                text += 'USER: ' + question + ' '
             else:
                 text += 'ASSISTANT: '
                 start = len(text)

@@ -47,9 +47,9 @@ pub struct RgptSection {
     /// Token ids whose word embeddings are added to a prompt's 1st, 2nd,
     /// ... region, so that each region carries its number as the REC
     /// answers write it (`Region [k]`). Empty, as in the paper's model: a
-    /// region is its pooled feature alone. Vicuna looks regions up by
-    /// counting; a decoder trained from nothing learns the lookup many times
-    /// sooner with the number inside the region (docs/demo.md, eighth round).
+    /// region is its pooled feature alone. Vicuna finds the k-th region by
+    /// counting; for a decoder trained from nothing, the number inside the
+    /// region is a shortcut (docs/demo.md, eighth round).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub region_index_tokens: Vec<i64>,
 }
