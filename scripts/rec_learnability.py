@@ -38,6 +38,16 @@ REC_GUIDE=N puts N fixed tokens before the answer of the single-question
 formats, as the task-guided prompt does in the world's conversations;
 with REC_VARY=1 they are drawn afresh for every question from 200 filler
 words, as varied text that carries nothing.
+REC_SENTENCE=full (plain and indexed, one question) writes the question in
+the world's words, the paper's phrasing and the task-guided prompt, one
+token a word; `noguide` drops the guide, `noprefix` the "From the provided
+masks denoted by", `noregion` the guide's "Region [x]". REC_SHORT_STEPS=N
+trains the first N steps on the short form, then on the sentence (accuracy
+is always taken on the sentence). REC_POOL=N trains on N questions drawn
+once, as the world's 3,000 conversations are, instead of fresh ones at
+every step. REC_QUIRKS=1 adds the world's BPE quirks to the short formats:
+a lone `_` before every region, `ASSISTANT:` before the answer and the
+long no-match answer.
 
 It isolates the decoder's part of REC. A question has 2-4 candidates, each
 an object of 6 shapes x 6 colours; 15% of questions match none (answer
@@ -80,6 +90,8 @@ except ValueError:
     sys.exit("CANDIDATES: give MIN-MAX, as in 2-4")
 if not 1 <= MIN_N <= MAX_N <= 4:
     sys.exit("CANDIDATES: between 1 and 4 (there are 4 labels)")
+if os.environ.get('REC_SENTENCE', '0') != '0' and (FMT not in ('plain', 'indexed') or QUESTIONS > 1):
+    sys.exit("REC_SENTENCE: with the plain or indexed format and one question")
 if FMT not in ("plain", "before", "after", "multi", "indexed"):
     sys.exit(f"format `{FMT}`: use plain, before, after, multi or indexed")
 if QUESTIONS < 1 or (QUESTIONS > 1 and FMT not in ("multi", "indexed")):
@@ -97,7 +109,19 @@ words = ['<pad>', '<bos>', 'which', 'is', 'the', '?', ':', 'as', 'Region', 'and'
 GUIDE = [f'g{i}' for i in range(int(os.environ.get('REC_GUIDE', 0)))]
 VARY = os.environ.get('REC_VARY') == '1'
 FILLERS = [f'f{i}' for i in range(200)] if VARY else []
-words += GUIDE + FILLERS
+# REC_SENTENCE=full (plain and indexed) writes the single question in the
+# world's words, one token a word: "USER: From the provided masks denoted by
+# <reg>, <reg> and <reg>, which one fits " the c1 s2 "? Answer the question
+# using the template Region [x] . ASSISTANT:" (the paper's phrasing).
+SENTENCE = os.environ.get('REC_SENTENCE', '0')
+SENTENCE_WORDS = ['USER:', 'From', 'provided', 'masks', 'denoted', 'by', ',', 'one', 'fits', '"',
+                  'Answer', 'question', 'using', 'template', '[x]', 'ASSISTANT:', 'example', 'form']
+SENTENCE = None if SENTENCE == '0' else SENTENCE
+# REC_SHORT_STEPS=N trains the first N steps on the short form (no sentence),
+# then on the sentence; accuracy is always taken on the sentence.
+SHORT_STEPS = int(os.environ.get('REC_SHORT_STEPS', 0))
+short_now = SHORT_STEPS > 0
+words += GUIDE + FILLERS + (SENTENCE_WORDS if SENTENCE else [])
 idx = {w: i for i, w in enumerate(words)}
 V = len(words)
 
@@ -127,7 +151,7 @@ def candidates(n):
     regs = []
     for k in range(n):
         if FMT in ('plain', 'indexed'):
-            item = ['<reg>']
+            item = ['_', '<reg>'] if QUIRKS else ['<reg>']
         elif FMT in ('before', 'multi'):
             item = ['Region', f'[{k+1}', '<reg>']
         else:
@@ -138,8 +162,22 @@ def candidates(n):
     return regs
 
 
+# REC_QUIRKS=1 writes the world's BPE quirks into the short formats: a lone
+# `▁` before every region, `ASSISTANT:` before the answer and the long
+# no-match answer.
+QUIRKS = os.environ.get('REC_QUIRKS') == '1'
+words += ['_', 'corresponding', 'options', 'found'] if QUIRKS else []
+ANS = 'ASSISTANT:' if QUIRKS else 'ans'
+if QUIRKS and 'ASSISTANT:' not in words:
+    words.append('ASSISTANT:')
+idx = {w: i for i, w in enumerate(words)}
+V = len(words)
+
+
 def answer(target):
-    return ['Region', f'[{target}', '.'] if target else ['No', '.']
+    if target:
+        return ['Region', f'[{target}', '.']
+    return ['No', 'corresponding', 'options', 'found', '.'] if QUIRKS else ['No', '.']
 
 
 def sample():
@@ -152,12 +190,27 @@ def sample():
         if o not in objs:
             objs.append(o)
     codes = [(sh, co, k + 1 if FMT == 'indexed' else 0) for k, (sh, co) in enumerate(objs)]
+    if SENTENCE and not short_now:
+        expr, target = question(objs)
+        regs = candidates(n)
+        listed = [t for k, r in enumerate(regs) for t in ([','] if k and r == '<reg>' and regs[k - 1] != 'and' else []) + [r]]
+        prefix = ['USER:', 'From', 'the', 'provided', 'masks', 'denoted', 'by']
+        guide = ['Answer', 'the', 'question', 'using', 'the', 'template', 'Region', '[x]', '.']
+        if SENTENCE == 'noprefix':
+            prefix = ['USER:']
+        if SENTENCE == 'noguide':
+            guide = []
+        if SENTENCE == 'noregion':
+            guide = guide[:6] + ['example', 'form', '.']
+        prompt = (['<bos>'] + prefix + listed + [',', 'which', 'one', 'fits', '"'] + expr
+                  + ['"', '?'] + guide + ['ASSISTANT:'])
+        return prompt + answer(target), [(len(prompt), target)], codes
     if FMT in ('multi', 'indexed'):
         toks = ['<bos>'] + candidates(n) + [':']
         spans = []
         for _ in range(QUESTIONS):
             expr, target = question(objs)
-            toks += ['which', 'is'] + expr + ['?', 'ans']
+            toks += ['which', 'is'] + expr + ['?', ANS]
             spans.append((len(toks), target))
             toks += answer(target)
         return toks, spans, codes
@@ -237,7 +290,7 @@ class LlamaDecoder(Decoder):
 # One question fits in 48 positions; several need more.
 if DECODER == 'encoder':
     model = Decoder(d=D, layers=LAYERS, heads=HEADS,
-                    max_len=48 + len(GUIDE) if QUESTIONS == 1 else 48 + 12 * QUESTIONS)
+                    max_len=48 + len(GUIDE) + 24 * bool(SENTENCE) if QUESTIONS == 1 else 48 + 12 * QUESTIONS)
 else:
     model = LlamaDecoder(D, LAYERS, HEADS, DECODER == 'llama-mimetic')
 opt = torch.optim.AdamW(model.parameters(), LR, weight_decay=0,
@@ -257,8 +310,13 @@ def lr_at(step):
     return LR * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, STEPS - warm)))
 
 
-def batch(n):
-    data = [sample() for _ in range(n)]
+# REC_POOL=N trains on N questions drawn once (the world writes one REC
+# conversation per image), instead of fresh questions at every step.
+POOL = [sample() for _ in range(int(os.environ.get('REC_POOL', 0)))]
+
+
+def batch(n, fresh=False):
+    data = [sample() for _ in range(n)] if fresh or not POOL else random.sample(POOL, n)
     T = max(len(d[0]) for d in data)
     ids = torch.zeros(n, T, dtype=torch.long)
     lab = torch.full((n, T), -100)
@@ -277,10 +335,12 @@ def batch(n):
 
 def accuracy(n=400):
     """Over every question of n fresh samples."""
+    global short_now
+    short, short_now = short_now, False
     model.eval()
     ok = total = 0
     with torch.no_grad():
-        ids, _, rp, rc, data = batch(n)
+        ids, _, rp, rc, data = batch(n, fresh=True)
         logits = model(ids, rp, rc)
         for b, (_, spans, _) in enumerate(data):
             for pl, tgt in spans:
@@ -292,11 +352,13 @@ def accuracy(n=400):
                            and logits[b, pl].argmax().item() == idx[f'[{tgt}'])
                 total += 1
     model.train()
+    short_now = short
     return ok / total
 
 
 t0 = time.time()
 for step in range(1, STEPS + 1):
+    short_now = step <= SHORT_STEPS
     ids, lab, rp, rc, _ = batch(BS)
     logits = model(ids, rp, rc)
     loss = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, V), lab[:, 1:].reshape(-1))

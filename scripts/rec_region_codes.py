@@ -39,7 +39,13 @@ scores the checkpoint. REC_NUMBER=1 numbers the regions: the k-th one gets
 the embedding of the token `▁[k` added (`rgpt.region_index_tokens`).
 REC_SPLIT=1 puts spaces around the quotes and punctuation of each question,
 so that the BPE does not glue them to the expression's words (`▁circle"?`
-is then `▁circle ▁"` `▁?`, the word's own token as in the region's name). Needs transformers in .venv
+is then `▁circle ▁"` `▁?`, the word's own token as in the region's name).
+REC_SIMPLE=1 keeps the conversations whose first expression names at most
+colour and shape ("the red circle"), as the toy's do. REC_SHORT_STEPS=N
+trains the first N steps on a short form of each conversation's first
+question ("USER: <region>, <region> and <region>: the red circle?
+ASSISTANT: Region [2].</s>"), then on the conversations as written.
+Needs transformers in .venv
 (`scripts/bench_train.sh` installs the pinned version; docs/demo.md's
 numbers used 5.24.0).
 """
@@ -108,7 +114,22 @@ def region_words(o):
     return f"{o['size']} {o['color']} {o['shape']} {o['position']}"
 
 
-def load(split, n=None):
+# REC_SHORT_STEPS=N trains the first N steps on a short form of each
+# conversation's first question, "USER: <region>, <region> and <region>:
+# the red circle? ASSISTANT: Region [2].</s>", then on the conversations as
+# written; accuracy is always taken on the conversations as written.
+SHORT_STEPS = int(os.environ.get('REC_SHORT_STEPS', 0))
+# REC_SIMPLE=1 keeps the conversations whose first expression names at most
+# colour and shape ("the circle", "the red circle"), as the toy's do.
+SIMPLE = os.environ.get('REC_SIMPLE') == '1'
+
+
+def region_list(n):
+    regions = ['<region>'] * n
+    return regions[0] if n == 1 else ', '.join(regions[:-1]) + ' and ' + regions[-1]
+
+
+def load(split, n=None, short=False):
     """(token ids, labels, each region's word ids) per conversation: the
     conversation rendered as `rgpt` renders it and tokenised in one piece,
     an answer token being one whose text overlaps the answer and its `</s>`
@@ -117,10 +138,16 @@ def load(split, n=None):
     out = []
     for line in list(open(f'{WORLD}/{split}/synth-rec.jsonl'))[:n]:
         s = json.loads(line)
+        if SIMPLE and len(s['meta']['expressions'][0].split()) > 3:
+            continue
         image = int(s['id'].split('/')[-1])
         words = [region_words(objects[image][c]) for c in s['meta']['candidates']]
         text, spans = SYSTEM_PROMPT, []
-        for turn in s['conversations']:
+        turns = s['conversations']
+        if short:
+            turns = [{'from': 'human', 'value': f"{region_list(len(words))}: {s['meta']['expressions'][0]}?"},
+                     turns[1]]
+        for turn in turns:
             if turn['from'] == 'human':
                 question = turn['value'].replace('<image>\n', '')
                 if SPLIT_PUNCTUATION:
@@ -177,6 +204,7 @@ def accuracy(test, emb):
 
 
 train, test = load('train'), load('test', HELD_OUT)
+short_train = load('train', short=True) if SHORT_STEPS else []
 emb = llm.get_input_embeddings()
 mean_len = sum(len(x[0]) for x in train) / len(train)
 print(f'{len(train)} training conversations ({mean_len:.1f} tokens on average), '
@@ -185,7 +213,7 @@ opt = torch.optim.AdamW(llm.parameters(), lr=LR, weight_decay=0.0)
 print(f'step 0 accuracy {accuracy(test, emb):.3f}', flush=True)
 start, losses = time.time(), []
 for step in range(1, STEPS + 1):
-    E, L, M = embeds(random.sample(train, BATCH), emb)
+    E, L, M = embeds(random.sample(short_train if step <= SHORT_STEPS else train, BATCH), emb)
     loss = llm(inputs_embeds=E, attention_mask=M, labels=L).loss
     opt.zero_grad()
     loss.backward()

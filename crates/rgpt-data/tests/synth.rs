@@ -673,6 +673,50 @@ fn rec_answers_point_at_the_only_matching_candidate() {
     assert!(with_position > 0);
 }
 
+/// Negative REC expressions over 150 images: how many name a size or a
+/// position (near misses), and how many do not.
+fn negatives_by_kind(rec_near_miss: f64) -> (usize, usize) {
+    let world = world(SynthConfig {
+        seed: 7,
+        rec_near_miss,
+        ..SynthConfig::default()
+    });
+    let (mut near, mut plain) = (0, 0);
+    for i in 0..IMAGES {
+        let image = world.generate_image(i);
+        let rec = world.samples(&image, prompts()).unwrap().rec;
+        let meta = rec.meta.as_ref().unwrap();
+        for (turn, target) in meta["targets"].as_array().unwrap().iter().enumerate() {
+            if target.is_null() {
+                let expression = meta["expressions"][turn].as_str().unwrap();
+                let parsed = Described::parse(expression.strip_prefix("the ").unwrap());
+                assert!(parsed.color.is_some(), "{expression}");
+                if parsed.size.is_some() || parsed.cell.is_some() {
+                    near += 1;
+                } else {
+                    plain += 1;
+                }
+            }
+        }
+    }
+    (near, plain)
+}
+
+#[test]
+fn near_miss_negatives_come_at_their_rate() {
+    let (near, plain) = negatives_by_kind(0.0);
+    assert_eq!(near, 0, "no near misses at rate 0 ({plain} plain)");
+    assert!(plain > 20, "{plain}");
+    let (near, plain) = negatives_by_kind(0.5);
+    assert!(
+        near > 10 && plain > 10,
+        "{near} near misses / {plain} plain"
+    );
+    let (near, plain) = negatives_by_kind(1.0);
+    // Plain ones remain only where an image has no near miss to give.
+    assert!(near > 5 * plain, "{near} near misses / {plain} plain");
+}
+
 #[test]
 fn labelled_candidates_carry_their_answers_in_order() {
     let plain = world(SynthConfig {
@@ -1096,7 +1140,7 @@ fn written_world_does_not_depend_on_the_thread_count() {
 
 #[test]
 fn bad_configs_are_refused_with_the_field_named() {
-    let cases: [(&str, SynthConfig); 6] = [
+    let cases: [(&str, SynthConfig); 7] = [
         (
             "min_shapes",
             SynthConfig {
@@ -1137,6 +1181,13 @@ fn bad_configs_are_refused_with_the_field_named() {
             "box_fraction",
             SynthConfig {
                 box_fraction: 1.5,
+                ..SynthConfig::default()
+            },
+        ),
+        (
+            "rec_near_miss",
+            SynthConfig {
+                rec_near_miss: -0.1,
                 ..SynthConfig::default()
             },
         ),

@@ -47,7 +47,15 @@ impl Tokenizer {
     /// id 0, `<s>` 1, `</s>` 2, BOS added to every encoding) trained on
     /// `texts` with a vocabulary of at most `vocab_size`: what a model
     /// trained from scratch on its own data reads (the demo's world).
-    pub fn train_bpe<I, S>(texts: I, vocab_size: usize) -> Result<Self, LlmError>
+    /// With `split_punctuation`, punctuation is never merged into a word,
+    /// so the `circle` of `"the red circle"?` is the token of every other
+    /// `circle`; otherwise a small vocabulary learns `▁circle"?` as a word
+    /// of its own, one the model must learn apart.
+    pub fn train_bpe<I, S>(
+        texts: I,
+        vocab_size: usize,
+        split_punctuation: bool,
+    ) -> Result<Self, LlmError>
     where
         I: Iterator<Item = S> + Send,
         S: AsRef<str> + Send,
@@ -55,6 +63,8 @@ impl Tokenizer {
         use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
         use tokenizers::models::TrainerWrapper;
         use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
+        use tokenizers::pre_tokenizers::punctuation::Punctuation;
+        use tokenizers::pre_tokenizers::sequence::Sequence;
         use tokenizers::processors::template::TemplateProcessing;
         let fail = |e: tokenizers::Error| LlmError::Encode(format!("training a tokenizer: {e}"));
         let model = BPE::builder()
@@ -62,8 +72,16 @@ impl Tokenizer {
             .build()
             .map_err(fail)?;
         let mut inner = tokenizers::Tokenizer::new(model);
-        inner.with_pre_tokenizer(Some(Metaspace::new('▁', PrependScheme::First, true)));
-        inner.with_decoder(Some(Metaspace::new('▁', PrependScheme::First, true)));
+        let metaspace = Metaspace::new('▁', PrependScheme::First, true);
+        if split_punctuation {
+            inner.with_pre_tokenizer(Some(Sequence::new(vec![
+                metaspace.clone().into(),
+                Punctuation::default().into(),
+            ])));
+        } else {
+            inner.with_pre_tokenizer(Some(metaspace.clone()));
+        }
+        inner.with_decoder(Some(metaspace));
         let specials = ["<unk>", "<s>", "</s>"]
             .map(|t| tokenizers::AddedToken::from(t, true))
             .to_vec();

@@ -16,7 +16,7 @@ fn a_trained_tokenizer_round_trips_its_corpus() {
         .take(200)
         .map(|s| s.to_string())
         .collect();
-    let tokenizer = Tokenizer::train_bpe(texts.iter(), 300).unwrap();
+    let tokenizer = Tokenizer::train_bpe(texts.iter(), 300, false).unwrap();
     assert_eq!(tokenizer.token_to_id("<unk>"), Some(0));
     assert_eq!(tokenizer.token_to_id("<s>"), Some(1));
     assert_eq!(tokenizer.token_to_id("</s>"), Some(2));
@@ -37,4 +37,41 @@ fn a_trained_tokenizer_round_trips_its_corpus() {
         reloaded.encode(corpus[0], true).unwrap(),
         tokenizer.encode(corpus[0], true).unwrap()
     );
+}
+
+#[test]
+fn split_punctuation_keeps_quoted_words_the_tokens_of_bare_ones() {
+    let corpus = [
+        "From the provided masks denoted by <region> and <region>, which one fits \"the red circle\"?",
+        "Which region fits \"the circle\"? Answer the question using the template Region [x].",
+        "What shape is <region>? A red circle.",
+        "Region [2].",
+    ];
+    let texts: Vec<String> = corpus
+        .iter()
+        .cycle()
+        .take(200)
+        .map(|s| s.to_string())
+        .collect();
+    let circle = |tokenizer: &Tokenizer, text: &str| -> Vec<String> {
+        let ids = tokenizer.encode(text, false).unwrap();
+        ids.iter()
+            .map(|&id| tokenizer.inner().id_to_token(id as u32).unwrap())
+            .filter(|t| t.contains("circle"))
+            .collect()
+    };
+    let glued = Tokenizer::train_bpe(texts.iter(), 300, false).unwrap();
+    assert_ne!(
+        circle(&glued, corpus[1]),
+        circle(&glued, corpus[2]),
+        "without the split a small vocabulary glues the quote to the word"
+    );
+    let split = Tokenizer::train_bpe(texts.iter(), 300, true).unwrap();
+    for text in corpus {
+        let ids = split.encode(text, true).unwrap();
+        assert_eq!(split.decode(&ids, true).unwrap(), text);
+    }
+    assert_eq!(circle(&split, corpus[0]), ["\u{2581}circle"]);
+    assert_eq!(circle(&split, corpus[1]), ["\u{2581}circle"]);
+    assert_eq!(circle(&split, corpus[2]), ["\u{2581}circle"]);
 }

@@ -76,6 +76,13 @@ pub struct TinySpec {
     /// (docs/demo.md, eighth round).
     #[serde(default)]
     pub number_regions: bool,
+    /// Train the tokenizer with punctuation split off words (see
+    /// `rgpt_llm::Tokenizer::train_bpe`), so a quoted expression's words are
+    /// the tokens the regions' names and the answers use. Numbers then come
+    /// apart from their brackets, and `number_regions` numbers with the
+    /// bare `1`, `2`, ... Off by default.
+    #[serde(default)]
+    pub split_punctuation: bool,
 }
 
 fn d_image() -> usize {
@@ -136,7 +143,7 @@ pub fn train_tokenizer(spec: &TinySpec, data_files: &[&Path]) -> Result<Tokenize
             message,
         })?;
     let texts = corpus(data_files, template)?;
-    let mut tokenizer = Tokenizer::train_bpe(texts.iter(), spec.vocab_size)
+    let mut tokenizer = Tokenizer::train_bpe(texts.iter(), spec.vocab_size, spec.split_punctuation)
         .map_err(rgpt_model::ModelError::from)?;
     tokenizer
         .add_special_tokens(&["<image>", "<region>"])
@@ -144,13 +151,22 @@ pub fn train_tokenizer(spec: &TinySpec, data_files: &[&Path]) -> Result<Tokenize
     Ok(tokenizer)
 }
 
-/// The ids of `▁[1`, `▁[2`, ... for as long as the tokenizer has them
-/// (BPE learns one for every number the REC answers use); `None` when it
-/// has no `▁[1`.
+/// The ids of the numbers as the REC answers write them, for as long as the
+/// tokenizer has them: `▁[1`, `▁[2`, ... (BPE learns one for every number
+/// the answers use), or, in a tokenizer that splits punctuation off and so
+/// has no `▁[1`, the bare `1`, `2`, ...; `None` when it has neither.
 fn region_number_tokens(tokenizer: &Tokenizer) -> Option<Vec<i64>> {
-    let ids: Vec<i64> = (1..)
-        .map_while(|k| tokenizer.token_to_id(&format!("\u{2581}[{k}")))
-        .collect();
+    let numbers = |form: fn(usize) -> String| -> Vec<i64> {
+        (1..)
+            .map_while(|k| tokenizer.token_to_id(&form(k)))
+            .collect()
+    };
+    let bracketed = numbers(|k| format!("\u{2581}[{k}"));
+    let ids = if bracketed.is_empty() {
+        numbers(|k| k.to_string())
+    } else {
+        bracketed
+    };
     (!ids.is_empty()).then_some(ids)
 }
 
@@ -188,8 +204,8 @@ pub fn build_tiny_with_tokenizer(
     let region_index_tokens = if spec.number_regions {
         region_number_tokens(tokenizer).ok_or_else(|| {
             invalid(
-                "`number_regions` needs a tokenizer with the token `▁[1` (as in `Region [1]`); \
-                 train it on REC conversations or turn `number_regions` off"
+                "`number_regions` needs a tokenizer with the token `▁[1` or `1` (as in \
+                 `Region [1]`); train it on REC conversations or turn `number_regions` off"
                     .into(),
             )
         })?

@@ -358,7 +358,8 @@ fn err_message_names_step(step: u64) -> bool {
 fn numbered_regions_take_the_tokenizers_number_tokens() {
     let bare = || {
         let mut tokenizer =
-            rgpt_llm::Tokenizer::train_bpe(["a red circle".to_string()].iter(), 100).unwrap();
+            rgpt_llm::Tokenizer::train_bpe(["a red circle".to_string()].iter(), 100, false)
+                .unwrap();
         tokenizer
             .add_special_tokens(&["<image>", "<region>"])
             .unwrap();
@@ -384,8 +385,15 @@ fn numbered_regions_take_the_tokenizers_number_tokens() {
         rgpt_train::tiny::build_tiny_with_tokenizer(&common::small_tiny_spec(), &tokenizer)
             .unwrap();
     assert!(plain.section.region_index_tokens.is_empty());
+    // A tokenizer that splits punctuation off writes `[`, `2`, `]`: the
+    // bare numbers number the regions.
+    let mut split = bare();
+    split.add_special_tokens(&["1", "2"]).unwrap();
+    let (model, _vs, _) = rgpt_train::tiny::build_tiny_with_tokenizer(&spec, &split).unwrap();
+    let expected: Vec<i64> = ["1", "2"].map(|k| split.token_to_id(k).unwrap()).to_vec();
+    assert_eq!(model.section.region_index_tokens, expected);
 
-    // A tokenizer without `▁[1` cannot number regions.
+    // A tokenizer without `▁[1` or `1` cannot number regions.
     let err = match rgpt_train::tiny::build_tiny_with_tokenizer(&spec, &bare()) {
         Ok(_) => panic!("numbering needs the number tokens"),
         Err(e) => e.to_string(),

@@ -65,6 +65,11 @@ pub struct SynthConfig {
     /// Chance that a referring expression names more than it needs to
     /// (e.g. "the small red circle" where "the circle" is unique).
     pub overspecify: f64,
+    /// Chance that a REC expression matching nothing is a near miss (a
+    /// colour and shape present, with another size or position) rather
+    /// than a colour and shape absent from the image. Near misses can only
+    /// be told apart by a region's size or position.
+    pub rec_near_miss: f64,
     /// Label each REC candidate with its answer: `none` (the paper's
     /// Table 1 list), `before` (`Region [1] <region>, ...`) or `after`
     /// (`<region> as Region [1], ...`), so the answer can be copied from
@@ -112,6 +117,7 @@ impl Default for SynthConfig {
             rec_followup: 0.5,
             rec_followup_negative: 0.5,
             overspecify: 0.3,
+            rec_near_miss: 0.5,
             candidate_labels: CandidateLabels::None,
             rec_expression_first: false,
             text: false,
@@ -169,6 +175,7 @@ impl SynthConfig {
             ("rec_followup", self.rec_followup),
             ("rec_followup_negative", self.rec_followup_negative),
             ("overspecify", self.overspecify),
+            ("rec_near_miss", self.rec_near_miss),
         ] {
             if !(0.0..=1.0).contains(&p) {
                 return bad(format!("synth {name} {p} is not a probability in [0, 1]"));

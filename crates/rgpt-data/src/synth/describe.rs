@@ -250,12 +250,13 @@ pub fn referring_expression<R: Rng>(
 }
 
 /// An expression that matches none of `objects`, built from the given
-/// palette. Half the time (when there is one) it is a near miss: a colour
-/// and shape that are present with another size or position.
+/// palette. With chance `near_miss` (when there is one) it is a near miss:
+/// a colour and shape that are present with another size or position.
 pub fn absent_expression<R: Rng>(
     objects: &[SynthObject],
     shapes: &[ShapeKind],
     colors: &[ColorName],
+    near_miss: f64,
     rng: &mut R,
 ) -> Option<Expression> {
     let plain = |color, shape| Expression {
@@ -289,7 +290,7 @@ pub fn absent_expression<R: Rng>(
         }
     }
     near_misses.retain(|e| e.matching(objects).is_empty());
-    let pool = if !near_misses.is_empty() && (absent.is_empty() || rng.random_bool(0.5)) {
+    let pool = if !near_misses.is_empty() && (absent.is_empty() || rng.random_bool(near_miss)) {
         &near_misses
     } else {
         &absent

@@ -344,9 +344,15 @@ fn pick_question<R: Rng>(
     rng: &mut R,
 ) -> Option<(Expression, Option<usize>)> {
     let negative_question = |rng: &mut R| {
-        absent_expression(&image.objects, &config.shapes, &config.colors, rng)
-            .filter(|e| !asked.iter().any(|(a, _)| a == e))
-            .map(|e| (e, None))
+        absent_expression(
+            &image.objects,
+            &config.shapes,
+            &config.colors,
+            config.rec_near_miss,
+            rng,
+        )
+        .filter(|e| !asked.iter().any(|(a, _)| a == e))
+        .map(|e| (e, None))
     };
     let positive_question = |rng: &mut R| {
         let fresh: Vec<usize> = (0..image.objects.len())
