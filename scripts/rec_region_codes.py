@@ -92,10 +92,14 @@ REGION = tok.token_to_id('<region>')
 # REC_SPLIT=1 spaces punctuation off the words of each question.
 SPLIT_PUNCTUATION = os.environ.get('REC_SPLIT') == '1'
 # REC_NUMBER=1 adds to the k-th region the embedding of `▁[k`, as a model
-# with `rgpt.region_index_tokens` does.
-NUMBERS = ([tok.token_to_id(f'\u2581[{k}') for k in range(1, 5)]
-           if os.environ.get('REC_NUMBER') == '1' else [])
-assert None not in NUMBERS, 'the tokenizer has no `▁[k` tokens to number regions with'
+# with `rgpt.region_index_tokens` does (the bare `k` when the tokenizer
+# splits punctuation off and has no `▁[k`, as `rgpt` does too).
+NUMBERS = []
+if os.environ.get('REC_NUMBER') == '1':
+    NUMBERS = [tok.token_to_id(f'\u2581[{k}') for k in range(1, 5)]
+    if None in NUMBERS:
+        NUMBERS = [tok.token_to_id(str(k)) for k in range(1, 5)]
+assert None not in NUMBERS, 'the tokenizer has neither `▁[k` nor `k` tokens to number regions with'
 SYSTEM_PROMPT = ("A chat between a curious user and an artificial intelligence assistant. "
                  "The assistant gives helpful, detailed, and polite answers to the user's "
                  "questions. ") if SYSTEM == 'vicuna' else ""

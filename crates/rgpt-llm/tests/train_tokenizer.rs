@@ -2,6 +2,12 @@
 //! every encoding, words of the corpus as single tokens, exact round trips.
 use rgpt_llm::Tokenizer;
 
+/// A tokenizer of at most 300 tokens trained on `corpus` repeated 50 times.
+fn train_on(corpus: &[&str], split_punctuation: bool) -> Tokenizer {
+    let texts = corpus.iter().cycle().take(200).map(|s| s.to_string());
+    Tokenizer::train_bpe(texts, 300, split_punctuation).unwrap()
+}
+
 #[test]
 fn a_trained_tokenizer_round_trips_its_corpus() {
     let corpus = [
@@ -10,13 +16,7 @@ fn a_trained_tokenizer_round_trips_its_corpus() {
         "Region [2].",
         "No corresponding options found.",
     ];
-    let texts: Vec<String> = corpus
-        .iter()
-        .cycle()
-        .take(200)
-        .map(|s| s.to_string())
-        .collect();
-    let tokenizer = Tokenizer::train_bpe(texts.iter(), 300, false).unwrap();
+    let tokenizer = train_on(&corpus, false);
     assert_eq!(tokenizer.token_to_id("<unk>"), Some(0));
     assert_eq!(tokenizer.token_to_id("<s>"), Some(1));
     assert_eq!(tokenizer.token_to_id("</s>"), Some(2));
@@ -47,12 +47,6 @@ fn split_punctuation_keeps_quoted_words_the_tokens_of_bare_ones() {
         "What shape is <region>? A red circle.",
         "Region [2].",
     ];
-    let texts: Vec<String> = corpus
-        .iter()
-        .cycle()
-        .take(200)
-        .map(|s| s.to_string())
-        .collect();
     let circle = |tokenizer: &Tokenizer, text: &str| -> Vec<String> {
         let ids = tokenizer.encode(text, false).unwrap();
         ids.iter()
@@ -60,13 +54,13 @@ fn split_punctuation_keeps_quoted_words_the_tokens_of_bare_ones() {
             .filter(|t| t.contains("circle"))
             .collect()
     };
-    let glued = Tokenizer::train_bpe(texts.iter(), 300, false).unwrap();
+    let glued = train_on(&corpus, false);
     assert_ne!(
         circle(&glued, corpus[1]),
         circle(&glued, corpus[2]),
         "without the split a small vocabulary glues the quote to the word"
     );
-    let split = Tokenizer::train_bpe(texts.iter(), 300, true).unwrap();
+    let split = train_on(&corpus, true);
     for text in corpus {
         let ids = split.encode(text, true).unwrap();
         assert_eq!(split.decode(&ids, true).unwrap(), text);
