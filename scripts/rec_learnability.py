@@ -121,7 +121,15 @@ SENTENCE = None if SENTENCE == '0' else SENTENCE
 # then on the sentence; accuracy is always taken on the sentence.
 SHORT_STEPS = int(os.environ.get('REC_SHORT_STEPS', 0))
 short_now = SHORT_STEPS > 0
-words += GUIDE + FILLERS + (SENTENCE_WORDS if SENTENCE else [])
+# REC_QUIRKS=1 writes the world's BPE quirks into the short formats: a lone
+# `▁` before every region, `ASSISTANT:` before the answer and the long
+# no-match answer.
+QUIRKS = os.environ.get('REC_QUIRKS') == '1'
+ANS = 'ASSISTANT:' if QUIRKS else 'ans'
+QUIRK_WORDS = ['_', 'corresponding', 'options', 'found', 'ASSISTANT:'] if QUIRKS else []
+# One id per word: the sentence and the quirks share `ASSISTANT:`.
+words = list(dict.fromkeys(words + GUIDE + FILLERS + (SENTENCE_WORDS if SENTENCE else [])
+                           + QUIRK_WORDS))
 idx = {w: i for i, w in enumerate(words)}
 V = len(words)
 
@@ -161,17 +169,6 @@ def candidates(n):
         regs += item
     return regs
 
-
-# REC_QUIRKS=1 writes the world's BPE quirks into the short formats: a lone
-# `▁` before every region, `ASSISTANT:` before the answer and the long
-# no-match answer.
-QUIRKS = os.environ.get('REC_QUIRKS') == '1'
-words += ['_', 'corresponding', 'options', 'found'] if QUIRKS else []
-ANS = 'ASSISTANT:' if QUIRKS else 'ans'
-if QUIRKS and 'ASSISTANT:' not in words:
-    words.append('ASSISTANT:')
-idx = {w: i for i, w in enumerate(words)}
-V = len(words)
 
 
 def answer(target):

@@ -156,18 +156,13 @@ pub fn train_tokenizer(spec: &TinySpec, data_files: &[&Path]) -> Result<Tokenize
 /// the answers use), or, in a tokenizer that splits punctuation off and so
 /// has no `▁[1`, the bare `1`, `2`, ...; `None` when it has neither.
 fn region_number_tokens(tokenizer: &Tokenizer) -> Option<Vec<i64>> {
-    let numbers = |form: fn(usize) -> String| -> Vec<i64> {
-        (1..)
+    let numbers = |form: fn(usize) -> String| -> Option<Vec<i64>> {
+        let ids: Vec<i64> = (1..)
             .map_while(|k| tokenizer.token_to_id(&form(k)))
-            .collect()
+            .collect();
+        (!ids.is_empty()).then_some(ids)
     };
-    let bracketed = numbers(|k| format!("\u{2581}[{k}"));
-    let ids = if bracketed.is_empty() {
-        numbers(|k| k.to_string())
-    } else {
-        bracketed
-    };
-    (!ids.is_empty()).then_some(ids)
+    numbers(|k| format!("\u{2581}[{k}")).or_else(|| numbers(|k| k.to_string()))
 }
 
 /// Builds the model, its VarStore (initialised, nothing frozen), its
