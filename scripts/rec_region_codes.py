@@ -32,7 +32,7 @@ conversations) or `none` (the same turns without it: 23 fewer tokens).
 INIT is `load` (the checkpoint's decoder) or `scratch` (the same shape,
 drawn as transformers draws it).
 Defaults: `name-mean vicuna load`. AdamW (weight decay 0), a constant LR,
-gradient clipping at 1.0, batch 32, 2 threads (REC_THREADS sets them);
+gradient clipping at 1.0, batch 32 (REC_BATCH sets it), 2 threads (REC_THREADS sets them);
 seeds are fixed (python `random` and torch both 0, or REC_SEED). Prints the
 mean training loss and the held-out accuracy every 100 steps; STEPS 0 only
 scores the checkpoint. REC_NUMBER=1 numbers the regions: the k-th one gets
@@ -73,7 +73,7 @@ if SYSTEM not in ('vicuna', 'none'):
     sys.exit(f"system `{SYSTEM}`: use vicuna or none")
 if INIT not in ('load', 'scratch'):
     sys.exit(f"init `{INIT}`: use load or scratch")
-BATCH, HELD_OUT = 32, 200
+BATCH, HELD_OUT = int(os.environ.get('REC_BATCH', 32)), 200
 
 torch.set_num_threads(int(os.environ.get('REC_THREADS', 2)))
 torch.manual_seed(int(os.environ.get('REC_SEED', 0)))

@@ -718,6 +718,38 @@ fn near_miss_negatives_come_at_their_rate() {
 }
 
 #[test]
+fn rec_phrasings_keeps_the_first_questions_to_the_first_phrasings() {
+    let phrasings = prompts().variants("rec_question").unwrap();
+    // The words of a phrasing before its first field.
+    let opening = |k: usize| phrasings[k].split('{').next().unwrap().to_string();
+    let openings_used = |rec_phrasings| {
+        let world = world(SynthConfig {
+            images: 60,
+            rec_phrasings,
+            ..SynthConfig::default()
+        });
+        let mut used = std::collections::BTreeSet::new();
+        for index in 0..60 {
+            let rec = world
+                .samples(&world.generate_image(index), prompts())
+                .unwrap()
+                .rec;
+            let question = human_turns(&rec)[0].trim_start_matches("<image>\n");
+            let k = (0..phrasings.len())
+                .find(|&k| question.starts_with(&opening(k)))
+                .unwrap_or_else(|| panic!("no phrasing opens {question}"));
+            used.insert(k);
+        }
+        used
+    };
+    let all = openings_used(None);
+    assert!(all.len() > 5, "60 questions used only phrasings {all:?}");
+    assert_eq!(openings_used(Some(1)), [0].into());
+    let two = openings_used(Some(2));
+    assert_eq!(two, [0, 1].into());
+}
+
+#[test]
 fn labelled_candidates_carry_their_answers_in_order() {
     let plain = world(SynthConfig {
         images: 20,
@@ -1140,7 +1172,7 @@ fn written_world_does_not_depend_on_the_thread_count() {
 
 #[test]
 fn bad_configs_are_refused_with_the_field_named() {
-    let cases: [(&str, SynthConfig); 7] = [
+    let cases: [(&str, SynthConfig); 8] = [
         (
             "min_shapes",
             SynthConfig {
@@ -1188,6 +1220,13 @@ fn bad_configs_are_refused_with_the_field_named() {
             "rec_near_miss",
             SynthConfig {
                 rec_near_miss: -0.1,
+                ..SynthConfig::default()
+            },
+        ),
+        (
+            "rec_phrasings",
+            SynthConfig {
+                rec_phrasings: Some(0),
                 ..SynthConfig::default()
             },
         ),

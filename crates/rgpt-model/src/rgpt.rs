@@ -52,6 +52,29 @@ pub struct RgptSection {
     /// region is a shortcut (docs/demo.md, eighth round).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub region_index_tokens: Vec<i64>,
+    /// How large a region's number is beside the region.
+    #[serde(default, skip_serializing_if = "RegionIndexScale::is_default")]
+    pub region_index_scale: RegionIndexScale,
+}
+
+/// The scale of the number embedding added to each region
+/// (`rgpt.region_index_scale`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegionIndexScale {
+    /// The word embedding as it is.
+    #[default]
+    Embedding,
+    /// The word embedding rescaled to the region embedding's own norm: a
+    /// connector's output can grow several times larger than a word
+    /// embedding and drown the number in it (docs/demo.md, tenth round).
+    Region,
+}
+
+impl RegionIndexScale {
+    fn is_default(&self) -> bool {
+        *self == RegionIndexScale::Embedding
+    }
 }
 
 fn default_region_token() -> String {
@@ -78,6 +101,7 @@ impl RgptConfig {
             region_token: default_region_token(),
             conversation: default_conversation(),
             region_index_tokens: Vec::new(),
+            region_index_scale: RegionIndexScale::Embedding,
         })
     }
 }
@@ -318,6 +342,7 @@ impl RegionGpt {
                 region_token: default_region_token(),
                 conversation: default_conversation(),
                 region_index_tokens: Vec::new(),
+                region_index_scale: RegionIndexScale::Embedding,
             }),
         };
         let mut vs = nn::VarStore::new(device);
@@ -507,6 +532,13 @@ impl RegionGpt {
         }
         let ids = Tensor::from_slice(&numbers[..count]).to_device(regions.device());
         let marks = self.llava.llm.embed(&ids).f_to_kind(regions.kind())?;
+        let marks = match self.section.region_index_scale {
+            RegionIndexScale::Embedding => marks,
+            RegionIndexScale::Region => {
+                let norm = |t: &Tensor| t.f_norm_scalaropt_dim(2.0, [1i64].as_slice(), true);
+                marks.f_mul(&norm(&regions)?.f_div(&norm(&marks)?.f_clamp_min(1e-12)?)?)?
+            }
+        };
         Ok(regions.f_add(&marks)?)
     }
 

@@ -509,7 +509,7 @@ fn numbered_regions_carry_their_number_tokens_embedding() {
         .unwrap()
         .remove(0);
     let marks = numbered.llava.llm.embed(&Tensor::from_slice(&numbers));
-    let diff = f64::try_from((numbered_regions - plain_regions - marks).abs().max()).unwrap();
+    let diff = f64::try_from((&numbered_regions - &plain_regions - &marks).abs().max()).unwrap();
     assert!(diff < 1e-6, "numbered regions differ by {diff}");
     assert!(image_tokens.equal(&plain_image));
 
@@ -534,6 +534,30 @@ fn numbered_regions_carry_their_number_tokens_embedding() {
         err.contains("3 regions") && err.contains("numbers only 2"),
         "{err}"
     );
+
+    // `region_index_scale: region`: the same numbers, each rescaled to its
+    // region's norm, so a number weighs as much as the region it marks.
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    config["rgpt"]["region_index_scale"] = "region".into();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let (scaled, _vs) = RegionGpt::from_pretrained(&dir, Device::Cpu, Kind::Float).unwrap();
+    let (_, scaled_regions) = scaled
+        .encode_prompt_batch(&[request(&regions[..2])])
+        .unwrap()
+        .remove(0);
+    let row_norm = |t: &Tensor| t.norm_scalaropt_dim(2.0, [1i64].as_slice(), true);
+    let scaled_marks = &marks / row_norm(&marks) * row_norm(&plain_regions);
+    let diff = f64::try_from(
+        (&scaled_regions - &plain_regions - scaled_marks)
+            .abs()
+            .max(),
+    )
+    .unwrap();
+    assert!(diff < 1e-5, "scaled numbers differ by {diff}");
+    let mark_norms = row_norm(&(scaled_regions - &plain_regions));
+    let ratio = f64::try_from((mark_norms / row_norm(&plain_regions) - 1.0).abs().max()).unwrap();
+    assert!(ratio < 1e-5, "a scaled number's norm is not its region's");
 
     // A number token outside the vocabulary is refused at load.
     edit_config(

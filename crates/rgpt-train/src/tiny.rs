@@ -9,7 +9,7 @@ use rgpt_data::format::read_samples;
 use rgpt_llm::conversation::Role;
 use rgpt_llm::{Conversation, Template, Tokenizer};
 use rgpt_model::llava::LlavaConfig;
-use rgpt_model::rgpt::{RegionGpt, RgptConfig, RgptSection};
+use rgpt_model::rgpt::{RegionGpt, RegionIndexScale, RgptConfig, RgptSection};
 use rgpt_vision::preprocess::PreprocessorConfig;
 use rgpt_vision::refiner::RefinerKind;
 use serde::{Deserialize, Serialize};
@@ -76,6 +76,12 @@ pub struct TinySpec {
     /// (docs/demo.md, eighth round).
     #[serde(default)]
     pub number_regions: bool,
+    /// With `number_regions`: `embedding` adds the number's word embedding
+    /// as it is; `region` rescales it to each region embedding's norm, so
+    /// the connector's larger output does not drown it (docs/demo.md,
+    /// tenth round). Recorded as `rgpt.region_index_scale`.
+    #[serde(default)]
+    pub number_scale: RegionIndexScale,
     /// Train the tokenizer with punctuation split off words (see
     /// `rgpt_llm::Tokenizer::train_bpe`), so a quoted expression's words are
     /// the tokens the regions' names and the answers use. Numbers then come
@@ -238,6 +244,7 @@ pub fn build_tiny_with_tokenizer(
             region_token: "<region>".into(),
             conversation: spec.conversation.clone(),
             region_index_tokens,
+            region_index_scale: spec.number_scale,
         }),
     };
     let vs = nn::VarStore::new(Device::Cpu);

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rgpt_data::builders::mix::{mix, MixInput};
-use rgpt_data::format::{read_all_samples, Sample};
+use rgpt_data::format::{read_all_samples, Region, Sample};
 use rgpt_data::loader::{Loader, LoaderConfig, PromptFormat};
 use rgpt_llm::Tokenizer;
 use rgpt_model::prompt::Placeholders;
@@ -83,7 +83,7 @@ impl Trainer {
                     held_out.extend(read_all_samples(file)?);
                 }
                 held_out.truncate(eval.max_samples.unwrap_or(usize::MAX));
-                check_held_out_images(&held_out, &config.data.image_root)?;
+                check_held_out_files(&held_out, &config.data.image_root)?;
                 Some(held_out)
             }
             None => None,
@@ -469,19 +469,27 @@ struct SavedState {
 /// Refuses held-out samples whose images are missing before any training,
 /// rather than at the first evaluation: a partial held-out set would also
 /// quietly change what the metric measures.
-fn check_held_out_images(held_out: &[Sample], image_root: &Path) -> Result<(), TrainError> {
+fn check_held_out_files(held_out: &[Sample], image_root: &Path) -> Result<(), TrainError> {
+    // Mask files too: they are read only when the first evaluation loads
+    // the sample, minutes into a run.
     let missing: Vec<&str> = held_out
         .iter()
-        .filter_map(|sample| sample.image.as_deref())
-        .filter(|image| !image_root.join(image).is_file())
+        .flat_map(|sample| {
+            let masks = sample.regions.iter().filter_map(|region| match region {
+                Region::Mask(path) => Some(path.as_str()),
+                _ => None,
+            });
+            sample.image.as_deref().into_iter().chain(masks)
+        })
+        .filter(|file| !image_root.join(file).is_file())
         .collect();
     match missing.first() {
         None => Ok(()),
         Some(first) => Err(TrainError::Invalid {
             field: "eval.files",
             message: format!(
-                "{} of {} held-out samples name images not found under {} (first: {first}); \
-                 fix data.image_root or the held-out files",
+                "{} of the files named by {} held-out samples (images and region masks) are not \
+                 under {} (first: {first}); fix data.image_root or the held-out files",
                 missing.len(),
                 held_out.len(),
                 image_root.display()

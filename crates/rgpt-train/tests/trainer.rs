@@ -96,6 +96,33 @@ fn held_out_samples_with_missing_images_are_refused_before_any_work() {
 }
 
 #[test]
+fn held_out_samples_with_missing_mask_files_are_refused_before_any_work() {
+    let dir = setup(
+        "eval-missing-mask",
+        "eval: {files: [val.jsonl], every: 2}\n",
+    );
+    let coco = std::fs::read_to_string(dir.join("coco.jsonl")).unwrap();
+    let mut first: rgpt_data::format::Sample =
+        serde_json::from_str(coco.lines().next().unwrap()).unwrap();
+    first.regions[0] = rgpt_data::format::Region::Mask("masks/gone.png".into());
+    std::fs::write(
+        dir.join("val.jsonl"),
+        serde_json::to_string(&first).unwrap() + "\n",
+    )
+    .unwrap();
+    let config = TrainConfig::from_file(&dir.join("train.yaml")).unwrap();
+    let err = Trainer::new(config)
+        .err()
+        .expect("a missing held-out mask file")
+        .to_string();
+    assert!(
+        err.contains("eval.files") && err.contains("1 of") && err.contains("masks/gone.png"),
+        "{err}"
+    );
+    assert!(!dir.join("run").exists(), "work started before the check");
+}
+
+#[test]
 fn held_out_loss_is_scored_on_the_named_steps_without_changing_training() {
     let dir = setup(
         "eval",

@@ -82,6 +82,13 @@ pub struct SynthConfig {
     /// every region up by content afterwards. Follow-ups keep their
     /// phrasing.
     pub rec_expression_first: bool,
+    /// Ask the first REC question in only the first N phrasings of its
+    /// prompt set (the first of `rec_question` is the paper's); none: all
+    /// of them. A decoder trained from nothing finds the regions an
+    /// expression names several times sooner in one phrasing than in ten
+    /// (docs/demo.md, tenth round).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rec_phrasings: Option<usize>,
     /// Also write each region task as text (`text/<task>.jsonl`, see
     /// [`super::text`]): the image dropped and every region named in words,
     /// for pre-training a decoder on the world's language.
@@ -120,6 +127,7 @@ impl Default for SynthConfig {
             rec_near_miss: 0.5,
             candidate_labels: CandidateLabels::None,
             rec_expression_first: false,
+            rec_phrasings: None,
             text: false,
             text_regions: TextRegions::Words,
         }
@@ -166,6 +174,9 @@ impl SynthConfig {
                 "synth size classes need 0 < small_area ({}) < large_area ({}) < 1",
                 self.small_area, self.large_area
             ));
+        }
+        if self.rec_phrasings == Some(0) {
+            return bad("synth rec_phrasings 0: give 1 or more, or leave it out for all".into());
         }
         for (name, p) in [
             ("overlap", self.overlap),

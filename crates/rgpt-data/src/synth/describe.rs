@@ -324,7 +324,7 @@ fn capitalise(text: &str) -> String {
 }
 
 /// What a detailed caption of one object states.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaptionFacts {
     pub object: usize,
     pub shape: ShapeKind,

@@ -35,7 +35,9 @@ pub use config::SynthConfig;
 pub use describe::{Expression, Position, Relation};
 pub use outline::Outline;
 pub use scene::{SynthImage, SynthObject};
-pub use tasks::{samples_for_image, SynthSamples, TASKS};
+pub use tasks::{
+    samples_for_image, ImageCaptionMeta, RecMeta, RegionQuestionMeta, SynthSamples, TASKS,
+};
 pub use vocab::{ColorName, ShapeKind, SizeClass};
 pub use write::{ImageObjects, SynthSummary};
 

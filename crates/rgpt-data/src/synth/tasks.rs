@@ -6,7 +6,8 @@
 //! in each sample's `meta`.
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::Rng;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::config::SynthConfig;
 use super::describe::{
@@ -15,6 +16,7 @@ use super::describe::{
 };
 use super::rng::{stream_rng, Stream};
 use super::scene::{SynthImage, SynthObject};
+use super::vocab::SizeClass;
 use crate::format::{Region, Sample, Turn, IMAGE_TOKEN};
 use crate::prompts::{candidate_list, fill, PromptBank};
 use crate::DataError;
@@ -191,10 +193,13 @@ fn classification<R: Rng>(
         conversations.push(Turn::gpt((kind.answer)(&image.objects[i])));
         regions.push(region_of(&image.objects[i], config.box_fraction, rng));
     }
-    let meta = json!({
-        "objects": order,
-        "answers": order.iter().map(|&i| (kind.answer)(&image.objects[i])).collect::<Vec<_>>(),
-        "sizes": sizes(image, &order),
+    let meta = to_meta(&RegionQuestionMeta {
+        answers: order
+            .iter()
+            .map(|&i| (kind.answer)(&image.objects[i]).to_string())
+            .collect(),
+        sizes: sizes(image, &order),
+        objects: order,
     });
     Ok(sample(
         image,
@@ -229,8 +234,7 @@ pub fn region_captions<R: Rng>(
                 Turn::gpt(region_caption(image, i)),
             ];
             let region = region_of(&image.objects[i], config.box_fraction, rng);
-            // A struct of plain fields always serialises.
-            let meta = serde_json::to_value(CaptionFacts::of(image, i)).unwrap_or(Value::Null);
+            let meta = to_meta(&CaptionFacts::of(image, i));
             Ok(sample(
                 image,
                 format!("{TASK_CAPTION}/{:06}/{i}", image.index),
@@ -302,7 +306,9 @@ pub fn referring_expressions<R: Rng>(
             } else {
                 "rec_question"
             };
-            let template = prompts.pick(set, rng)?;
+            let variants = prompts.variants(set)?;
+            let phrasings = config.rec_phrasings.unwrap_or(variants.len());
+            let template = &variants[rng.random_range(0..phrasings.min(variants.len()))];
             let question = fill(template, &[("regions", &candidates), ("expr", &expr)]);
             format!("{IMAGE_TOKEN}\n{question} {guide}")
         } else {
@@ -317,11 +323,11 @@ pub fn referring_expressions<R: Rng>(
         conversations.push(Turn::gpt(answer));
         targets.push(candidate);
     }
-    let meta = json!({
-        "candidates": order,
-        "sizes": sizes(image, &order),
-        "expressions": asked.iter().map(|(e, _)| e.text()).collect::<Vec<_>>(),
-        "targets": targets,
+    let meta = to_meta(&RecMeta {
+        sizes: sizes(image, &order),
+        candidates: order,
+        expressions: asked.iter().map(|(e, _)| e.text()).collect(),
+        targets,
     });
     Ok(sample(
         image,
@@ -382,7 +388,9 @@ pub fn image_caption_sample<R: Rng>(
         Turn::human(format!("{IMAGE_TOKEN}\n{question}")),
         Turn::gpt(image_caption(image)),
     ];
-    let meta = json!({ "objects": left_to_right(&image.objects) });
+    let meta = to_meta(&ImageCaptionMeta {
+        objects: left_to_right(&image.objects),
+    });
     Ok(sample(
         image,
         format!("{TASK_IMAGE_CAPTION}/{:06}", image.index),
@@ -418,11 +426,39 @@ fn region_of<R: Rng>(object: &SynthObject, box_fraction: f64, rng: &mut R) -> Re
     }
 }
 
-fn sizes(image: &SynthImage, order: &[usize]) -> Vec<&'static str> {
-    order
-        .iter()
-        .map(|&i| image.objects[i].size.name())
-        .collect()
+fn sizes(image: &SynthImage, order: &[usize]) -> Vec<SizeClass> {
+    order.iter().map(|&i| image.objects[i].size).collect()
+}
+
+/// The meta of a shape or colour sample: the object behind each region,
+/// in turn order, with its answer and size class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionQuestionMeta {
+    pub objects: Vec<usize>,
+    pub answers: Vec<String>,
+    pub sizes: Vec<SizeClass>,
+}
+
+/// The meta of a REC sample: the object behind each candidate, in
+/// candidate order, with its size class; each question's expression and
+/// its answer, a 1-based candidate or none for the no-match answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecMeta {
+    pub candidates: Vec<usize>,
+    pub sizes: Vec<SizeClass>,
+    pub expressions: Vec<String>,
+    pub targets: Vec<Option<usize>>,
+}
+
+/// The meta of an image caption: its objects, left to right.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageCaptionMeta {
+    pub objects: Vec<usize>,
+}
+
+fn to_meta(meta: &impl Serialize) -> Value {
+    // Structs of plain fields always serialise.
+    serde_json::to_value(meta).unwrap_or(Value::Null)
 }
 
 fn sample(

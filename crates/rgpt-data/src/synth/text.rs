@@ -10,12 +10,12 @@
 //! embedding, the mean of the name's word embeddings: the decoder then
 //! learns to look up regions that are one position each, as image regions
 //! will be.
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use super::describe::object_phrase;
+use super::describe::{object_phrase, CaptionFacts};
 use super::scene::{SynthImage, SynthObject};
-use super::tasks::{TASK_CAPTION, TASK_COLOR, TASK_REC, TASK_SHAPE};
+use super::tasks::{RecMeta, RegionQuestionMeta, TASK_CAPTION, TASK_COLOR, TASK_REC, TASK_SHAPE};
 use crate::format::{Region, Sample, Turn, IMAGE_TOKEN, REGION_TOKEN};
 use crate::DataError;
 
@@ -114,20 +114,15 @@ pub fn region_name(object: &SynthObject) -> String {
 }
 
 /// The image's object behind each region, from the meta the task builders
-/// write: `objects` for classification, `candidates` for REC, `object` for
-/// a caption.
+/// write.
 fn region_objects(sample: &Sample) -> Result<Vec<usize>, DataError> {
-    let meta = sample.meta.as_ref().unwrap_or(&Value::Null);
-    let index = |v: &Value| v.as_u64().map(|i| i as usize);
-    let list = |key: &str| {
-        meta[key]
-            .as_array()
-            .and_then(|a| a.iter().map(index).collect::<Option<Vec<_>>>())
-    };
+    fn read<T: DeserializeOwned>(sample: &Sample) -> Option<T> {
+        serde_json::from_value(sample.meta.clone()?).ok()
+    }
     let objects = match sample.task.as_str() {
-        TASK_SHAPE | TASK_COLOR => list("objects"),
-        TASK_REC => list("candidates"),
-        TASK_CAPTION => index(&meta["object"]).map(|i| vec![i]),
+        TASK_SHAPE | TASK_COLOR => read::<RegionQuestionMeta>(sample).map(|m| m.objects),
+        TASK_REC => read::<RecMeta>(sample).map(|m| m.candidates),
+        TASK_CAPTION => read::<CaptionFacts>(sample).map(|m| vec![m.object]),
         other => {
             return Err(malformed(
                 sample,
