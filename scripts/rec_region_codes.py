@@ -26,7 +26,9 @@ CODES is how a region becomes one embedding, from its object in
                 "small red circle top left";
   `shape-colour` the sum of those of its colour and shape alone, "red
                 circle", as the toy's regions are (expressions naming size
-                or position then have no answer in the codes).
+                or position then have no answer in the codes);
+  `colour-shape-mean` the mean of those, what `world.text_regions:
+                colour_shape` gives the demo's text stages.
 SYSTEM is `vicuna` (the Vicuna v1 system prompt first, as `rgpt` renders
 conversations) or `none` (the same turns without it: 23 fewer tokens).
 INIT is `load` (the checkpoint's decoder) or `scratch` (the same shape,
@@ -67,8 +69,8 @@ MODEL_DIR, WORLD, STEPS, LR = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(
 CODES = sys.argv[5] if len(sys.argv) > 5 else 'name-mean'
 SYSTEM = sys.argv[6] if len(sys.argv) > 6 else 'vicuna'
 INIT = sys.argv[7] if len(sys.argv) > 7 else 'load'
-if CODES not in ('name-mean', 'attributes', 'shape-colour'):
-    sys.exit(f"codes `{CODES}`: use name-mean, attributes or shape-colour")
+if CODES not in ('name-mean', 'attributes', 'shape-colour', 'colour-shape-mean'):
+    sys.exit(f"codes `{CODES}`: use name-mean, attributes, shape-colour or colour-shape-mean")
 if SYSTEM not in ('vicuna', 'none'):
     sys.exit(f"system `{SYSTEM}`: use vicuna or none")
 if INIT not in ('load', 'scratch'):
@@ -113,7 +115,7 @@ PHRASE = {"top left": "in the top left", "top": "at the top", "top right": "in t
 def region_words(o):
     if CODES == 'name-mean':
         return f"{o['size']} {o['color']} {o['shape']} {PHRASE[o['position']]}"
-    if CODES == 'shape-colour':
+    if CODES in ('shape-colour', 'colour-shape-mean'):
         return f"{o['color']} {o['shape']}"
     return f"{o['size']} {o['color']} {o['shape']} {o['position']}"
 
@@ -181,7 +183,7 @@ def embeds(items, emb):
         rows = list(emb(t))
         for k, p in enumerate((t == REGION).nonzero().flatten().tolist()):
             w = emb(torch.tensor(word_ids[k]))
-            rows[p] = w.mean(0) if CODES == 'name-mean' else w.sum(0)
+            rows[p] = w.mean(0) if CODES in ('name-mean', 'colour-shape-mean') else w.sum(0)
             if NUMBERS:
                 rows[p] = rows[p] + emb(torch.tensor(NUMBERS[k]))
         pad = length - len(ids)

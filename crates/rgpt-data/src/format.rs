@@ -20,6 +20,11 @@ use crate::DataError;
 
 pub const IMAGE_TOKEN: &str = "<image>";
 pub const REGION_TOKEN: &str = "<region>";
+/// The meta key of a sample with an image that names its regions in words,
+/// one name per region in `<region>` order: what each region's embedding
+/// should read as, for training that aligns the two (`align_regions` in
+/// rgpt-train). `rgpt data synth` writes it with named text regions.
+pub const REGION_NAMES_META: &str = "region_names";
 
 /// Who speaks a turn, spelt as LLaVA's JSON spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

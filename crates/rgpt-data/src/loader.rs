@@ -23,7 +23,7 @@ use rgpt_vision::preprocess::{load_image, ImageTransform, PreprocessorConfig};
 use tch::Tensor;
 
 use crate::builders::seeded_rng;
-use crate::format::{Region, Speaker};
+use crate::format::{Region, Speaker, REGION_NAMES_META};
 use crate::{DataError, Sample, Skips};
 
 #[derive(Debug, Clone)]
@@ -91,6 +91,10 @@ pub struct PreparedSample {
     /// The token ids of each region's name, for a sample without an image
     /// whose regions are given by name.
     pub region_names: Vec<Vec<i64>>,
+    /// With an image: the token ids of the name each region should read as
+    /// (`meta.region_names`, see [`REGION_NAMES_META`]); empty when the
+    /// sample names none.
+    pub region_targets: Vec<Vec<i64>>,
 }
 
 impl PreparedSample {
@@ -106,6 +110,7 @@ impl PreparedSample {
                 }),
             regions: &self.regions,
             region_names: &self.region_names,
+            region_targets: &self.region_targets,
         }
     }
 
@@ -314,26 +319,47 @@ fn prepare(
             return Err(fail(format!("{tokens} tokens exceed the limit of {max}")));
         }
     }
+    let name_ids = |name: &str| {
+        let ids = format
+            .tokenizer
+            .encode(name, false)
+            .map_err(|e| fail(format!("region name {name:?}: {e}")))?;
+        if ids.is_empty() {
+            return Err(fail(format!(
+                "region name {name:?} has no tokens; name the region in words"
+            )));
+        }
+        Ok(ids)
+    };
     let region_names = sample
         .regions
         .iter()
         .filter_map(|region| match region {
-            Region::Name(name) => Some(name),
+            Region::Name(name) => Some(name_ids(name)),
             _ => None,
         })
-        .map(|name| {
-            let ids = format
-                .tokenizer
-                .encode(name, false)
-                .map_err(|e| fail(format!("region name {name:?}: {e}")))?;
-            if ids.is_empty() {
+        .collect::<Result<Vec<_>, DataError>>()?;
+    let region_targets = match sample.meta.as_ref().and_then(|m| m.get(REGION_NAMES_META)) {
+        Some(names) if sample.image.is_some() => {
+            let names: Vec<String> = serde_json::from_value(names.clone()).map_err(|_| {
+                fail(format!(
+                    "meta.{REGION_NAMES_META} must be a list of strings, one per region"
+                ))
+            })?;
+            if names.len() != sample.regions.len() {
                 return Err(fail(format!(
-                    "region name {name:?} has no tokens; name the region in words"
+                    "meta.{REGION_NAMES_META} names {} regions of {}; give one name per region",
+                    names.len(),
+                    sample.regions.len()
                 )));
             }
-            Ok(ids)
-        })
-        .collect::<Result<Vec<_>, DataError>>()?;
+            names
+                .iter()
+                .map(|name| name_ids(name))
+                .collect::<Result<Vec<_>, DataError>>()?
+        }
+        _ => Vec::new(),
+    };
     let (image, regions) = match &sample.image {
         None => (None, Vec::new()),
         Some(relative) => {
@@ -378,6 +404,7 @@ fn prepare(
         image,
         regions,
         region_names,
+        region_targets,
     })
 }
 

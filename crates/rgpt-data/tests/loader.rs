@@ -291,3 +291,58 @@ fn a_batch_trains_the_tiny_model() {
     // One category name (+ </s>) per sample is all the loss sees.
     assert!(out.target_tokens >= 8, "{}", out.target_tokens);
 }
+
+#[test]
+fn a_sample_with_an_image_can_name_its_regions_in_meta() {
+    let named = |names: serde_json::Value| Sample {
+        id: "meta-named".into(),
+        image: Some("000000000139.jpg".into()),
+        width: Some(64),
+        height: Some(48),
+        regions: vec![
+            Region::Box([10.0, 8.0, 30.0, 40.0]),
+            Region::Box([40.0, 10.0, 60.0, 30.0]),
+        ],
+        conversations: vec![
+            Turn::human("<image>\nWhat is <region> beside <region>?"),
+            Turn::gpt("A person."),
+        ],
+        task: "test".into(),
+        meta: Some(serde_json::json!({ "region_names": names })),
+    };
+    let format = format();
+    let prepare = |sample| {
+        Loader::new(vec![sample], format.clone(), config(1))
+            .unwrap()
+            .prepare(0, 0)
+    };
+    let prepared = prepare(named(serde_json::json!(["red circle", "blue square"]))).unwrap();
+    let expected: Vec<Vec<i64>> = ["red circle", "blue square"]
+        .iter()
+        .map(|name| format.tokenizer.encode(name, false).unwrap())
+        .collect();
+    assert_eq!(prepared.region_targets, expected);
+    // Names are targets, not the regions themselves: the regions keep
+    // their geometry and no region is read by name.
+    assert_eq!(prepared.regions.len(), 2);
+    assert!(prepared.region_names.is_empty());
+    // The model measures them.
+    let (model, _vs) =
+        RegionGpt::from_pretrained(&fixtures().join("rgpt-tiny"), Device::Cpu, Kind::Float)
+            .unwrap();
+    let out = model.forward_train(&[prepared.as_example()]).unwrap();
+    assert_eq!(out.alignment.map(|(_, n)| n), Some(2));
+
+    // One name per region, and names are strings.
+    let err = prepare(named(serde_json::json!(["red circle"])))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("meta-named") && err.contains("names 1 regions of 2"),
+        "{err}"
+    );
+    let err = prepare(named(serde_json::json!([1, 2])))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("must be a list of strings"), "{err}");
+}

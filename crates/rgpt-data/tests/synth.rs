@@ -1348,3 +1348,90 @@ fn a_region_is_named_only_where_there_is_no_image() {
         .to_string();
     assert!(err.contains("has no geometry"), "{err}");
 }
+
+#[test]
+fn colour_shape_regions_are_named_by_colour_and_shape_alone() {
+    let (image, samples) = &default_world()[0];
+    let full = as_text(&samples.rec, image, TextRegions::Named).unwrap();
+    let short = as_text(&samples.rec, image, TextRegions::ColourShape).unwrap();
+    assert_eq!(full.conversations, short.conversations);
+    assert_eq!(full.regions.len(), short.regions.len());
+    let candidates = samples.rec.meta.as_ref().unwrap()["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &image.objects[i.as_u64().unwrap() as usize])
+        .collect::<Vec<_>>();
+    for ((long, cut), object) in full.regions.iter().zip(&short.regions).zip(candidates) {
+        let (Region::Name(long), Region::Name(cut)) = (long, cut) else {
+            panic!("both forms give regions by name: {long:?} {cut:?}");
+        };
+        assert_eq!(
+            cut,
+            &format!("{} {}", object.color.name(), object.shape.name())
+        );
+        assert!(long.contains(cut.as_str()), "{long} / {cut}");
+        assert!(long.starts_with(object.size.name()), "{long}");
+    }
+    let config: SynthConfig =
+        serde_yaml::from_str("text: true\ntext_regions: colour_shape").unwrap();
+    assert_eq!(config.text_regions, TextRegions::ColourShape);
+}
+
+#[test]
+fn a_world_with_named_text_regions_names_its_image_regions_in_meta() {
+    let names_in_meta = |sample: &Sample| -> Option<Vec<String>> {
+        sample
+            .meta
+            .as_ref()?
+            .get("region_names")
+            .map(|names| serde_json::from_value(names.clone()).unwrap())
+    };
+    let dir = temp_dir("meta-names");
+    let config = SynthConfig {
+        images: 6,
+        seed: 5,
+        text: true,
+        text_regions: TextRegions::ColourShape,
+        ..SynthConfig::default()
+    };
+    write_world(&config, prompts(), &dir).expect("world writes");
+    let mut checked = 0;
+    for task in TEXT_TASKS {
+        let samples = read_all_samples(&dir.join(format!("{task}.jsonl"))).unwrap();
+        let text = read_all_samples(&text_task_file(&dir, task)).unwrap();
+        for (sample, twin) in samples.iter().zip(&text) {
+            let twin_names: Vec<String> = twin
+                .regions
+                .iter()
+                .map(|r| match r {
+                    Region::Name(name) => name.clone(),
+                    other => panic!("a text region is named: {other:?}"),
+                })
+                .collect();
+            assert_eq!(names_in_meta(sample), Some(twin_names), "{}", sample.id);
+            assert_eq!(sample.regions.len(), twin.regions.len());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 6 * TEXT_TASKS.len(), "{checked}");
+    // Image captions have no regions, and no names.
+    let captions = read_all_samples(&dir.join("synth-image-caption.jsonl")).unwrap();
+    assert!(captions.iter().all(|s| names_in_meta(s).is_none()));
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // Regions written out in words leave the image samples as they were.
+    let words = temp_dir("meta-words");
+    write_world(
+        &SynthConfig {
+            text_regions: TextRegions::Words,
+            ..config
+        },
+        prompts(),
+        &words,
+    )
+    .unwrap();
+    let shape = read_all_samples(&words.join("synth-shape.jsonl")).unwrap();
+    assert!(shape.iter().all(|s| names_in_meta(s).is_none()));
+    std::fs::remove_dir_all(&words).unwrap();
+}

@@ -138,6 +138,11 @@ pub struct TrainingExample<'a> {
     /// name's word embeddings, the form a from-scratch decoder can learn
     /// to look regions up in before any comes from an image (docs/demo.md).
     pub region_names: &'a [Vec<i64>],
+    /// With an image: the token ids of the name each region should read
+    /// as, in `<region>` order, or none. Given, the forward also measures
+    /// how far each region's embedding is from that name's code
+    /// ([`TrainingOutput::alignment`]).
+    pub region_targets: &'a [Vec<i64>],
 }
 
 /// A preprocessed image of a training example.
@@ -159,6 +164,12 @@ pub struct TrainingOutput {
     pub labels: Tensor,
     /// How many tokens the loss averaged over.
     pub target_tokens: i64,
+    /// Over the regions with `region_targets`: the mean of
+    /// `|r - c|^2 / |c|^2`, `r` the connector's output for the region and
+    /// `c` its target name's code (the mean of the name's word embeddings,
+    /// as a region given by name is read), held fixed; and how many regions
+    /// it averaged over. None when no region has a target.
+    pub alignment: Option<(Tensor, i64)>,
 }
 
 /// How original-image pixels land on a `grid_w` x `grid_h` feature grid.
@@ -458,6 +469,10 @@ impl RegionGpt {
                 counts,
             )
         };
+        let alignment = match &region_embeds {
+            Some(pooled) => self.region_alignment(pooled, &with_image)?,
+            None => None,
+        };
         let hidden = self.llava.llm.config().hidden_size as i64;
         let no_regions = Tensor::zeros(
             [0, hidden],
@@ -512,7 +527,49 @@ impl RegionGpt {
             logits,
             labels: batch.labels,
             target_tokens,
+            alignment,
         })
+    }
+
+    /// [`TrainingOutput::alignment`] of `regions`, the connector's output
+    /// for the regions of `examples` in order.
+    fn region_alignment(
+        &self,
+        regions: &Tensor,
+        examples: &[&TrainingExample<'_>],
+    ) -> Result<Option<(Tensor, i64)>, ModelError> {
+        let mut rows = Vec::new();
+        let mut names: Vec<Vec<i64>> = Vec::new();
+        let mut start = 0i64;
+        for example in examples {
+            let count = example.regions.len();
+            if !example.region_targets.is_empty() {
+                if example.region_targets.len() != count {
+                    return Err(rgpt_llm::LlmError::InvalidRequest(format!(
+                        "{} region targets for {count} regions; give one per region or none",
+                        example.region_targets.len()
+                    ))
+                    .into());
+                }
+                rows.extend(start..start + count as i64);
+                names.extend_from_slice(example.region_targets);
+            }
+            start += count as i64;
+        }
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let index = Tensor::from_slice(&rows).to_device(regions.device());
+        let predicted = regions.f_index_select(0, &index)?;
+        let codes = self
+            .named_regions(&names)?
+            .detach()
+            .f_to_kind(predicted.kind())?;
+        let squared_norm = |t: &Tensor| t.f_square()?.f_sum_dim_intlist(&[1i64][..], false, None);
+        let distance = squared_norm(&predicted.f_sub(&codes)?)?
+            .f_div(&squared_norm(&codes)?.f_clamp_min(1e-12)?)?
+            .f_mean(Kind::Float)?;
+        Ok(Some((distance, rows.len() as i64)))
     }
 
     /// One prompt's region embeddings [regions, hidden], in order, each
@@ -629,10 +686,15 @@ impl RegionGpt {
         let pixels: Vec<Tensor> = prompts
             .iter()
             .map(|p| {
-                p.pixel_values
-                    .view([-1, 3, p.pixel_values.size()[2], p.pixel_values.size()[3]])
+                // [3, H, W] or [1, 3, H, W], as the preprocessor or a batch gives it.
+                let size = p.pixel_values.size();
+                let (height, width) = match size[..] {
+                    [.., 3, height, width] => (height, width),
+                    _ => (-1, -1),
+                };
+                p.pixel_values.f_view([-1, 3, height, width])
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         let pixels = Tensor::f_cat(&pixels, 0)?.f_to_device(self.llava.llm.device())?;
         let (refined, tokens) = self.encode_image(&pixels)?;
         let per_image: Vec<(&ImageTransform, &[RegionSpec])> =

@@ -110,6 +110,7 @@ fn the_loss_is_the_cross_entropy_of_the_answer_tokens_only() {
         }),
         regions: &regions,
         region_names: &[],
+        region_targets: &[],
     };
     let out = model.forward_train(&[example]).unwrap();
 
@@ -175,6 +176,7 @@ fn a_padded_batch_gives_each_example_its_own_loss() {
         }),
         regions,
         region_names: &[],
+        region_targets: &[],
     };
     let examples = [
         with_image(&long, &two),
@@ -184,6 +186,7 @@ fn a_padded_batch_gives_each_example_its_own_loss() {
             image: None,
             regions: &[],
             region_names: &[],
+            region_targets: &[],
         },
     ];
     let batch = model.forward_train(&examples).unwrap();
@@ -223,6 +226,7 @@ fn training_logits_agree_with_generation() {
             }),
             regions,
             region_names: &[],
+            region_targets: &[],
         }])
         .unwrap();
     let last = out.logits.get(0).get(-1).log_softmax(-1, Kind::Float);
@@ -276,6 +280,7 @@ fn gradients_reach_refiner_and_connector_and_steps_lower_the_loss() {
         }),
         regions: &regions,
         region_names: &[],
+        region_targets: &[],
     };
     let mut optimizer = nn::Adam::default().build(&vs, 1e-2).unwrap();
     let first = model.forward_train(&[example()]).unwrap();
@@ -343,6 +348,7 @@ fn a_region_given_by_name_is_read_as_the_mean_of_its_word_embeddings() {
             image: None,
             regions: &[],
             region_names: &names,
+            region_targets: &[],
         }])
         .unwrap();
 
@@ -376,6 +382,7 @@ fn a_region_given_by_name_is_read_as_the_mean_of_its_word_embeddings() {
             image: None,
             regions: &[],
             region_names: &names[..1],
+            region_targets: &[],
         }])
         .unwrap_err()
         .to_string();
@@ -383,4 +390,71 @@ fn a_region_given_by_name_is_read_as_the_mean_of_its_word_embeddings() {
         err.contains("2 <region> placeholder(s) but 1 region(s)"),
         "{err}"
     );
+}
+
+#[test]
+fn region_alignment_is_each_regions_distance_from_its_names_code() {
+    let _guard = tch::no_grad_guard();
+    let tokenizer = Tokenizer::from_dir(&fixture()).unwrap();
+    let (model, _vs) = RegionGpt::from_pretrained(&fixture(), Device::Cpu, Kind::Float).unwrap();
+    let segments =
+        conversation_segments(&tokenizer, &two_turns(), placeholders(&tokenizer)).unwrap();
+    let (pixel_values, transform) = image();
+    let regions = regions();
+    let names = [
+        tokenizer.encode("red circle", false).unwrap(),
+        tokenizer.encode("blue square", false).unwrap(),
+    ];
+    let example = |targets| TrainingExample {
+        segments: &segments,
+        image: Some(ExampleImage {
+            pixel_values: &pixel_values,
+            transform: &transform,
+        }),
+        regions: &regions,
+        region_names: &[],
+        region_targets: targets,
+    };
+    let plain = model.forward_train(&[example(&[])]).unwrap();
+    assert!(plain.alignment.is_none());
+    let aligned = model.forward_train(&[example(&names)]).unwrap();
+    let (distance, count) = aligned.alignment.expect("named regions are measured");
+    assert_eq!(count, 2);
+    // The answers' loss does not change.
+    assert!(aligned.loss.equal(&plain.loss));
+
+    // By hand: the connector's output for each region against the mean of
+    // its name's word embeddings.
+    let prompt =
+        Conversation::single_turn(Template::VicunaV1, "<image>\n<region> and <region>?").prompt();
+    let ids = tokenizer.encode(&prompt, true).unwrap();
+    let (_, embeddings) = model
+        .encode_prompt_batch(&[RegionPrompt {
+            prompt_ids: &ids,
+            pixel_values: &pixel_values,
+            transform: &transform,
+            regions: &regions,
+        }])
+        .unwrap()
+        .remove(0);
+    let llm = &model.llava.llm;
+    let codes = Tensor::stack(
+        &names
+            .iter()
+            .map(|ids| llm.embed(&Tensor::from_slice(ids)).mean_dim(0, false, None))
+            .collect::<Vec<_>>(),
+        0,
+    );
+    let squared = |t: &Tensor| t.square().sum_dim_intlist(1, false, None);
+    let expected = (squared(&(&embeddings - &codes)) / squared(&codes)).mean(Kind::Float);
+    let diff = f64::try_from((&distance - &expected).abs()).unwrap();
+    assert!(diff < 1e-5, "alignment {distance} against {expected}");
+    assert!(f64::try_from(&distance).unwrap() > 0.0);
+
+    // One name per region, or none.
+    let err = model
+        .forward_train(&[example(&names[..1])])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("1 region targets for 2 regions"), "{err}");
 }

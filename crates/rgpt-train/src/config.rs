@@ -56,6 +56,16 @@ pub struct TrainConfig {
     /// Clip gradients to this global L2 norm (0: off).
     #[serde(default = "default_clip")]
     pub grad_clip: f64,
+    /// Weight of a second loss beside the answers' (0: off): how far each
+    /// region's embedding is from the code of the name its sample gives it
+    /// (`meta.region_names`; see `rgpt_model::rgpt::TrainingOutput::
+    /// alignment`). A pre-trained CLIP hands RegionGPT features already
+    /// aligned with words; a tower trained from nothing does not, and this
+    /// aligns the connector's output with the codes a decoder learned in
+    /// the text stages (docs/demo.md, eleventh round). Every sample with an
+    /// image and regions must then name them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub align_regions: f64,
     #[serde(default)]
     pub seed: u64,
     /// `auto` (the first CUDA GPU when libtorch sees one, else the CPU),
@@ -120,6 +130,10 @@ impl TrainDtype {
             _ => Kind::BFloat16,
         }
     }
+}
+
+fn is_zero(value: &f64) -> bool {
+    *value == 0.0
 }
 
 fn default_warmup() -> f64 {
@@ -228,6 +242,15 @@ impl TrainConfig {
         let invalid = |field, message: String| Err(TrainError::Invalid { field, message });
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return invalid("lr", format!("{} must be a positive number", self.lr));
+        }
+        if !(self.align_regions.is_finite() && self.align_regions >= 0.0) {
+            return invalid(
+                "align_regions",
+                format!(
+                    "{} must be 0 (off) or a positive weight",
+                    self.align_regions
+                ),
+            );
         }
         if !(0.0..1.0).contains(&self.warmup_ratio) {
             return invalid(

@@ -22,30 +22,54 @@ pub fn target_tokens(example: &TrainingExample<'_>) -> usize {
         .sum()
 }
 
+/// Regions in one example whose embedding has a name to align with.
+fn aligned_regions(example: &TrainingExample<'_>) -> usize {
+    if example.image.is_some() {
+        example.region_targets.len()
+    } else {
+        0
+    }
+}
+
 /// What a step's forward passes measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepLoss {
     /// Mean loss over the step's answer tokens.
     pub loss: f64,
     pub target_tokens: usize,
+    /// Mean alignment over the step's named regions (see
+    /// `TrainConfig::align_regions`), when it was trained.
+    pub alignment: Option<f64>,
 }
 
 /// Runs forward and backward over `micro_batches`, adding to the
-/// variables' gradients.
+/// variables' gradients: of the answers' loss, plus `align_weight` times
+/// the regions' alignment (when above 0). Both are means over the whole
+/// step (answer tokens, named regions), whatever the micro-batches.
 pub fn accumulate_gradients(
     model: &RegionGpt,
     micro_batches: &[Vec<TrainingExample<'_>>],
+    align_weight: f64,
 ) -> Result<StepLoss, TrainError> {
     let total: usize = micro_batches.iter().flatten().map(target_tokens).sum();
+    let total_aligned: usize = micro_batches.iter().flatten().map(aligned_regions).sum();
     let mut loss = 0.0;
+    let mut alignment = None;
     for batch in micro_batches.iter().filter(|b| !b.is_empty()) {
         let out = model.forward_train(batch)?;
         let share = out.target_tokens as f64 / total.max(1) as f64;
-        (&out.loss * share).backward();
+        let mut objective = &out.loss * share;
+        if let (true, Some((distance, regions))) = (align_weight > 0.0, &out.alignment) {
+            let region_share = *regions as f64 / total_aligned.max(1) as f64;
+            objective += distance * (align_weight * region_share);
+            *alignment.get_or_insert(0.0) += f64::try_from(distance)? * region_share;
+        }
+        objective.backward();
         loss += f64::try_from(&out.loss)? * share;
     }
     Ok(StepLoss {
         loss,
         target_tokens: total,
+        alignment,
     })
 }

@@ -55,6 +55,10 @@ pub struct StepMetrics {
     /// `{"step": N, "eval": {"held_out_loss": x}}`, which `rgpt plot` draws.
     #[serde(skip)]
     pub eval_loss: Option<f64>,
+    /// Mean alignment of the step's named regions, when the config trains
+    /// it (`align_regions`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub align_loss: Option<f64>,
 }
 
 pub struct Trainer {
@@ -359,7 +363,23 @@ impl Trainer {
             let examples: Vec<Vec<_>> = micro.iter().map(|b| b.examples()).collect();
             let samples: usize = micro.iter().map(|b| b.samples.len()).sum();
             self.optimizer.zero_grad();
-            let loss = accumulate_gradients(&self.model, &examples)?;
+            if self.config.align_regions > 0.0 {
+                let unnamed = micro.iter().flat_map(|b| &b.samples).find(|s| {
+                    s.image.is_some() && !s.regions.is_empty() && s.region_targets.is_empty()
+                });
+                if let Some(sample) = unnamed {
+                    return Err(TrainError::Invalid {
+                        field: "align_regions",
+                        message: format!(
+                            "sample `{}` has regions but no meta.region_names to align them \
+                             with; name them (rgpt data synth writes them with named text \
+                             regions) or set align_regions to 0",
+                            sample.id
+                        ),
+                    });
+                }
+            }
+            let loss = accumulate_gradients(&self.model, &examples, self.config.align_regions)?;
             if !loss.loss.is_finite() {
                 return Err(TrainError::NonFiniteLoss {
                     step: self.state.step + 1,
@@ -396,6 +416,7 @@ impl Trainer {
                 elapsed_s: started.elapsed().as_secs_f64(),
                 memory_mb: crate::memory::resident_set_mib(),
                 eval_loss,
+                align_loss: loss.alignment,
             };
             let mut line = serde_json::to_string(&record).unwrap_or_default() + "\n";
             if let Some(loss) = eval_loss {

@@ -61,6 +61,7 @@ fn logits(model: &RegionGpt) -> Tensor {
             }),
             regions,
             region_names: &[],
+            region_targets: &[],
         })
         .collect();
     model.forward_train(&examples).unwrap().logits

@@ -75,6 +75,7 @@ fn examples(data: &Data) -> Vec<TrainingExample<'_>> {
             }),
             regions,
             region_names: &[],
+            region_targets: &[],
         })
         .collect()
 }
@@ -185,7 +186,7 @@ fn pretraining_freezes_the_tower_and_the_llm() {
         AdamWConfig::default(),
     );
     let data = data();
-    accumulate_gradients(&model, &[examples(&data)]).unwrap();
+    accumulate_gradients(&model, &[examples(&data)], 0.0).unwrap();
     adamw.step(1e-3);
     for (name, old) in &before {
         let var = &vars[name];
@@ -211,15 +212,19 @@ fn four_accumulated_micro_batches_equal_one_batch() {
     vs.unfreeze();
     set_trainable(&vs, &Stage::Finetune.trainable());
     let data = data();
-    let all = examples(&data);
-    let grads = |micro: Vec<Vec<TrainingExample<'_>>>| {
+    let tokenizer = Tokenizer::from_dir(&common::fixture()).unwrap();
+    let names: Vec<Vec<Vec<i64>>> = ["red circle", "blue square", "green", "picture"]
+        .iter()
+        .map(|name| vec![tokenizer.encode(name, false).unwrap()])
+        .collect();
+    let grads = |micro: Vec<Vec<TrainingExample<'_>>>, align_weight| {
         for (_, v) in vs.variables() {
             let mut g = v.grad();
             if g.defined() {
                 let _ = g.zero_();
             }
         }
-        let loss = accumulate_gradients(&model, &micro).unwrap();
+        let loss = accumulate_gradients(&model, &micro, align_weight).unwrap();
         let grads: Vec<(String, Tensor)> = vs
             .variables()
             .into_iter()
@@ -228,16 +233,31 @@ fn four_accumulated_micro_batches_equal_one_batch() {
             .collect();
         (loss, grads)
     };
-    let (one_loss, one) = grads(vec![all.clone()]);
-    let (four_loss, four) = grads(all.into_iter().map(|e| vec![e]).collect());
-    assert!((one_loss.loss - four_loss.loss).abs() < 1e-5);
-    assert_eq!(one_loss.target_tokens, four_loss.target_tokens);
-    assert_eq!(one.len(), four.len());
-    let four: std::collections::HashMap<String, Tensor> = four.into_iter().collect();
-    for (name, g) in &one {
-        let diff = f64::try_from((g - &four[name]).abs().max()).unwrap();
-        let scale = f64::try_from(g.abs().max()).unwrap().max(1e-8);
-        assert!(diff / scale < 1e-4, "{name}: {diff} (max {scale})");
+    // The answers' loss alone, then with the regions' alignment beside it:
+    // both are means over the whole step, however it is split.
+    for align_weight in [0.0, 2.0] {
+        let mut all = examples(&data);
+        if align_weight > 0.0 {
+            for (example, targets) in all.iter_mut().zip(&names) {
+                example.region_targets = targets;
+            }
+        }
+        let (one_loss, one) = grads(vec![all.clone()], align_weight);
+        let (four_loss, four) = grads(all.into_iter().map(|e| vec![e]).collect(), align_weight);
+        assert!((one_loss.loss - four_loss.loss).abs() < 1e-5);
+        assert_eq!(one_loss.target_tokens, four_loss.target_tokens);
+        match (one_loss.alignment, four_loss.alignment) {
+            (None, None) => assert_eq!(align_weight, 0.0),
+            (Some(a), Some(b)) => assert!(a > 0.0 && (a - b).abs() < 1e-5, "{a} / {b}"),
+            other => panic!("alignment measured in one split only: {other:?}"),
+        }
+        assert_eq!(one.len(), four.len());
+        let four: std::collections::HashMap<String, Tensor> = four.into_iter().collect();
+        for (name, g) in &one {
+            let diff = f64::try_from((g - &four[name]).abs().max()).unwrap();
+            let scale = f64::try_from(g.abs().max()).unwrap().max(1e-8);
+            assert!(diff / scale < 1e-4, "{name}: {diff} (max {scale})");
+        }
     }
 }
 
@@ -259,7 +279,7 @@ fn a_few_steps_lower_the_loss_on_a_fixed_batch() {
     let mut losses = Vec::new();
     for _ in 0..8 {
         adamw.zero_grad();
-        let loss = accumulate_gradients(&model, &[examples(&data)]).unwrap();
+        let loss = accumulate_gradients(&model, &[examples(&data)], 0.0).unwrap();
         adamw.clip_grad_norm(1.0);
         adamw.step(3e-3);
         losses.push(loss.loss);

@@ -249,6 +249,8 @@ fn config_mistakes_are_caught_before_any_work() {
         indivisible.contains("not a multiple of micro_batch"),
         "{indivisible}"
     );
+    let align = config_error("align", |t| format!("{t}align_regions: -1\n"));
+    assert!(align.contains("align_regions"), "{align}");
     let missing = config_error("data", |t| t.replace("coco.jsonl", "nope.jsonl"));
     assert!(missing.contains("nope.jsonl does not exist"), "{missing}");
 }
@@ -429,4 +431,61 @@ fn numbered_regions_take_the_tokenizers_number_tokens() {
         err.contains("number_regions") && err.contains("\u{2581}[1"),
         "{err}"
     );
+}
+
+#[test]
+fn aligned_regions_move_towards_their_names_codes() {
+    let dir = std::env::temp_dir().join(format!("rgpt-train-align-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let prompts = PromptBank::from_dir(&root().join("configs/prompts")).unwrap();
+    for (name, text_regions) in [
+        ("named", rgpt_data::synth::text::TextRegions::ColourShape),
+        ("plain", rgpt_data::synth::text::TextRegions::Words),
+    ] {
+        let world = rgpt_data::synth::SynthConfig {
+            images: 16,
+            seed: 2,
+            text: true,
+            text_regions,
+            ..Default::default()
+        };
+        rgpt_data::synth::write_world(&world, &prompts, &dir.join(name)).unwrap();
+    }
+    let config = |world: &str, run: &str| {
+        format!(
+            "model:\n  tiny: {{vision_hidden: 32, vision_layers: 2, vision_heads: 2, hidden: 64, \
+             layers: 2, heads: 2, intermediate: 128, vocab_size: 400}}\n\
+             data:\n  files: [{{path: {world}/synth-shape.jsonl}}, {{path: {world}/synth-rec.jsonl}}]\n  \
+             image_root: {world}\nstage: pretrain\nlr: 0.003\nalign_regions: 1.0\n\
+             global_batch: 8\nmicro_batch: 4\nsteps: 10\ncheckpoint_every: 100\noutput_dir: {run}\n\
+             loader_workers: 1\n"
+        )
+    };
+    std::fs::write(dir.join("align.yaml"), config("named", "run")).unwrap();
+    let mut trainer =
+        Trainer::new(TrainConfig::from_file(&dir.join("align.yaml")).unwrap()).unwrap();
+    let mut alignment = Vec::new();
+    trainer
+        .run(None, &mut |m| {
+            alignment.push(m.align_loss.expect("recorded"))
+        })
+        .unwrap();
+    assert!(alignment[9] < alignment[0] * 0.5, "{alignment:?}");
+    let metrics = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
+    assert!(
+        metrics.lines().all(|l| l.contains("\"align_loss\"")),
+        "{metrics}"
+    );
+
+    // A world that names no regions is refused, naming the sample and the
+    // setting.
+    std::fs::write(dir.join("plain.yaml"), config("plain", "run-plain")).unwrap();
+    let mut trainer =
+        Trainer::new(TrainConfig::from_file(&dir.join("plain.yaml")).unwrap()).unwrap();
+    let err = trainer.run(None, &mut |_| {}).unwrap_err().to_string();
+    assert!(
+        err.contains("align_regions") && err.contains("synth-") && err.contains("region_names"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

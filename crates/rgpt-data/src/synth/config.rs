@@ -93,9 +93,9 @@ pub struct SynthConfig {
     /// [`super::text`]): the image dropped and every region named in words,
     /// for pre-training a decoder on the world's language.
     pub text: bool,
-    /// How the text form gives each region: `words` (its name written out)
-    /// or `named` (`<region>` kept, given by its name; see
-    /// [`super::text::TextRegions`]).
+    /// How the text form gives each region: `words` (its name written out),
+    /// `named` (`<region>` kept, given by its name) or `colour_shape` (as
+    /// `named`, by colour and shape alone; see [`super::text::TextRegions`]).
     pub text_regions: TextRegions,
 }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::describe::{object_phrase, CaptionFacts};
 use super::scene::{SynthImage, SynthObject};
 use super::tasks::{RecMeta, RegionQuestionMeta, TASK_CAPTION, TASK_COLOR, TASK_REC, TASK_SHAPE};
-use crate::format::{Region, Sample, Turn, IMAGE_TOKEN, REGION_TOKEN};
+use crate::format::{Region, Sample, Turn, IMAGE_TOKEN, REGION_NAMES_META, REGION_TOKEN};
 use crate::DataError;
 
 /// The tasks that have a text form: those that ask about regions. An image
@@ -33,6 +33,19 @@ pub enum TextRegions {
     /// `<region>` kept, the region given as `{"name": ...}`: one position,
     /// read as the mean of the name's word embeddings.
     Named,
+    /// As `named`, with the name cut to colour and shape ("red circle").
+    /// Its mean is the code the toy learns REC's lookup from fastest
+    /// (docs/demo.md, ninth round); size and position are left for the
+    /// image stages to bring.
+    #[serde(rename = "colour_shape")]
+    ColourShape,
+}
+
+impl TextRegions {
+    /// Whether each region stays one `<region>` position, given by a name.
+    pub fn is_named(self) -> bool {
+        self != TextRegions::Words
+    }
 }
 
 /// `sample`, a conversation about `image` built by [`super::tasks`], with
@@ -42,7 +55,7 @@ pub enum TextRegions {
 /// words has the answer the image gives it (with colour and shape alone,
 /// "the large red circle" against a small one would read as a match and
 /// be answered "no match"). The id and task gain a `text-` prefix; the meta
-/// is kept.
+/// is kept, but for the image regions' names.
 pub fn as_text(
     sample: &Sample,
     image: &SynthImage,
@@ -67,17 +80,21 @@ pub fn as_text(
                 format!("object {index} is not in image {}", image.index),
             )
         })?;
-        names.push(region_name(object));
+        names.push(match regions {
+            TextRegions::ColourShape => format!("{} {}", object.color, object.shape),
+            TextRegions::Words | TextRegions::Named => region_name(object),
+        });
     }
-    let (names, named_regions) = match regions {
-        TextRegions::Words => (names, Vec::new()),
-        TextRegions::Named => (Vec::new(), names.into_iter().map(Region::Name).collect()),
+    let (names, named_regions) = if regions.is_named() {
+        (Vec::new(), names.into_iter().map(Region::Name).collect())
+    } else {
+        (names, Vec::new())
     };
     let mut names = names.into_iter();
     let mut conversations = Vec::with_capacity(sample.conversations.len());
     for turn in &sample.conversations {
         let text = turn.value.replace(&format!("{IMAGE_TOKEN}\n"), "");
-        if regions == TextRegions::Named {
+        if regions.is_named() {
             conversations.push(Turn {
                 from: turn.from,
                 value: text,
@@ -104,8 +121,18 @@ pub fn as_text(
         regions: named_regions,
         conversations,
         task: format!("text-{}", sample.task),
-        meta: sample.meta.clone(),
+        meta: text_meta(sample),
     })
+}
+
+/// The sample's meta without the names of its image regions
+/// ([`REGION_NAMES_META`]): the text form's regions are those names.
+fn text_meta(sample: &Sample) -> Option<serde_json::Value> {
+    let mut meta = sample.meta.clone()?;
+    if let serde_json::Value::Object(fields) = &mut meta {
+        fields.remove(REGION_NAMES_META);
+    }
+    Some(meta)
 }
 
 /// "small red circle in the top left": what a region stands for in words.

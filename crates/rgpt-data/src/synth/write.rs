@@ -15,7 +15,7 @@ use super::scene::{SynthImage, SynthObject};
 use super::tasks::{check_prompts, image_path, samples_for_image, SynthSamples, TASKS};
 use super::text::{as_text, TextRegions, TEXT_TASKS};
 use super::SynthWorld;
-use crate::format::{JsonlWriter, Sample};
+use crate::format::{JsonlWriter, Region, Sample, REGION_NAMES_META};
 use crate::prompts::PromptBank;
 use crate::DataError;
 
@@ -92,12 +92,15 @@ impl SynthWorld {
                 .map(|index| {
                     let image = self.generate_image(index);
                     write_png(&image, &out_dir.join(image_path(index)))?;
-                    let samples = samples_for_image(&image, self.config(), prompts)?;
+                    let mut samples = samples_for_image(&image, self.config(), prompts)?;
                     let text = if self.config().text {
                         text_forms(&samples, &image, self.config().text_regions)?
                     } else {
                         Vec::new()
                     };
+                    if self.config().text && self.config().text_regions.is_named() {
+                        record_region_names(&mut samples, &text);
+                    }
                     Ok((image, samples, text))
                 })
                 .collect();
@@ -160,6 +163,33 @@ fn text_forms(
                 .collect()
         })
         .collect()
+}
+
+/// Gives each image sample of [`TEXT_TASKS`] the names its text twin
+/// gives its regions (`meta.region_names`), so a stage can align the
+/// image's region embeddings with the codes the text stages taught.
+fn record_region_names(samples: &mut SynthSamples, text: &[Vec<Sample>]) {
+    let image_samples: [&mut [Sample]; 4] = [
+        std::slice::from_mut(&mut samples.shape),
+        std::slice::from_mut(&mut samples.color),
+        &mut samples.captions,
+        std::slice::from_mut(&mut samples.rec),
+    ];
+    for (image_samples, twins) in image_samples.into_iter().zip(text) {
+        for (sample, twin) in image_samples.iter_mut().zip(twins) {
+            let names: Vec<&str> = twin
+                .regions
+                .iter()
+                .filter_map(|region| match region {
+                    Region::Name(name) => Some(name.as_str()),
+                    _ => None,
+                })
+                .collect();
+            if let Some(serde_json::Value::Object(meta)) = sample.meta.as_mut() {
+                meta.insert(REGION_NAMES_META.into(), names.into());
+            }
+        }
+    }
 }
 
 /// Writes the image as PNG to `PATH.tmp` and renames it onto `path`, so a

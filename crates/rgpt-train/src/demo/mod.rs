@@ -103,6 +103,15 @@ pub struct DemoStage {
     /// RegionGPT starts from.
     #[serde(default)]
     pub text: bool,
+    /// Weight of the regions' alignment with their names' codes
+    /// (`TrainConfig::align_regions`; 0: off). Needs `world.text_regions`
+    /// `named` or `colour_shape`, whose worlds name every region.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub align_regions: f64,
+}
+
+fn is_zero(value: &f64) -> bool {
+    *value == 0.0
 }
 
 fn default_warmup() -> f64 {
@@ -729,6 +738,7 @@ fn train_stage(
         global_batch: stage.global_batch,
         micro_batch: stage.micro_batch,
         grad_clip: 1.0,
+        align_regions: stage.align_regions,
         seed: config.seed,
         // The tower was pre-trained on the CPU in f32, and the demo's
         // numbers are for that setting on any machine.
