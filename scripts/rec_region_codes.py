@@ -43,7 +43,8 @@ REC_SPLIT=1 puts spaces around the quotes and punctuation of each question,
 so that the BPE does not glue them to the expression's words (`▁circle"?`
 is then `▁circle ▁"` `▁?`, the word's own token as in the region's name).
 REC_SIMPLE=1 keeps the conversations whose first expression names at most
-colour and shape ("the red circle"), as the toy's do. REC_SHORT_STEPS=N
+colour and shape ("the red circle"), as the toy's do. REC_SHOW_ERRORS=1
+prints every held-out conversation answered wrongly. REC_SHORT_STEPS=N
 trains the first N steps on a short form of each conversation's first
 question ("USER: <region>, <region> and <region>: the red circle?
 ASSISTANT: Region [2].</s>"), then on the conversations as written.
@@ -128,6 +129,8 @@ SHORT_STEPS = int(os.environ.get('REC_SHORT_STEPS', 0))
 # REC_SIMPLE=1 keeps the conversations whose first expression names at most
 # colour and shape ("the circle", "the red circle"), as the toy's do.
 SIMPLE = os.environ.get('REC_SIMPLE') == '1'
+# REC_SHOW_ERRORS=1 prints each held-out conversation answered wrongly.
+SHOW_ERRORS = os.environ.get('REC_SHOW_ERRORS') == '1'
 
 
 def region_list(n):
@@ -204,7 +207,13 @@ def accuracy(test, emb):
             for b in range(len(items)):
                 target = L[b, 1:]
                 at = (target != -100).nonzero().flatten()
-                right += bool((pred[b, at] == target[at]).all())
+                ok = bool((pred[b, at] == target[at]).all())
+                right += ok
+                if SHOW_ERRORS and not ok:
+                    ids, _, word_ids = items[b]
+                    names = [tok.decode(w) for w in word_ids]
+                    print(f'  wrong: {tok.decode(ids[:at[0] + 1])[-60:]!r} regions {names} '
+                          f'said {tok.decode(pred[b, at].tolist())!r}', flush=True)
     llm.train()
     return right / len(test)
 

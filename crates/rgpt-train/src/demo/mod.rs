@@ -179,6 +179,24 @@ impl DemoConfig {
                     ),
                 );
             }
+            if stage.align_regions > 0.0 {
+                let why = if stage.text {
+                    Some("trains on text, which has no image regions to align")
+                } else if !(self.world.text && self.world.text_regions.is_named()) {
+                    Some(
+                        "aligns regions with their names: set `world.text: true` and \
+                         `world.text_regions` to `named` or `colour_shape`",
+                    )
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    return invalid(
+                        "stages.align_regions",
+                        format!("stage `{}` {why}", stage.name),
+                    );
+                }
+            }
             for task in stage.tasks.keys() {
                 if stage.text && !TEXT_TASKS.contains(&task.as_str()) {
                     return invalid(
@@ -986,6 +1004,24 @@ mod tests {
         let err = no_text_world.validate().unwrap_err().to_string();
         assert!(
             err.contains("stages.text") && err.contains("world.text: true"),
+            "{err}"
+        );
+
+        // Aligning regions needs image regions with names.
+        let image_stage = full.stages.iter().position(|s| !s.text).unwrap();
+        let mut aligned_text = full.clone();
+        aligned_text.stages[0].align_regions = 1.0;
+        let err = aligned_text.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("stages.align_regions") && err.contains("no image regions"),
+            "{err}"
+        );
+        let mut unnamed = full.clone();
+        unnamed.world.text_regions = rgpt_data::synth::text::TextRegions::Words;
+        unnamed.stages[image_stage].align_regions = 1.0;
+        let err = unnamed.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("stages.align_regions") && err.contains("colour_shape"),
             "{err}"
         );
 
