@@ -1062,8 +1062,9 @@ mod tests {
     fn an_ablation_shares_only_the_leading_text_stages_that_train_only_the_llm() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/demo-tiny.yaml");
         let full = DemoConfig::from_file(&path).unwrap();
-        // language (text, LLM only), then pretrain and finetune on images.
-        assert_eq!(refiner_free_stages(&full), 1);
+        // language and rec-lookup (text, LLM only), then pretrain and
+        // finetune on images.
+        assert_eq!(refiner_free_stages(&full), 2);
 
         // A text stage that also trains the connector is the run's own.
         let mut connector = full.clone();
@@ -1073,13 +1074,13 @@ mod tests {
         // Only a leading run of them: a text stage after an image stage
         // starts from weights that saw the refiner.
         let mut late = full.clone();
-        late.stages.swap(0, 1);
+        late.stages.swap(0, 2);
         assert_eq!(refiner_free_stages(&late), 0);
 
-        let mut two = full.clone();
-        let mut second = two.stages[0].clone();
-        second.name = "language-2".into();
-        two.stages.insert(1, second);
-        assert_eq!(refiner_free_stages(&two), 2);
+        let mut three = full.clone();
+        let mut extra = three.stages[0].clone();
+        extra.name = "language-2".into();
+        three.stages.insert(1, extra);
+        assert_eq!(refiner_free_stages(&three), 3);
     }
 }
