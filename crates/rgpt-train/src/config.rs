@@ -132,7 +132,7 @@ impl TrainDtype {
     }
 }
 
-fn is_zero(value: &f64) -> bool {
+pub(crate) fn is_zero(value: &f64) -> bool {
     *value == 0.0
 }
 

@@ -56,10 +56,23 @@ pub fn accumulate_gradients(
     let mut loss = 0.0;
     let mut alignment = None;
     for batch in micro_batches.iter().filter(|b| !b.is_empty()) {
-        let out = model.forward_train(batch)?;
+        let out = if align_weight > 0.0 {
+            model.forward_train(batch)?
+        } else {
+            // Untrained, the alignment is not measured: the forward would
+            // build its graph for nothing on every step.
+            let unaligned: Vec<TrainingExample<'_>> = batch
+                .iter()
+                .map(|e| TrainingExample {
+                    region_targets: &[],
+                    ..*e
+                })
+                .collect();
+            model.forward_train(&unaligned)?
+        };
         let share = out.target_tokens as f64 / total.max(1) as f64;
         let mut objective = &out.loss * share;
-        if let (true, Some((distance, regions))) = (align_weight > 0.0, &out.alignment) {
+        if let Some((distance, regions)) = &out.alignment {
             let region_share = *regions as f64 / total_aligned.max(1) as f64;
             objective += distance * (align_weight * region_share);
             *alignment.get_or_insert(0.0) += f64::try_from(distance)? * region_share;

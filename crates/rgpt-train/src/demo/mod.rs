@@ -106,12 +106,8 @@ pub struct DemoStage {
     /// Weight of the regions' alignment with their names' codes
     /// (`TrainConfig::align_regions`; 0: off). Needs `world.text_regions`
     /// `named` or `colour_shape`, whose worlds name every region.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::config::is_zero")]
     pub align_regions: f64,
-}
-
-fn is_zero(value: &f64) -> bool {
-    *value == 0.0
 }
 
 fn default_warmup() -> f64 {
