@@ -47,7 +47,10 @@ is always taken on the sentence). REC_POOL=N trains on N questions drawn
 once, as the world's 3,000 conversations are, instead of fresh ones at
 every step. REC_QUIRKS=1 adds the world's BPE quirks to the short formats:
 a lone `_` before every region, `ASSISTANT:` before the answer and the
-long no-match answer.
+long no-match answer; REC_QUIRK_PARTS=space,assistant,no-match (any of
+them) keeps only those. REC_SEED=N seeds the run (default 0). Besides the
+accuracy, each line gives it on the questions whose expression names a
+colour, the ones the shape alone does not settle.
 
 It isolates the decoder's part of REC. A question has 2-4 candidates, each
 an object of 6 shapes x 6 colours; 15% of questions match none (answer
@@ -100,8 +103,9 @@ if CODES not in ("learned", "words"):
     sys.exit(f"codes `{CODES}`: use learned or words")
 if DECODER not in ("encoder", "llama", "llama-mimetic"):
     sys.exit(f"decoder `{DECODER}`: use encoder, llama or llama-mimetic")
-random.seed(0)
-torch.manual_seed(0)
+# REC_SEED=N seeds python's and torch's generators (default 0).
+random.seed(int(os.environ.get('REC_SEED', 0)))
+torch.manual_seed(int(os.environ.get('REC_SEED', 0)))
 S, C = 6, 6
 words = ['<pad>', '<bos>', 'which', 'is', 'the', '?', ':', 'as', 'Region', 'and', 'No', 'ans',
          '<reg>', '.'] + [f's{i}' for i in range(S)] + [f'c{i}' for i in range(C)] \
@@ -123,9 +127,14 @@ SHORT_STEPS = int(os.environ.get('REC_SHORT_STEPS', 0))
 short_now = SHORT_STEPS > 0
 # REC_QUIRKS=1 writes the world's BPE quirks into the short formats: a lone
 # `▁` before every region, `ASSISTANT:` before the answer and the long
-# no-match answer.
+# no-match answer. REC_QUIRK_PARTS (a comma list of `space`, `assistant`,
+# `no-match`; default all three) picks which; the vocabulary is the same
+# whichever are picked, so runs differ only in the text.
 QUIRKS = os.environ.get('REC_QUIRKS') == '1'
-ANS = 'ASSISTANT:' if QUIRKS else 'ans'
+QUIRK_PARTS = os.environ.get('REC_QUIRK_PARTS', 'space,assistant,no-match').split(',')
+if not set(QUIRK_PARTS) <= {'space', 'assistant', 'no-match'}:
+    sys.exit(f"REC_QUIRK_PARTS `{','.join(QUIRK_PARTS)}`: use space, assistant, no-match")
+ANS = 'ASSISTANT:' if QUIRKS and 'assistant' in QUIRK_PARTS else 'ans'
 QUIRK_WORDS = ['_', 'corresponding', 'options', 'found', 'ASSISTANT:'] if QUIRKS else []
 # One id per word: the sentence and the quirks share `ASSISTANT:`.
 words = list(dict.fromkeys(words + GUIDE + FILLERS + (SENTENCE_WORDS if SENTENCE else [])
@@ -159,7 +168,7 @@ def candidates(n):
     regs = []
     for k in range(n):
         if FMT in ('plain', 'indexed'):
-            item = ['_', '<reg>'] if QUIRKS else ['<reg>']
+            item = ['_', '<reg>'] if QUIRKS and 'space' in QUIRK_PARTS else ['<reg>']
         elif FMT in ('before', 'multi'):
             item = ['Region', f'[{k+1}', '<reg>']
         else:
@@ -174,7 +183,8 @@ def candidates(n):
 def answer(target):
     if target:
         return ['Region', f'[{target}', '.']
-    return ['No', 'corresponding', 'options', 'found', '.'] if QUIRKS else ['No', '.']
+    long = QUIRKS and 'no-match' in QUIRK_PARTS
+    return ['No', 'corresponding', 'options', 'found', '.'] if long else ['No', '.']
 
 
 def sample():
@@ -331,26 +341,32 @@ def batch(n, fresh=False):
 
 
 def accuracy(n=400):
-    """Over every question of n fresh samples."""
+    """Over every question of n fresh samples, and over those whose
+    expression names a colour (the shape alone does not settle them): the
+    two accuracies and how many of the second kind there were."""
     global short_now
     short, short_now = short_now, False
     model.eval()
-    ok = total = 0
+    ok = total = colour_ok = colour_total = 0
     with torch.no_grad():
         ids, _, rp, rc, data = batch(n, fresh=True)
         logits = model(ids, rp, rc)
-        for b, (_, spans, _) in enumerate(data):
+        for b, (toks, spans, _) in enumerate(data):
+            named_colour = any(t[0] == 'c' and t[1:].isdigit() for t in toks)
             for pl, tgt in spans:
                 first = logits[b, pl - 1].argmax().item()
                 if tgt is None:
-                    ok += first == idx['No']
+                    right = first == idx['No']
                 else:
-                    ok += (first == idx['Region']
-                           and logits[b, pl].argmax().item() == idx[f'[{tgt}'])
+                    right = (first == idx['Region']
+                             and logits[b, pl].argmax().item() == idx[f'[{tgt}'])
+                ok += right
                 total += 1
+                colour_ok += right and named_colour
+                colour_total += named_colour
     model.train()
     short_now = short
-    return ok / total
+    return ok / total, colour_ok / max(colour_total, 1), colour_total
 
 
 t0 = time.time()
@@ -367,5 +383,5 @@ for step in range(1, STEPS + 1):
         group['lr'] = lr_at(step)
     opt.step()
     if step % 100 == 0:
-        print(FMT, D, LR, BS, QUESTIONS, CODES, DECODER, LAYERS, HEADS, f'{MIN_N}-{MAX_N}', step, f'loss {loss.item():.3f} acc {accuracy():.3f} '
+        print(FMT, D, LR, BS, QUESTIONS, CODES, DECODER, LAYERS, HEADS, f'{MIN_N}-{MAX_N}', step, f'loss {loss.item():.3f} acc {"%.3f (colour named %.3f of %d)" % accuracy()} '
               f'{time.time() - t0:.0f}s', flush=True)

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::llava::{load_frozen, read_config, Llava, LlavaConfig, PreparedBatch, SplicedRequest};
-use crate::loss::causal_lm_loss;
+use crate::loss::causal_lm_loss_from_hidden;
 use crate::splice::{pad_batch, splice, Segment, IGNORE_INDEX};
 use crate::ModelError;
 
@@ -158,8 +158,10 @@ pub struct ExampleImage<'a> {
 pub struct TrainingOutput {
     /// Scalar f32: mean cross-entropy over the target tokens.
     pub loss: Tensor,
-    /// [batch, seq, vocab] f32.
-    pub logits: Tensor,
+    /// [batch, seq, hidden]: the LLM's final-normed hidden states. The
+    /// loss runs the LM head only where it is taken; `llm.logits(&hidden)`
+    /// gives every position's logits.
+    pub hidden: Tensor,
     /// [batch, seq]: the token where the loss is taken, else IGNORE_INDEX.
     pub labels: Tensor,
     /// How many tokens the loss averaged over.
@@ -513,8 +515,8 @@ impl RegionGpt {
             .llava
             .llm
             .forward_embeds(&batch.embeds, Some(&batch.mask), &mut cache)?;
-        let logits = self.llava.llm.logits(&hidden);
-        let loss = causal_lm_loss(&logits, &batch.labels);
+        let llm = &self.llava.llm;
+        let loss = causal_lm_loss_from_hidden(&hidden, &batch.labels, |h| llm.logits(h));
         let target_tokens = i64::try_from(
             batch
                 .labels
@@ -524,7 +526,7 @@ impl RegionGpt {
         )?;
         Ok(TrainingOutput {
             loss,
-            logits,
+            hidden,
             labels: batch.labels,
             target_tokens,
             alignment,

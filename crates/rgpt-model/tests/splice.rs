@@ -251,3 +251,39 @@ fn loss_counts_only_answer_tokens() {
         0.0
     );
 }
+
+#[test]
+fn loss_from_hidden_states_equals_the_loss_from_all_logits() {
+    use rgpt_model::loss::{causal_lm_loss, causal_lm_loss_from_hidden};
+    tch::manual_seed(6);
+    let hidden = Tensor::randn([3, 6, 4], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let head = Tensor::randn([9, 4], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let i = IGNORE_INDEX;
+    // Answers in the middle, at the end and (third row) nowhere; a label on
+    // the first position is never predicted and must not count.
+    let labels =
+        Tensor::from_slice(&[5, i, 2, 8, i, i, i, i, i, 1, 0, 3, i, i, i, i, i, i]).view([3, 6]);
+    let grads = |loss: Tensor| {
+        let grads = Tensor::run_backward(&[&loss], &[&hidden, &head], false, false);
+        (f64::try_from(&loss).unwrap(), grads)
+    };
+    let (full, full_grads) = grads(causal_lm_loss(&hidden.matmul(&head.tr()), &labels));
+    let (gathered, gathered_grads) = grads(causal_lm_loss_from_hidden(&hidden, &labels, |h| {
+        h.matmul(&head.tr())
+    }));
+    assert!((full - gathered).abs() < 1e-6, "{full} vs {gathered}");
+    for (a, b) in full_grads.iter().zip(&gathered_grads) {
+        let diff = f64::try_from((a - b).abs().max()).unwrap();
+        assert!(diff < 1e-6, "gradients differ by {diff}");
+    }
+    // No counted token: 0, and a graph that still runs backward.
+    let nothing = Tensor::full([3, 6], IGNORE_INDEX, (Kind::Int64, Device::Cpu));
+    let (zero, zero_grads) = grads(causal_lm_loss_from_hidden(&hidden, &nothing, |h| {
+        h.matmul(&head.tr())
+    }));
+    assert_eq!(zero, 0.0);
+    assert_eq!(
+        f64::try_from(zero_grads[0].abs().sum(Kind::Float)).unwrap(),
+        0.0
+    );
+}

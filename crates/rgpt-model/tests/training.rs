@@ -135,7 +135,12 @@ fn the_loss_is_the_cross_entropy_of_the_answer_tokens_only() {
     assert_eq!(out.target_tokens, answer_tokens);
 
     // The loss by hand: -log p(label[t] | ..t-1), averaged over answer tokens.
-    let log_probs = out.logits.get(0).log_softmax(-1, Kind::Float);
+    let log_probs = model
+        .llava
+        .llm
+        .logits(&out.hidden)
+        .get(0)
+        .log_softmax(-1, Kind::Float);
     let mut total = 0.0;
     for (t, &label) in labels.iter().enumerate().skip(1) {
         if label != IGNORE_INDEX {
@@ -229,7 +234,13 @@ fn training_logits_agree_with_generation() {
             region_targets: &[],
         }])
         .unwrap();
-    let last = out.logits.get(0).get(-1).log_softmax(-1, Kind::Float);
+    let last = model
+        .llava
+        .llm
+        .logits(&out.hidden)
+        .get(0)
+        .get(-1)
+        .log_softmax(-1, Kind::Float);
 
     let batched = pixel_values.unsqueeze(0);
     let config = GenerationConfig {
@@ -368,7 +379,7 @@ fn a_region_given_by_name_is_read_as_the_mean_of_its_word_embeddings() {
     .unsqueeze(0);
     let mut cache = llm.new_cache(1, embeds.size()[1]);
     let expected = llm.logits(&llm.forward_embeds(&embeds, None, &mut cache).unwrap());
-    let diff = f64::try_from((out.logits - expected).abs().max()).unwrap();
+    let diff = f64::try_from((llm.logits(&out.hidden) - expected).abs().max()).unwrap();
     assert!(
         diff < 1e-5,
         "named regions differ from the hand-built mean by {diff}"

@@ -7,8 +7,9 @@
 //! The step is the trainer's for a text-only micro-batch of 32 sequences of
 //! 96 tokens whose first 80 labels are `IGNORE_INDEX` (the prompt): zero
 //! the gradients, embed, `forward_embeds` through a fresh KV cache with the
-//! padding mask (as `RegionGpt::forward_train` does), LM-head logits,
-//! `causal_lm_loss`, backward, `AdamW::clip_grad_norm(1.0)` and
+//! padding mask (as `RegionGpt::forward_train` does),
+//! `causal_lm_loss_from_hidden` (LM-head logits at the 16 x 32 labelled
+//! positions only, as the trainer takes them), backward, `AdamW::clip_grad_norm(1.0)` and
 //! `AdamW::step(1e-3)` with weight decay 0. Weights are initialised as
 //! `tiny::initialise` does (transformers' normal(0, 0.02), unit norms).
 //!
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use rgpt_llm::{Llama, LlamaConfig};
-use rgpt_model::loss::causal_lm_loss;
+use rgpt_model::loss::causal_lm_loss_from_hidden;
 use rgpt_model::splice::IGNORE_INDEX;
 use rgpt_train::optimizer::{AdamW, AdamWConfig};
 use tch::{nn, Device, Kind, Tensor};
@@ -86,7 +87,7 @@ fn step(model: &Llama, optimizer: &mut AdamW, batch: &Batch) -> Phases {
     let hidden = model
         .forward_embeds(&model.embed(&batch.ids), Some(&batch.mask), &mut cache)
         .expect("forward");
-    let loss = causal_lm_loss(&model.logits(&hidden), &batch.labels);
+    let loss = causal_lm_loss_from_hidden(&hidden, &batch.labels, |h| model.logits(h));
     let forward = start.elapsed();
     loss.backward();
     let backward = start.elapsed();

@@ -64,7 +64,10 @@ fn logits(model: &RegionGpt) -> Tensor {
             region_targets: &[],
         })
         .collect();
-    model.forward_train(&examples).unwrap().logits
+    model
+        .llava
+        .llm
+        .logits(&model.forward_train(&examples).unwrap().hidden)
 }
 
 #[test]
