@@ -11,30 +11,22 @@ use crate::splice::IGNORE_INDEX;
 /// A batch without a single counted token gives 0 (not NaN), so an
 /// all-instruction sample cannot poison a run.
 pub fn causal_lm_loss(logits: &Tensor, labels: &Tensor) -> Tensor {
-    let (batch, seq, vocab) = logits.size3().expect("logits are [batch, seq, vocab]");
-    let shifted_logits = logits
-        .narrow(1, 0, seq - 1)
-        .reshape([batch * (seq - 1), vocab]);
-    let shifted_labels = labels.narrow(1, 1, seq - 1).reshape([batch * (seq - 1)]);
-    let counted = shifted_labels.ne(IGNORE_INDEX).sum(Kind::Float);
-    let total = shifted_logits
-        .to_kind(Kind::Float)
-        .cross_entropy_loss::<Tensor>(&shifted_labels, None, Reduction::Sum, IGNORE_INDEX, 0.0);
-    total / counted.clamp_min(1.0)
+    // Logits are hidden states whose LM head is the identity.
+    causal_lm_loss_from_hidden(logits, labels, Tensor::shallow_clone).0
 }
 
 /// [`causal_lm_loss`] from the final hidden states [batch, seq, hidden],
 /// with the LM head (`lm_head`: hidden rows -> logits rows) run only on the
-/// positions whose next label is counted. The loss and its gradients are
-/// the same; the work is not: answers are a small part of a training
-/// sequence (the prompt, the image tokens), and transformers' full
-/// [batch, seq, vocab] logits, their log-softmax and its backward are most
-/// of a small model's step.
+/// positions whose next label is counted; also how many tokens it averaged
+/// over. The loss and its gradients are the same; the work is not: answers
+/// are a small part of a training sequence (the prompt, the image tokens),
+/// and transformers' full [batch, seq, vocab] logits, their log-softmax and
+/// its backward are most of a small model's step.
 pub fn causal_lm_loss_from_hidden(
     hidden: &Tensor,
     labels: &Tensor,
     lm_head: impl FnOnce(&Tensor) -> Tensor,
-) -> Tensor {
+) -> (Tensor, i64) {
     let (batch, seq, width) = hidden
         .size3()
         .expect("hidden states are [batch, seq, hidden]");
@@ -49,6 +41,7 @@ pub fn causal_lm_loss_from_hidden(
     )
     .reshape([batch * seq]);
     let rows = next.ne(IGNORE_INDEX).nonzero().squeeze_dim(1);
+    let counted = rows.size()[0];
     let targets = next.index_select(0, &rows);
     let logits = lm_head(&hidden.reshape([batch * seq, width]).index_select(0, &rows));
     let total = logits.to_kind(Kind::Float).cross_entropy_loss::<Tensor>(
@@ -58,5 +51,5 @@ pub fn causal_lm_loss_from_hidden(
         IGNORE_INDEX,
         0.0,
     );
-    total / (targets.size()[0].max(1) as f64)
+    (total / counted.max(1) as f64, counted)
 }

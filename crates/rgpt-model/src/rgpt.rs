@@ -25,7 +25,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::llava::{load_frozen, read_config, Llava, LlavaConfig, PreparedBatch, SplicedRequest};
 use crate::loss::causal_lm_loss_from_hidden;
-use crate::splice::{pad_batch, splice, Segment, IGNORE_INDEX};
+use crate::splice::{pad_batch, splice, Segment};
 use crate::ModelError;
 
 /// The `rgpt` section of an RGPT `config.json`.
@@ -516,14 +516,8 @@ impl RegionGpt {
             .llm
             .forward_embeds(&batch.embeds, Some(&batch.mask), &mut cache)?;
         let llm = &self.llava.llm;
-        let loss = causal_lm_loss_from_hidden(&hidden, &batch.labels, |h| llm.logits(h));
-        let target_tokens = i64::try_from(
-            batch
-                .labels
-                .narrow(1, 1, seq - 1)
-                .ne(IGNORE_INDEX)
-                .sum(Kind::Int64),
-        )?;
+        let (loss, target_tokens) =
+            causal_lm_loss_from_hidden(&hidden, &batch.labels, |h| llm.logits(h));
         Ok(TrainingOutput {
             loss,
             hidden,

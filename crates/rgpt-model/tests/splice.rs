@@ -268,9 +268,11 @@ fn loss_from_hidden_states_equals_the_loss_from_all_logits() {
         (f64::try_from(&loss).unwrap(), grads)
     };
     let (full, full_grads) = grads(causal_lm_loss(&hidden.matmul(&head.tr()), &labels));
-    let (gathered, gathered_grads) = grads(causal_lm_loss_from_hidden(&hidden, &labels, |h| {
-        h.matmul(&head.tr())
-    }));
+    let (gathered, counted) =
+        causal_lm_loss_from_hidden(&hidden, &labels, |h| h.matmul(&head.tr()));
+    // Six labels, of which the first position's is never predicted.
+    assert_eq!(counted, 5);
+    let (gathered, gathered_grads) = grads(gathered);
     assert!((full - gathered).abs() < 1e-6, "{full} vs {gathered}");
     for (a, b) in full_grads.iter().zip(&gathered_grads) {
         let diff = f64::try_from((a - b).abs().max()).unwrap();
@@ -278,9 +280,9 @@ fn loss_from_hidden_states_equals_the_loss_from_all_logits() {
     }
     // No counted token: 0, and a graph that still runs backward.
     let nothing = Tensor::full([3, 6], IGNORE_INDEX, (Kind::Int64, Device::Cpu));
-    let (zero, zero_grads) = grads(causal_lm_loss_from_hidden(&hidden, &nothing, |h| {
-        h.matmul(&head.tr())
-    }));
+    let (zero, counted) = causal_lm_loss_from_hidden(&hidden, &nothing, |h| h.matmul(&head.tr()));
+    assert_eq!(counted, 0);
+    let (zero, zero_grads) = grads(zero);
     assert_eq!(zero, 0.0);
     assert_eq!(
         f64::try_from(zero_grads[0].abs().sum(Kind::Float)).unwrap(),

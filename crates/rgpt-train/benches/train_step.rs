@@ -87,7 +87,7 @@ fn step(model: &Llama, optimizer: &mut AdamW, batch: &Batch) -> Phases {
     let hidden = model
         .forward_embeds(&model.embed(&batch.ids), Some(&batch.mask), &mut cache)
         .expect("forward");
-    let loss = causal_lm_loss_from_hidden(&hidden, &batch.labels, |h| model.logits(h));
+    let (loss, _) = causal_lm_loss_from_hidden(&hidden, &batch.labels, |h| model.logits(h));
     let forward = start.elapsed();
     loss.backward();
     let backward = start.elapsed();

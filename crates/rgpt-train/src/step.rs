@@ -31,6 +31,19 @@ fn aligned_regions(example: &TrainingExample<'_>) -> usize {
     }
 }
 
+/// `examples` without their regions' names, so a forward pass whose
+/// alignment is not used does not measure it (the model measures it
+/// whenever names are given, building its graph for nothing).
+pub fn without_region_targets<'a>(examples: &[TrainingExample<'a>]) -> Vec<TrainingExample<'a>> {
+    examples
+        .iter()
+        .map(|e| TrainingExample {
+            region_targets: &[],
+            ..*e
+        })
+        .collect()
+}
+
 /// What a step's forward passes measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepLoss {
@@ -59,16 +72,7 @@ pub fn accumulate_gradients(
         let out = if align_weight > 0.0 {
             model.forward_train(batch)?
         } else {
-            // Untrained, the alignment is not measured: the forward would
-            // build its graph for nothing on every step.
-            let unaligned: Vec<TrainingExample<'_>> = batch
-                .iter()
-                .map(|e| TrainingExample {
-                    region_targets: &[],
-                    ..*e
-                })
-                .collect();
-            model.forward_train(&unaligned)?
+            model.forward_train(&without_region_targets(batch))?
         };
         let share = out.target_tokens as f64 / total.max(1) as f64;
         let mut objective = &out.loss * share;

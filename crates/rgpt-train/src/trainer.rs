@@ -23,7 +23,7 @@ use tch::{nn, Device, Kind, Tensor};
 use crate::config::{ModelSource, TrainConfig};
 use crate::optimizer::AdamW;
 use crate::parts::{set_trainable, set_trainable_with_lora};
-use crate::step::accumulate_gradients;
+use crate::step::{accumulate_gradients, without_region_targets};
 use crate::TrainError;
 
 /// Where a run is, as a checkpoint records it.
@@ -451,7 +451,9 @@ impl Trainer {
         let (mut sum, mut tokens) = (0.0, 0i64);
         for batch in loader.batches(0, 0) {
             let batch = batch?;
-            let out = self.model.forward_train(&batch.examples())?;
+            let out = self
+                .model
+                .forward_train(&without_region_targets(&batch.examples()))?;
             sum += f64::try_from(&out.loss)? * out.target_tokens as f64;
             tokens += out.target_tokens;
         }
