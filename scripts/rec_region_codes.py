@@ -52,6 +52,14 @@ which only colour (or size and position) can settle. REC_SHORT_STEPS=N
 trains the first N steps on a short form of each conversation's first
 question ("USER: <region>, <region> and <region>: the red circle?
 ASSISTANT: Region [2].</s>"), then on the conversations as written.
+The thirteenth round's variants (docs/demo.md): REC_WORD_LEVEL=1 (INIT
+scratch) replaces the BPE with one id per word or punctuation mark, trained
+on the world's REC text; REC_COLOUR_ONLY=P rewrites, with chance P, a training
+question naming the shape alone whose target's colour is unique among the
+candidates to name the colour alone ("the red one"); REC_COLOUR_COPIES=N
+repeats each training question that names a colour N times;
+REC_COLOUR_WEIGHT=W gives colour-shape-mean codes (W colour + shape) / (W + 1);
+REC_HEADS=N and REC_LAYERS=N (INIT scratch) reshape the decoder.
 Needs transformers in .venv
 (`scripts/bench_train.sh` installs the pinned version; docs/demo.md's
 numbers used 5.24.0).
@@ -86,6 +94,12 @@ torch.set_num_threads(int(os.environ.get('REC_THREADS', 2)))
 torch.manual_seed(int(os.environ.get('REC_SEED', 0)))
 random.seed(int(os.environ.get('REC_SEED', 0)))
 text_config = json.load(open(f'{MODEL_DIR}/config.json'))['text_config']
+# REC_HEADS=N and REC_LAYERS=N (with INIT scratch) change the decoder's shape.
+for key, var in (('num_attention_heads', 'REC_HEADS'), ('num_key_value_heads', 'REC_HEADS'),
+                 ('num_hidden_layers', 'REC_LAYERS')):
+    if var in os.environ:
+        assert INIT == 'scratch', f'{var} needs INIT scratch'
+        text_config[key] = int(os.environ[var])
 llm = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in text_config.items() if k != 'model_type'}))
 if INIT == 'load':
     weights = load_file(f'{MODEL_DIR}/model.safetensors')
@@ -95,6 +109,25 @@ if INIT == 'load':
     assert not [m for m in missing.missing_keys if 'lm_head' not in m], missing
 llm.tie_weights()
 tok = Tokenizer.from_file(f'{MODEL_DIR}/tokenizer.json')
+# REC_WORD_LEVEL=1 (with INIT scratch) replaces the BPE with one id per word
+# or punctuation mark, read off the world's REC text, as the toy's are.
+WORD_LEVEL = os.environ.get('REC_WORD_LEVEL') == '1'
+if WORD_LEVEL:
+    assert INIT == 'scratch', 'REC_WORD_LEVEL needs INIT scratch'
+    from tokenizers import models, pre_tokenizers, trainers, AddedToken
+    texts = [t['value'] for line in open(f'{WORLD}/train/synth-rec.jsonl')
+             for t in json.loads(line)['conversations']]
+    texts += ['USER: ASSISTANT: 1 2 3 4 red orange yellow green blue purple circle square triangle star cross hexagon']
+    tok = Tokenizer(models.WordLevel(unk_token='<unk>'))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tok.add_special_tokens([AddedToken(t, normalized=False) for t in ['<region>', '</s>', '<s>']])
+    tok.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=['<unk>', '<s>', '</s>', '<region>']))
+    from tokenizers import processors
+    tok.post_processor = processors.TemplateProcessing(single='<s> $A', special_tokens=[('<s>', tok.token_to_id('<s>'))])
+    llm = LlamaForCausalLM(LlamaConfig(**{**{k: v for k, v in text_config.items() if k != 'model_type'},
+                                          'vocab_size': tok.get_vocab_size()}))
+    llm.tie_weights()
+    print('word-level vocabulary', tok.get_vocab_size(), tok.encode('USER: <region>, <region> and <region> fits "the red circle"? ASSISTANT: Region [2].</s>').tokens)
 REGION = tok.token_to_id('<region>')
 # REC_SPLIT=1 spaces punctuation off the words of each question.
 SPLIT_PUNCTUATION = os.environ.get('REC_SPLIT') == '1'
@@ -142,6 +175,14 @@ SHOW_ERRORS = os.environ.get('REC_SHOW_ERRORS') == '1'
 NO_LONE_SPACE = os.environ.get('REC_NO_LONE_SPACE') == '1'
 LONE_SPACE = tok.token_to_id('\u2581')
 SHORT_NO_MATCH = os.environ.get('REC_SHORT_NO_MATCH') == '1'
+# REC_COLOUR_ONLY=P rewrites, with chance P, a training question whose
+# expression names the shape alone ("the circle") and whose target's colour is
+# unique among the candidates to name the colour alone ("the red one").
+COLOUR_ONLY = float(os.environ.get('REC_COLOUR_ONLY', 0))
+# REC_COLOUR_COPIES=N repeats N times each training question whose
+# expression names a colour.
+COLOUR_WEIGHT = float(os.environ.get('REC_COLOUR_WEIGHT', 1.0))
+COLOUR_COPIES = int(os.environ.get('REC_COLOUR_COPIES', 1))
 
 
 def region_list(n):
@@ -164,6 +205,18 @@ def load(split, n=None, short=False):
         words = [region_words(objects[image][c]) for c in s['meta']['candidates']]
         text, spans = SYSTEM_PROMPT, []
         turns = s['conversations']
+        expression = s['meta']['expressions'][0]
+        target = s['meta']['targets'][0]
+        if split == 'train' and target and len(expression.split()) == 2 and random.random() < COLOUR_ONLY:
+            objs = [objects[image][c] for c in s['meta']['candidates']]
+            colour = objs[target - 1]['color']
+            if [o['color'] for o in objs].count(colour) == 1:
+                new = f'the {colour} one'
+                turns = [dict(t, value=t['value'].replace(f'"{expression}"', f'"{new}"')) for t in turns]
+        if split == 'train' and any(x in expression.split() for x in ['red', 'orange', 'yellow', 'green', 'blue', 'purple']):
+            copies = COLOUR_COPIES
+        else:
+            copies = 1
         if short:
             turns = [{'from': 'human', 'value': f"{region_list(len(words))}: {s['meta']['expressions'][0]}?"},
                      turns[1]]
@@ -191,13 +244,12 @@ def load(split, n=None, short=False):
             ids, labels = [ids[k] for k in keep], [labels[k] for k in keep]
         word_ids = [tok.encode(w, add_special_tokens=False).ids for w in words]
         assert ids.count(REGION) == len(words), s['id']
-        expression = s['meta']['expressions'][0]
         # A question that colour must settle: its shape is not unique among
         # the candidates (with a match or without).
         shapes = [objects[image][c]['shape'] for c in s['meta']['candidates']]
         same_shape = any(shapes.count(shape) > 1 and shape in expression.split()
                          for shape in shapes)
-        out.append((ids, labels, word_ids, expression, same_shape))
+        out.extend([(ids, labels, word_ids, expression, same_shape)] * copies)
     return out
 
 
@@ -211,6 +263,9 @@ def embeds(items, emb):
         for k, p in enumerate((t == REGION).nonzero().flatten().tolist()):
             w = emb(torch.tensor(word_ids[k]))
             rows[p] = w.mean(0) if CODES in ('name-mean', 'colour-shape-mean') else w.sum(0)
+            if COLOUR_WEIGHT != 1.0:
+                # REC_COLOUR_WEIGHT=W: (W colour + shape) / (W + 1), for colour-shape-mean.
+                rows[p] = (COLOUR_WEIGHT * w[0] + w[1:].sum(0)) / (COLOUR_WEIGHT + 1)
             if NUMBERS:
                 rows[p] = rows[p] + emb(torch.tensor(NUMBERS[k]))
         pad = length - len(ids)
