@@ -59,7 +59,9 @@ question naming the shape alone whose target's colour is unique among the
 candidates to name the colour alone ("the red one"); REC_COLOUR_COPIES=N
 repeats each training question that names a colour N times;
 REC_COLOUR_WEIGHT=W gives colour-shape-mean codes (W colour + shape) / (W + 1);
-REC_HEADS=N and REC_LAYERS=N (INIT scratch) reshape the decoder.
+REC_HEADS=N and REC_LAYERS=N (INIT scratch) reshape the decoder;
+REC_ANSWER_EXPRESSION=1 answers "The red circle is Region [2]." (held-out
+accuracy then needs the expression copied too).
 Needs transformers in .venv
 (`scripts/bench_train.sh` installs the pinned version; docs/demo.md's
 numbers used 5.24.0).
@@ -181,6 +183,9 @@ SHORT_NO_MATCH = os.environ.get('REC_SHORT_NO_MATCH') == '1'
 COLOUR_ONLY = float(os.environ.get('REC_COLOUR_ONLY', 0))
 # REC_COLOUR_COPIES=N repeats N times each training question whose
 # expression names a colour.
+# REC_ANSWER_EXPRESSION=1 answers "The red circle is Region [2]." (the
+# expression first, then the template, which the eval still finds).
+ANSWER_EXPRESSION = os.environ.get('REC_ANSWER_EXPRESSION') == '1'
 COLOUR_WEIGHT = float(os.environ.get('REC_COLOUR_WEIGHT', 1.0))
 COLOUR_COPIES = int(os.environ.get('REC_COLOUR_COPIES', 1))
 
@@ -232,6 +237,9 @@ def load(split, n=None, short=False):
                 answer = turn['value']
                 if SHORT_NO_MATCH and answer == 'No corresponding options found.':
                     answer = 'No.'
+                if ANSWER_EXPRESSION and answer.startswith('Region ['):
+                    answer = f"{s['meta']['expressions'][0].capitalize()} is {answer}"
+
                 text += answer + '</s>'
                 spans.append((start, len(text)))
         enc = tok.encode(text)
