@@ -41,7 +41,10 @@ words, as varied text that carries nothing.
 REC_SENTENCE=full (plain and indexed, one question) writes the question in
 the world's words, the paper's phrasing and the task-guided prompt, one
 token a word; `noguide` drops the guide, `noprefix` the "From the provided
-masks denoted by", `noregion` the guide's "Region [x]". REC_SHORT_STEPS=N
+masks denoted by", `noregion` the guide's "Region [x]"; they combine with commas
+(`noprefix,noguide`). REC_NO_COMMAS=1 lists the sentence's candidates without
+commas, REC_NO_QUOTES=1 drops its quotes, REC_ASK="is" replaces its ", which one
+fits"; REC_COMMAS=1 puts commas between the short form's candidates. REC_SHORT_STEPS=N
 trains the first N steps on the short form, then on the sentence (accuracy
 is always taken on the sentence). REC_POOL=N trains on N questions drawn
 once, as the world's 3,000 conversations are, instead of fresh ones at
@@ -124,6 +127,16 @@ SENTENCE = None if SENTENCE == '0' else SENTENCE
 # REC_SHORT_STEPS=N trains the first N steps on the short form (no sentence),
 # then on the sentence; accuracy is always taken on the sentence.
 SHORT_STEPS = int(os.environ.get('REC_SHORT_STEPS', 0))
+# REC_NO_COMMAS=1 lists the sentence's candidates without the commas between
+# them ("<reg> <reg> and <reg>"), as the short form does; REC_COMMAS=1 puts
+# them into the short form ("<reg> , <reg> and <reg>").
+NO_COMMAS = os.environ.get('REC_NO_COMMAS') == '1'
+COMMAS = os.environ.get('REC_COMMAS') == '1'
+# REC_NO_QUOTES=1 drops the quotes around the sentence's expression.
+NO_QUOTES = os.environ.get('REC_NO_QUOTES') == '1'
+# REC_ASK="..." replaces the sentence's ", which one fits" (words of the
+# vocabulary, space-separated).
+ASK = os.environ.get('REC_ASK', ', which one fits').split()
 short_now = SHORT_STEPS > 0
 # REC_QUIRKS=1 writes the world's BPE quirks into the short formats: a lone
 # `▁` before every region, `ASSISTANT:` before the answer and the long
@@ -138,7 +151,7 @@ ANS = 'ASSISTANT:' if QUIRKS and 'assistant' in QUIRK_PARTS else 'ans'
 QUIRK_WORDS = ['_', 'corresponding', 'options', 'found', 'ASSISTANT:'] if QUIRKS else []
 # One id per word: the sentence and the quirks share `ASSISTANT:`.
 words = list(dict.fromkeys(words + GUIDE + FILLERS + (SENTENCE_WORDS if SENTENCE else [])
-                           + QUIRK_WORDS))
+                           + QUIRK_WORDS + ([','] if COMMAS else [])))
 idx = {w: i for i, w in enumerate(words)}
 V = len(words)
 
@@ -174,7 +187,7 @@ def candidates(n):
         else:
             item = ['<reg>', 'as', 'Region', f'[{k+1}']
         if k:
-            item = (['and'] if k == n - 1 else []) + item
+            item = (['and'] if k == n - 1 else [','] if COMMAS else []) + item
         regs += item
     return regs
 
@@ -201,16 +214,19 @@ def sample():
         expr, target = question(objs)
         regs = candidates(n)
         listed = [t for k, r in enumerate(regs) for t in ([','] if k and r == '<reg>' and regs[k - 1] != 'and' else []) + [r]]
+        if NO_COMMAS:
+            listed = regs
         prefix = ['USER:', 'From', 'the', 'provided', 'masks', 'denoted', 'by']
         guide = ['Answer', 'the', 'question', 'using', 'the', 'template', 'Region', '[x]', '.']
-        if SENTENCE == 'noprefix':
+        if 'noprefix' in SENTENCE.split(','):
             prefix = ['USER:']
-        if SENTENCE == 'noguide':
+        if 'noguide' in SENTENCE.split(','):
             guide = []
-        if SENTENCE == 'noregion':
+        if 'noregion' in SENTENCE.split(','):
             guide = guide[:6] + ['example', 'form', '.']
-        prompt = (['<bos>'] + prefix + listed + [',', 'which', 'one', 'fits', '"'] + expr
-                  + ['"', '?'] + guide + ['ASSISTANT:'])
+        quote = [] if NO_QUOTES else ['"']
+        prompt = (['<bos>'] + prefix + listed + ASK + quote + expr
+                  + quote + ['?'] + guide + ['ASSISTANT:'])
         return prompt + answer(target), [(len(prompt), target)], codes
     if FMT in ('multi', 'indexed'):
         toks = ['<bos>'] + candidates(n) + [':']

@@ -61,7 +61,8 @@ repeats each training question that names a colour N times;
 REC_COLOUR_WEIGHT=W gives colour-shape-mean codes (W colour + shape) / (W + 1);
 REC_HEADS=N and REC_LAYERS=N (INIT scratch) reshape the decoder;
 REC_ANSWER_EXPRESSION=1 answers "The red circle is Region [2]." (held-out
-accuracy then needs the expression copied too).
+accuracy then needs the expression copied too); REC_NO_COMMAS=1 lists the
+candidates without commas between them.
 Needs transformers in .venv
 (`scripts/bench_train.sh` installs the pinned version; docs/demo.md's
 numbers used 5.24.0).
@@ -186,6 +187,10 @@ COLOUR_ONLY = float(os.environ.get('REC_COLOUR_ONLY', 0))
 # REC_ANSWER_EXPRESSION=1 answers "The red circle is Region [2]." (the
 # expression first, then the template, which the eval still finds).
 ANSWER_EXPRESSION = os.environ.get('REC_ANSWER_EXPRESSION') == '1'
+# REC_NO_COMMAS=1 lists the candidates without commas between them
+# ("<region> <region> and <region>"); with REC_NO_LONE_SPACE=1 they are then
+# adjacent tokens, as in the toy's short form.
+NO_COMMAS = os.environ.get('REC_NO_COMMAS') == '1'
 COLOUR_WEIGHT = float(os.environ.get('REC_COLOUR_WEIGHT', 1.0))
 COLOUR_COPIES = int(os.environ.get('REC_COLOUR_COPIES', 1))
 
@@ -228,6 +233,8 @@ def load(split, n=None, short=False):
         for turn in turns:
             if turn['from'] == 'human':
                 question = turn['value'].replace('<image>\n', '')
+                while NO_COMMAS and '<region>, <region>' in question:
+                    question = question.replace('<region>, <region>', '<region> <region>')
                 if SPLIT_PUNCTUATION:
                     question = re.sub(r'\s*(["?.,:])\s*', r' \1 ', question).strip()
                 text += 'USER: ' + question + ' '
