@@ -56,7 +56,9 @@ The thirteenth round's variants (docs/demo.md): REC_WORD_LEVEL=1 (INIT
 scratch) replaces the BPE with one id per word or punctuation mark, trained
 on the world's REC text; REC_COLOUR_ONLY=P rewrites, with chance P, a training
 question naming the shape alone whose target's colour is unique among the
-candidates to name the colour alone ("the red one"); REC_COLOUR_COPIES=N
+candidates to name the colour alone ("the red one"; it draws one random
+number per such question even when P is 0, so training runs from this round
+on sample other batches than the same seed did before it); REC_COLOUR_COPIES=N
 repeats each training question that names a colour N times;
 REC_COLOUR_WEIGHT=W gives colour-shape-mean codes (W colour + shape) / (W + 1);
 REC_HEADS=N and REC_LAYERS=N (INIT scratch) reshape the decoder;
