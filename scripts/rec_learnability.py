@@ -132,6 +132,8 @@ SHORT_STEPS = int(os.environ.get('REC_SHORT_STEPS', 0))
 # them into the short form ("<reg> , <reg> and <reg>").
 NO_COMMAS = os.environ.get('REC_NO_COMMAS') == '1'
 COMMAS = os.environ.get('REC_COMMAS') == '1'
+if COMMAS and SENTENCE:
+    sys.exit("REC_COMMAS: the sentence has its commas already (REC_NO_COMMAS=1 drops them)")
 # REC_NO_QUOTES=1 drops the quotes around the sentence's expression.
 NO_QUOTES = os.environ.get('REC_NO_QUOTES') == '1'
 # REC_ASK="..." replaces the sentence's ", which one fits" (words of the
@@ -213,9 +215,9 @@ def sample():
     if SENTENCE and not short_now:
         expr, target = question(objs)
         regs = candidates(n)
-        listed = [t for k, r in enumerate(regs) for t in ([','] if k and r == '<reg>' and regs[k - 1] != 'and' else []) + [r]]
-        if NO_COMMAS:
-            listed = regs
+        listed = regs if NO_COMMAS else [
+            t for k, r in enumerate(regs)
+            for t in ([','] if k and r == '<reg>' and regs[k - 1] != 'and' else []) + [r]]
         prefix = ['USER:', 'From', 'the', 'provided', 'masks', 'denoted', 'by']
         guide = ['Answer', 'the', 'question', 'using', 'the', 'template', 'Region', '[x]', '.']
         if 'noprefix' in SENTENCE.split(','):

@@ -69,6 +69,7 @@ Needs transformers in .venv
 (`scripts/bench_train.sh` installs the pinned version; docs/demo.md's
 numbers used 5.24.0).
 """
+import functools
 import json
 import os
 import random
@@ -105,6 +106,38 @@ for key, var in (('num_attention_heads', 'REC_HEADS'), ('num_key_value_heads', '
     if var in os.environ:
         assert INIT == 'scratch', f'{var} needs INIT scratch'
         text_config[key] = int(os.environ[var])
+@functools.cache
+def objects_of(split):
+    """Each image's objects in `split` (objects.jsonl), read once."""
+    return [json.loads(line)['objects'] for line in open(f'{WORLD}/{split}/objects.jsonl')]
+
+
+# The world's palette, from its objects.
+COLOURS = sorted({o['color'] for image in objects_of('train') for o in image})
+SHAPES = sorted({o['shape'] for image in objects_of('train') for o in image})
+tok = Tokenizer.from_file(f'{MODEL_DIR}/tokenizer.json')
+# REC_WORD_LEVEL=1 (with INIT scratch) replaces the BPE with one id per word
+# or punctuation mark, read off the world's REC text and the regions' names,
+# as the toy's are.
+if os.environ.get('REC_WORD_LEVEL') == '1':
+    assert INIT == 'scratch', 'REC_WORD_LEVEL needs INIT scratch'
+    from tokenizers import AddedToken, models, pre_tokenizers, processors, trainers
+    texts = [t['value'] for line in open(f'{WORLD}/train/synth-rec.jsonl')
+             for t in json.loads(line)['conversations']]
+    texts.append(' '.join(['USER:', 'ASSISTANT:', '1', '2', '3', '4'] + COLOURS + SHAPES))
+    tok = Tokenizer(models.WordLevel(unk_token='<unk>'))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
+                                                 pre_tokenizers.Punctuation()])
+    tok.add_special_tokens([AddedToken(t, normalized=False) for t in ['<region>', '</s>', '<s>']])
+    tok.train_from_iterator(texts, trainers.WordLevelTrainer(
+        special_tokens=['<unk>', '<s>', '</s>', '<region>']))
+    tok.post_processor = processors.TemplateProcessing(
+        single='<s> $A', special_tokens=[('<s>', tok.token_to_id('<s>'))])
+    # The largest id, not get_vocab_size(): the trainer can leave a gap in the ids.
+    text_config['vocab_size'] = max(tok.get_vocab().values()) + 1
+    print('word-level vocabulary', tok.get_vocab_size(), tok.encode(
+        'USER: <region>, <region> and <region> fits "the red circle"? ASSISTANT: Region [2].</s>'
+    ).tokens)
 llm = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in text_config.items() if k != 'model_type'}))
 if INIT == 'load':
     weights = load_file(f'{MODEL_DIR}/model.safetensors')
@@ -113,26 +146,6 @@ if INIT == 'load':
         {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}, strict=False)
     assert not [m for m in missing.missing_keys if 'lm_head' not in m], missing
 llm.tie_weights()
-tok = Tokenizer.from_file(f'{MODEL_DIR}/tokenizer.json')
-# REC_WORD_LEVEL=1 (with INIT scratch) replaces the BPE with one id per word
-# or punctuation mark, read off the world's REC text, as the toy's are.
-WORD_LEVEL = os.environ.get('REC_WORD_LEVEL') == '1'
-if WORD_LEVEL:
-    assert INIT == 'scratch', 'REC_WORD_LEVEL needs INIT scratch'
-    from tokenizers import models, pre_tokenizers, trainers, AddedToken
-    texts = [t['value'] for line in open(f'{WORLD}/train/synth-rec.jsonl')
-             for t in json.loads(line)['conversations']]
-    texts += ['USER: ASSISTANT: 1 2 3 4 red orange yellow green blue purple circle square triangle star cross hexagon']
-    tok = Tokenizer(models.WordLevel(unk_token='<unk>'))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-    tok.add_special_tokens([AddedToken(t, normalized=False) for t in ['<region>', '</s>', '<s>']])
-    tok.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=['<unk>', '<s>', '</s>', '<region>']))
-    from tokenizers import processors
-    tok.post_processor = processors.TemplateProcessing(single='<s> $A', special_tokens=[('<s>', tok.token_to_id('<s>'))])
-    llm = LlamaForCausalLM(LlamaConfig(**{**{k: v for k, v in text_config.items() if k != 'model_type'},
-                                          'vocab_size': tok.get_vocab_size()}))
-    llm.tie_weights()
-    print('word-level vocabulary', tok.get_vocab_size(), tok.encode('USER: <region>, <region> and <region> fits "the red circle"? ASSISTANT: Region [2].</s>').tokens)
 REGION = tok.token_to_id('<region>')
 # REC_SPLIT=1 spaces punctuation off the words of each question.
 SPLIT_PUNCTUATION = os.environ.get('REC_SPLIT') == '1'
@@ -207,7 +220,7 @@ def load(split, n=None, short=False):
     conversation rendered as `rgpt` renders it and tokenised in one piece,
     an answer token being one whose text overlaps the answer and its `</s>`
     (rgpt_model::prompt::conversation_segments)."""
-    objects = [json.loads(line)['objects'] for line in open(f'{WORLD}/{split}/objects.jsonl')]
+    objects = objects_of(split)
     out = []
     for line in list(open(f'{WORLD}/{split}/synth-rec.jsonl'))[:n]:
         s = json.loads(line)
@@ -219,16 +232,15 @@ def load(split, n=None, short=False):
         turns = s['conversations']
         expression = s['meta']['expressions'][0]
         target = s['meta']['targets'][0]
-        if split == 'train' and target and len(expression.split()) == 2 and random.random() < COLOUR_ONLY:
+        if (split == 'train' and target and len(expression.split()) == 2
+                and random.random() < COLOUR_ONLY):
             objs = [objects[image][c] for c in s['meta']['candidates']]
             colour = objs[target - 1]['color']
             if [o['color'] for o in objs].count(colour) == 1:
                 new = f'the {colour} one'
                 turns = [dict(t, value=t['value'].replace(f'"{expression}"', f'"{new}"')) for t in turns]
-        if split == 'train' and any(x in expression.split() for x in ['red', 'orange', 'yellow', 'green', 'blue', 'purple']):
-            copies = COLOUR_COPIES
-        else:
-            copies = 1
+        names_colour = any(word in COLOURS for word in expression.split())
+        copies = COLOUR_COPIES if split == 'train' and names_colour else 1
         if short:
             turns = [{'from': 'human', 'value': f"{region_list(len(words))}: {s['meta']['expressions'][0]}?"},
                      turns[1]]
@@ -247,7 +259,7 @@ def load(split, n=None, short=False):
                 if SHORT_NO_MATCH and answer == 'No corresponding options found.':
                     answer = 'No.'
                 if ANSWER_EXPRESSION and answer.startswith('Region ['):
-                    answer = f"{s['meta']['expressions'][0].capitalize()} is {answer}"
+                    answer = f"{expression.capitalize()} is {answer}"
 
                 text += answer + '</s>'
                 spans.append((start, len(text)))
@@ -279,10 +291,13 @@ def embeds(items, emb):
         rows = list(emb(t))
         for k, p in enumerate((t == REGION).nonzero().flatten().tolist()):
             w = emb(torch.tensor(word_ids[k]))
-            rows[p] = w.mean(0) if CODES in ('name-mean', 'colour-shape-mean') else w.sum(0)
             if COLOUR_WEIGHT != 1.0:
-                # REC_COLOUR_WEIGHT=W: (W colour + shape) / (W + 1), for colour-shape-mean.
+                # (W colour + shape) / (W + 1), for colour-shape-mean.
                 rows[p] = (COLOUR_WEIGHT * w[0] + w[1:].sum(0)) / (COLOUR_WEIGHT + 1)
+            elif CODES in ('name-mean', 'colour-shape-mean'):
+                rows[p] = w.mean(0)
+            else:
+                rows[p] = w.sum(0)
             if NUMBERS:
                 rows[p] = rows[p] + emb(torch.tensor(NUMBERS[k]))
         pad = length - len(ids)

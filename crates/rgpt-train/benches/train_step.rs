@@ -10,8 +10,9 @@
 //! padding mask (as `RegionGpt::forward_train` does),
 //! `causal_lm_loss_from_hidden` (LM-head logits at the 16 x 32 labelled
 //! positions only, as the trainer takes them), backward,
-//! `AdamW::clip_grad_norm(1.0)` and `AdamW::step(1e-3)` with weight decay 0. Weights are initialised as
-//! `tiny::initialise` does (transformers' normal(0, 0.02), unit norms).
+//! `AdamW::clip_grad_norm(1.0)` and `AdamW::step(1e-3)` with weight decay 0.
+//! Weights are initialised as `tiny::initialise` does (transformers'
+//! normal(0, 0.02), unit norms).
 //!
 //! `train_step/step` is the whole step, one step per sample (throughput in
 //! samples/s; tokens/s is 96x that). After it, one JSON line gives the
