@@ -64,7 +64,8 @@ REC_COLOUR_WEIGHT=W gives colour-shape-mean codes (W colour + shape) / (W + 1);
 REC_HEADS=N and REC_LAYERS=N (INIT scratch) reshape the decoder;
 REC_ANSWER_EXPRESSION=1 answers "The red circle is Region [2]." (held-out
 accuracy then needs the expression copied too); REC_NO_COMMAS=1 lists the
-candidates without commas between them.
+candidates without commas between them; REC_NO_PREFIX=1 drops "From the
+provided masks denoted by" and REC_NO_GUIDE=1 the task-guided prompt.
 Needs transformers in .venv
 (`scripts/bench_train.sh` installs the pinned version; docs/demo.md's
 numbers used 5.24.0).
@@ -135,9 +136,16 @@ if os.environ.get('REC_WORD_LEVEL') == '1':
         single='<s> $A', special_tokens=[('<s>', tok.token_to_id('<s>'))])
     # The largest id, not get_vocab_size(): the trainer can leave a gap in the ids.
     text_config['vocab_size'] = max(tok.get_vocab().values()) + 1
+    # REC_VOCAB=N pads the embedding to N rows no text uses, as a larger
+    # vocabulary would.
+    text_config['vocab_size'] = max(text_config['vocab_size'], int(os.environ.get('REC_VOCAB', 0)))
     print('word-level vocabulary', tok.get_vocab_size(), tok.encode(
         'USER: <region>, <region> and <region> fits "the red circle"? ASSISTANT: Region [2].</s>'
     ).tokens)
+# REC_UNTIE=1 (INIT scratch) gives the decoder an output head of its own.
+if os.environ.get('REC_UNTIE') == '1':
+    assert INIT == 'scratch', 'REC_UNTIE needs INIT scratch'
+    text_config['tie_word_embeddings'] = False
 llm = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in text_config.items() if k != 'model_type'}))
 if INIT == 'load':
     weights = load_file(f'{MODEL_DIR}/model.safetensors')
@@ -145,7 +153,20 @@ if INIT == 'load':
     missing = llm.load_state_dict(
         {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}, strict=False)
     assert not [m for m in missing.missing_keys if 'lm_head' not in m], missing
-llm.tie_weights()
+if text_config.get('tie_word_embeddings', True):
+    llm.tie_weights()
+# REC_VOCAB_APPEND=N appends rows up to N after the decoder is drawn, from a
+# generator of their own: the same decoder, with more rows no text uses.
+if int(os.environ.get('REC_VOCAB_APPEND', 0)) > text_config['vocab_size']:
+    old = llm.get_input_embeddings().weight.data
+    extra = torch.randn(int(os.environ['REC_VOCAB_APPEND']) - old.shape[0], old.shape[1],
+                        generator=torch.Generator().manual_seed(1234)) * 0.02
+    grown = torch.nn.Embedding(old.shape[0] + extra.shape[0], old.shape[1])
+    grown.weight.data = torch.cat([old, extra])
+    llm.set_input_embeddings(grown)
+    llm.lm_head = torch.nn.Linear(old.shape[1], grown.weight.shape[0], bias=False)
+    llm.config.vocab_size = grown.weight.shape[0]
+    llm.tie_weights()
 REGION = tok.token_to_id('<region>')
 # REC_SPLIT=1 spaces punctuation off the words of each question.
 SPLIT_PUNCTUATION = os.environ.get('REC_SPLIT') == '1'
@@ -190,7 +211,8 @@ SHOW_ERRORS = os.environ.get('REC_SHOW_ERRORS') == '1'
 # each `<region>`; REC_SHORT_NO_MATCH=1 answers "No." for "No corresponding
 # options found." (two of the world's tokenizer quirks that slow the toy;
 # docs/demo.md, twelfth round).
-NO_LONE_SPACE = os.environ.get('REC_NO_LONE_SPACE') == '1'
+# REC_NO_LONE_SPACE=all drops every lone `▁` (before quotes and brackets too).
+NO_LONE_SPACE = {'1': True, 'all': 'all'}.get(os.environ.get('REC_NO_LONE_SPACE'), False)
 LONE_SPACE = tok.token_to_id('\u2581')
 SHORT_NO_MATCH = os.environ.get('REC_SHORT_NO_MATCH') == '1'
 # REC_COLOUR_ONLY=P rewrites, with chance P, a training question whose
@@ -206,6 +228,12 @@ ANSWER_EXPRESSION = os.environ.get('REC_ANSWER_EXPRESSION') == '1'
 # ("<region> <region> and <region>"); with REC_NO_LONE_SPACE=1 they are then
 # adjacent tokens, as in the toy's short form.
 NO_COMMAS = os.environ.get('REC_NO_COMMAS') == '1'
+# REC_NO_PREFIX=1 drops the question's "From the provided masks denoted by "
+# and REC_NO_GUIDE=1 its task-guided prompt, as the toy's `REC_SENTENCE`
+# parts `noprefix` and `noguide` do.
+NO_PREFIX = os.environ.get('REC_NO_PREFIX') == '1'
+NO_GUIDE = os.environ.get('REC_NO_GUIDE') == '1'
+GUIDE = ' Answer the question using the template Region [x].'
 COLOUR_WEIGHT = float(os.environ.get('REC_COLOUR_WEIGHT', 1.0))
 COLOUR_COPIES = int(os.environ.get('REC_COLOUR_COPIES', 1))
 
@@ -249,6 +277,10 @@ def load(split, n=None, short=False):
                 question = turn['value'].replace('<image>\n', '')
                 while NO_COMMAS and '<region>, <region>' in question:
                     question = question.replace('<region>, <region>', '<region> <region>')
+                if NO_PREFIX:
+                    question = question.replace('From the provided masks denoted by ', '')
+                if NO_GUIDE:
+                    question = question.replace(GUIDE, '')
                 if SPLIT_PUNCTUATION:
                     question = re.sub(r'\s*(["?.,:])\s*', r' \1 ', question).strip()
                 text += 'USER: ' + question + ' '
@@ -269,7 +301,8 @@ def load(split, n=None, short=False):
                   for i, (a, b) in zip(ids, enc.offsets)]
         if NO_LONE_SPACE:
             keep = [k for k in range(len(ids))
-                    if not (ids[k] == LONE_SPACE and k + 1 < len(ids) and ids[k + 1] == REGION)]
+                    if not (ids[k] == LONE_SPACE and (NO_LONE_SPACE == 'all' or (
+                        k + 1 < len(ids) and ids[k + 1] == REGION)))]
             ids, labels = [ids[k] for k in keep], [labels[k] for k in keep]
         word_ids = [tok.encode(w, add_special_tokens=False).ids for w in words]
         assert ids.count(REGION) == len(words), s['id']
@@ -336,7 +369,9 @@ emb = llm.get_input_embeddings()
 mean_len = sum(len(x[0]) for x in train) / len(train)
 print(f'{len(train)} training conversations ({mean_len:.1f} tokens on average), '
       f'{len(test)} held out; codes {CODES}, system {SYSTEM}, init {INIT}, lr {LR}', flush=True)
-opt = torch.optim.AdamW(llm.parameters(), lr=LR, weight_decay=0.0)
+# REC_EPS sets AdamW's epsilon (torch's default 1e-8).
+opt = torch.optim.AdamW(llm.parameters(), lr=LR, weight_decay=0.0,
+                        eps=float(os.environ.get('REC_EPS', 1e-8)))
 same_shape = [x for x in test if x[4]]
 
 

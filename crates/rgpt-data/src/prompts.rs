@@ -127,8 +127,10 @@ pub enum CandidateLabels {
 }
 
 /// The candidate list of a REC question with `count` regions, each labelled
-/// as its answer (`Region [k]`) is written, as `labels` says.
-pub fn candidate_list(count: usize, labels: CandidateLabels) -> String {
+/// as its answer (`Region [k]`) is written, as `labels` says; with `commas`
+/// the candidates before the last are separated by commas, as the paper's
+/// are, otherwise by a space alone.
+pub fn candidate_list(count: usize, labels: CandidateLabels, commas: bool) -> String {
     let one = crate::format::REGION_TOKEN;
     let items: Vec<String> = (1..=count)
         .map(|k| match labels {
@@ -140,11 +142,14 @@ pub fn candidate_list(count: usize, labels: CandidateLabels) -> String {
     match items.split_last() {
         None => String::new(),
         Some((last, [])) => last.clone(),
-        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        Some((last, rest)) => {
+            let separator = if commas { ", " } else { " " };
+            format!("{} and {last}", rest.join(separator))
+        }
     }
 }
 
 /// `<region>, <region> and <region>`: the candidate list of a REC question.
 pub fn region_list(count: usize) -> String {
-    candidate_list(count, CandidateLabels::None)
+    candidate_list(count, CandidateLabels::None, true)
 }

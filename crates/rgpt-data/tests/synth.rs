@@ -791,6 +791,41 @@ fn labelled_candidates_carry_their_answers_in_order() {
 }
 
 #[test]
+fn candidates_without_commas_change_only_the_separators() {
+    let plain = world(SynthConfig {
+        images: 20,
+        ..SynthConfig::default()
+    });
+    let side_by_side = world(SynthConfig {
+        images: 20,
+        rec_candidate_commas: false,
+        ..SynthConfig::default()
+    });
+    let mut lists_of_three = 0;
+    for index in 0..20 {
+        let image = plain.generate_image(index);
+        let with_commas = plain.samples(&image, prompts()).unwrap().rec;
+        let without = side_by_side.samples(&image, prompts()).unwrap().rec;
+        let question = human_turns(&without)[0];
+        let count = without.regions.len();
+        let listed = match count {
+            1 => "<region>".to_string(),
+            n => format!("{} and <region>", vec!["<region>"; n - 1].join(" ")),
+        };
+        assert!(question.contains(&listed), "{question}");
+        lists_of_three += usize::from(count >= 3);
+        assert_eq!(
+            question.replace(&listed, &rgpt_data::prompts::region_list(count)),
+            human_turns(&with_commas)[0]
+        );
+        assert_eq!(without.regions, with_commas.regions);
+        assert_eq!(gpt_turns(&without), gpt_turns(&with_commas));
+        assert_eq!(without.meta, with_commas.meta);
+    }
+    assert!(lists_of_three > 0, "no question listed three candidates");
+}
+
+#[test]
 fn expression_first_questions_name_the_expression_before_any_candidate() {
     let first = world(SynthConfig {
         images: 30,

@@ -65,7 +65,6 @@ impl Tokenizer {
         use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
         use tokenizers::pre_tokenizers::punctuation::Punctuation;
         use tokenizers::pre_tokenizers::sequence::Sequence;
-        use tokenizers::processors::template::TemplateProcessing;
         let fail = |e: tokenizers::Error| LlmError::Encode(format!("training a tokenizer: {e}"));
         let model = BPE::builder()
             .unk_token("<unk>".into())
@@ -92,6 +91,100 @@ impl Tokenizer {
             .build()
             .into();
         inner.train(&mut trainer, texts).map_err(fail)?;
+        Self::with_bos(inner)
+    }
+
+    /// A word-level tokenizer: one id per word or punctuation mark of
+    /// `texts` (`<unk>` id 0, `<s>` 1, `</s>` 2, BOS added to every
+    /// encoding), with the `placeholders` (`<image>`, `<region>`) as special
+    /// tokens, for a model trained from scratch on a closed world. Words
+    /// carry SentencePiece's `▁` mark as the BPE's do, and so does a
+    /// punctuation mark after a space (`▁"`), so no token is a lone `▁`.
+    /// Every piece of text between special tokens starts with a marked
+    /// word, and a placeholder swallows the whitespace around it: the
+    /// question after `<image>\n` reads `▁From` as it does with no image,
+    /// and `by <region>` is `▁by <region>`. Its vocabulary is the world's
+    /// words and nothing else: in the demo's world 160-odd ids, where a BPE
+    /// holds every merge on the way to its words too. A decoder of two
+    /// layers trained from nothing learned REC's lookup by colour with it,
+    /// and only sometimes with the BPE (docs/demo.md, fourteenth round).
+    /// Text outside the training words encodes as `<unk>`.
+    pub fn train_word_level<I, S>(texts: I, placeholders: &[&str]) -> Result<Self, LlmError>
+    where
+        I: Iterator<Item = S> + Send,
+        S: AsRef<str> + Send,
+    {
+        use tokenizers::models::wordlevel::{WordLevel, WordLevelTrainer};
+        use tokenizers::models::TrainerWrapper;
+        use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
+        use tokenizers::pre_tokenizers::sequence::Sequence;
+        use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+        use tokenizers::SplitDelimiterBehavior;
+        let fail = |e: tokenizers::Error| LlmError::Encode(format!("training a tokenizer: {e}"));
+        let model = WordLevel::builder()
+            .unk_token("<unk>".into())
+            .build()
+            .map_err(fail)?;
+        let mut inner = tokenizers::Tokenizer::new(model);
+        let metaspace = Metaspace::new('▁', PrependScheme::Always, true);
+        // After the metaspace split every piece is `▁word` or `word`; this
+        // cuts punctuation off it, keeping a leading `▁` on the mark, and
+        // keeps line breaks apart.
+        let words = Split::new(
+            SplitPattern::Regex(r"▁?[^▁\p{P}\s]+|▁?\p{P}|\s+".into()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(fail)?;
+        inner.with_pre_tokenizer(Some(Sequence::new(vec![
+            metaspace.clone().into(),
+            words.into(),
+        ])));
+        inner.with_decoder(Some(metaspace));
+        const SPECIALS: [&str; 3] = ["<unk>", "<s>", "</s>"];
+        let specials = SPECIALS
+            .map(|t| tokenizers::AddedToken::from(t, true))
+            .to_vec();
+        // Training does not split at special tokens as encoding does, so
+        // the texts are cut there first: the words counted are the words
+        // encoded.
+        let cuts: Vec<&str> = SPECIALS.iter().chain(placeholders).copied().collect();
+        let pieces: Vec<String> = texts
+            .flat_map(|text| {
+                let mut pieces = vec![text.as_ref().to_string()];
+                for cut in &cuts {
+                    pieces = pieces
+                        .iter()
+                        .flat_map(|piece| piece.split(cut))
+                        .map(|piece| piece.trim().to_string())
+                        .collect();
+                }
+                pieces
+            })
+            .filter(|piece| !piece.is_empty())
+            .collect();
+        let mut trainer: TrainerWrapper = WordLevelTrainer::builder()
+            .special_tokens(specials)
+            .show_progress(false)
+            .build()
+            .map_err(|e| LlmError::Encode(format!("training a tokenizer: {e}")))?
+            .into();
+        inner.train(&mut trainer, pieces.iter()).map_err(fail)?;
+        let placeholders: Vec<tokenizers::AddedToken> = placeholders
+            .iter()
+            .map(|t| {
+                tokenizers::AddedToken::from(*t, true)
+                    .lstrip(true)
+                    .rstrip(true)
+            })
+            .collect();
+        inner.add_special_tokens(placeholders).map_err(fail)?;
+        Self::with_bos(inner)
+    }
+
+    /// `inner` with `<s>` added before every encoding, as LLaMA's is.
+    fn with_bos(mut inner: tokenizers::Tokenizer) -> Result<Self, LlmError> {
+        use tokenizers::processors::template::TemplateProcessing;
         let bos = inner
             .token_to_id("<s>")
             .ok_or_else(|| LlmError::Encode("training a tokenizer: no <s> token".into()))?;

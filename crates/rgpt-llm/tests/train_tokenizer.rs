@@ -69,3 +69,68 @@ fn split_punctuation_keeps_quoted_words_the_tokens_of_bare_ones() {
     assert_eq!(circle(&split, corpus[1]), ["\u{2581}circle"]);
     assert_eq!(circle(&split, corpus[2]), ["\u{2581}circle"]);
 }
+
+#[test]
+fn a_word_level_tokenizer_holds_the_corpus_words_and_no_lone_word_mark() {
+    let corpus = [
+        "USER: <image>\nFrom the provided masks denoted by <region> <region> and <region>, which one fits \"the red circle\"? ASSISTANT: Region [2].</s>",
+        "USER: What shape is <region>? ASSISTANT: A red circle.</s>",
+        "USER: Which region fits \"the blue square\"? ASSISTANT: No corresponding options found.</s>",
+    ];
+    let tokenizer = Tokenizer::train_word_level(corpus.iter(), &["<image>", "<region>"]).unwrap();
+    assert_eq!(tokenizer.token_to_id("<unk>"), Some(0));
+    assert_eq!(tokenizer.token_to_id("<s>"), Some(1));
+    assert_eq!(tokenizer.token_to_id("</s>"), Some(2));
+    let tokens = |text: &str| -> Vec<String> {
+        let ids = tokenizer.encode(text, true).unwrap();
+        ids.iter()
+            .map(|&id| tokenizer.inner().id_to_token(id as u32).unwrap())
+            .collect()
+    };
+    let first = tokens(corpus[0]);
+    assert_eq!(first[0], "<s>");
+    assert!(!first.contains(&"\u{2581}".to_string()), "{first:?}");
+    assert!(!first.contains(&"<unk>".to_string()), "{first:?}");
+    // Quoted words are the bare words' tokens; the space before a quote or
+    // a bracket stays on the mark.
+    for piece in [
+        "\u{2581}\"",
+        "the",
+        "\u{2581}red",
+        "\u{2581}circle",
+        "\"",
+        "?",
+    ] {
+        assert!(first.contains(&piece.to_string()), "{piece} in {first:?}");
+    }
+    for piece in ["\u{2581}Region", "\u{2581}[", "2", "]", "."] {
+        assert!(first.contains(&piece.to_string()), "{piece} in {first:?}");
+    }
+    // The placeholders swallow the space before them: three candidates,
+    // side by side.
+    let region = tokenizer.token_to_id("<region>").unwrap();
+    let ids = tokenizer.encode(corpus[0], true).unwrap();
+    let at: Vec<usize> = (0..ids.len()).filter(|&i| ids[i] == region).collect();
+    assert_eq!(at.len(), 3);
+    assert_eq!(at[1], at[0] + 1, "{first:?}");
+    // The vocabulary is the corpus's words and marks, no merges.
+    assert!(tokenizer.vocab_size() < 60, "{}", tokenizer.vocab_size());
+    // Answers round-trip.
+    for text in [
+        "Region [2].",
+        "A red circle.",
+        "No corresponding options found.",
+    ] {
+        let ids = tokenizer.encode(text, true).unwrap();
+        assert!(!ids.contains(&0), "{text}");
+        assert_eq!(tokenizer.decode(&ids, true).unwrap(), text);
+    }
+    // The question after `<image>` starts with the word-marked `▁From`, as
+    // it does without the image.
+    assert_eq!(first[3..5], ["<image>", "\u{2581}From"], "{first:?}");
+    let bare = tokens("USER: From the provided masks");
+    assert_eq!(bare[3], "\u{2581}From", "{bare:?}");
+    // A word outside the corpus is `<unk>`, not an error.
+    let unknown = tokenizer.encode("a purple hexagon", false).unwrap();
+    assert!(unknown.contains(&0), "{unknown:?}");
+}

@@ -2,7 +2,7 @@
 //! (the demo): a CLIP-layout ViT, the refiner, the connector and a LLaMA
 //! decoder, all freshly initialised as transformers initialises them
 //! (normal(0, 0.02) matrices and embeddings, unit norms, zero biases), and
-//! a BPE tokenizer trained on the run's own conversations.
+//! a tokenizer (BPE or word-level) trained on the run's own conversations.
 use std::path::Path;
 
 use rgpt_data::format::read_samples;
@@ -89,6 +89,24 @@ pub struct TinySpec {
     /// bare `1`, `2`, ... Off by default.
     #[serde(default)]
     pub split_punctuation: bool,
+    /// The tokenizer trained on the run's conversations: `bpe` (default,
+    /// at most `vocab_size` ids) or `words` (one id per word and punctuation
+    /// mark, see `rgpt_llm::Tokenizer::train_word_level`; `vocab_size` and
+    /// `split_punctuation` then play no part).
+    #[serde(default)]
+    pub tokenizer: TokenizerKind,
+}
+
+/// How a tiny model's tokenizer is trained (`TinySpec::tokenizer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenizerKind {
+    /// LLaMA-style BPE, as every real checkpoint's.
+    #[default]
+    Bpe,
+    /// One id per word: a closed world's vocabulary and nothing more. The
+    /// placeholders swallow the space before them.
+    Words,
 }
 
 fn d_image() -> usize {
@@ -140,20 +158,36 @@ fn corpus(files: &[&Path], template: Template) -> Result<Vec<String>, TrainError
     Ok(texts)
 }
 
-/// A BPE tokenizer trained on every text of `data_files` (in the
-/// template the model will see), with `<image>` and `<region>` added.
+/// The tokenizer `spec` names, trained on every text of `data_files` (in
+/// the template the model will see), with `<image>` and `<region>` added.
 pub fn train_tokenizer(spec: &TinySpec, data_files: &[&Path]) -> Result<Tokenizer, TrainError> {
     let template =
         Template::from_name(&spec.conversation).map_err(|message| TrainError::Invalid {
             field: "model.conversation",
             message,
         })?;
+    if spec.tokenizer == TokenizerKind::Words && spec.split_punctuation {
+        return Err(TrainError::Invalid {
+            field: "model.split_punctuation",
+            message: "applies to the bpe tokenizer only (words always splits punctuation off); \
+                      remove it"
+                .into(),
+        });
+    }
     let texts = corpus(data_files, template)?;
-    let mut tokenizer = Tokenizer::train_bpe(texts.iter(), spec.vocab_size, spec.split_punctuation)
-        .map_err(rgpt_model::ModelError::from)?;
-    tokenizer
-        .add_special_tokens(&["<image>", "<region>"])
-        .map_err(rgpt_model::ModelError::from)?;
+    let placeholders = ["<image>", "<region>"];
+    let tokenizer = match spec.tokenizer {
+        TokenizerKind::Bpe => {
+            Tokenizer::train_bpe(texts.iter(), spec.vocab_size, spec.split_punctuation).and_then(
+                |mut tokenizer| {
+                    tokenizer.add_special_tokens(&placeholders)?;
+                    Ok(tokenizer)
+                },
+            )
+        }
+        TokenizerKind::Words => Tokenizer::train_word_level(texts.iter(), &placeholders),
+    }
+    .map_err(rgpt_model::ModelError::from)?;
     Ok(tokenizer)
 }
 

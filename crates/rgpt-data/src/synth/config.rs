@@ -75,6 +75,13 @@ pub struct SynthConfig {
     /// (`<region> as Region [1], ...`), so the answer can be copied from
     /// beside the matched region instead of counted.
     pub candidate_labels: CandidateLabels,
+    /// Separate the REC candidates with commas, as the paper's prompt does
+    /// (`<region>, <region> and <region>`); false lists them side by side
+    /// (`<region> <region> and <region>`). A decoder of two layers trained
+    /// from nothing learned to match an expression's colour only without
+    /// the commas, in a toy and in the demo's world (docs/demo.md,
+    /// thirteenth and fourteenth rounds).
+    pub rec_candidate_commas: bool,
     /// Ask REC with the expression, unquoted, before the candidates (the
     /// prompt set `rec_question_expression_first`), so a causal decoder
     /// has read the expression when it reaches each region and can judge
@@ -126,6 +133,7 @@ impl Default for SynthConfig {
             overspecify: 0.3,
             rec_near_miss: 0.5,
             candidate_labels: CandidateLabels::None,
+            rec_candidate_commas: true,
             rec_expression_first: false,
             rec_phrasings: None,
             text: false,

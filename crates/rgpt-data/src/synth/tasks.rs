@@ -295,7 +295,11 @@ pub fn referring_expressions<R: Rng>(
     let no_match = prompts.guide("rec_no_match")?;
     let answer_template = prompts.guide(REC_ANSWER_GUIDE)?;
     let candidate_of = |object: usize| order.iter().position(|&i| i == object).map(|k| k + 1);
-    let candidates = candidate_list(order.len(), config.candidate_labels);
+    let candidates = candidate_list(
+        order.len(),
+        config.candidate_labels,
+        config.rec_candidate_commas,
+    );
     let mut conversations = Vec::with_capacity(2 * asked.len());
     let mut targets = Vec::with_capacity(asked.len());
     for (turn, (expression, target)) in asked.iter().enumerate() {

@@ -592,7 +592,16 @@ fn ensure_tower(
     }
     on_event(DemoEvent::Phase("training the tokenizer"));
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let files = task_files(&dirs.world());
+    let mut files = task_files(&dirs.world());
+    // The text stages' conversations too: the words they use without an
+    // image before them must be in the vocabulary as well.
+    if config.world.text {
+        files.extend(
+            rgpt_data::synth::text::TEXT_TASKS
+                .iter()
+                .map(|task| text_task_file(&dirs.world(), task)),
+        );
+    }
     let file_refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     let tokenizer = train_tokenizer(&config.model, &file_refs)?;
     tokenizer
