@@ -104,11 +104,10 @@ impl Tokenizer {
     /// word, and a placeholder swallows the whitespace around it: the
     /// question after `<image>\n` reads `▁From` as it does with no image,
     /// and `by <region>` is `▁by <region>`. Its vocabulary is the world's
-    /// words and nothing else: in the demo's world 160-odd ids, where a BPE
-    /// holds every merge on the way to its words too. A decoder of two
-    /// layers trained from nothing learned REC's lookup by colour with it,
-    /// and only sometimes with the BPE (docs/demo.md, fourteenth round).
-    /// Text outside the training words encodes as `<unk>`.
+    /// words and nothing else: in the demo's world 159 ids, where its BPE
+    /// held 480, every merge on the way to a word included (the demo uses
+    /// it; docs/demo.md, fourteenth round). Text outside the training words
+    /// encodes as `<unk>`.
     pub fn train_word_level<I, S>(texts: I, placeholders: &[&str]) -> Result<Self, LlmError>
     where
         I: Iterator<Item = S> + Send,

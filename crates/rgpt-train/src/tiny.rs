@@ -105,7 +105,7 @@ pub enum TokenizerKind {
     #[default]
     Bpe,
     /// One id per word: a closed world's vocabulary and nothing more. The
-    /// placeholders swallow the space before them.
+    /// placeholders swallow the spaces around them.
     Words,
 }
 

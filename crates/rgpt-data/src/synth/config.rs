@@ -79,8 +79,8 @@ pub struct SynthConfig {
     /// (`<region>, <region> and <region>`); false lists them side by side
     /// (`<region> <region> and <region>`). A decoder of two layers trained
     /// from nothing learned to match an expression's colour only without
-    /// the commas, in a toy and in the demo's world (docs/demo.md,
-    /// thirteenth and fourteenth rounds).
+    /// the commas (in about a third of the runs), in a toy and in the demo's
+    /// world (docs/demo.md, thirteenth and fourteenth rounds).
     pub rec_candidate_commas: bool,
     /// Ask REC with the expression, unquoted, before the candidates (the
     /// prompt set `rec_question_expression_first`), so a causal decoder
