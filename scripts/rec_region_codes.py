@@ -66,6 +66,12 @@ REC_ANSWER_EXPRESSION=1 answers "The red circle is Region [2]." (held-out
 accuracy then needs the expression copied too); REC_NO_COMMAS=1 lists the
 candidates without commas between them; REC_NO_PREFIX=1 drops "From the
 provided masks denoted by" and REC_NO_GUIDE=1 the task-guided prompt.
+The fourteenth round's (docs/demo.md): REC_NO_LONE_SPACE=all drops every lone
+`▁`, not only those before regions; REC_VOCAB=N pads the REC_WORD_LEVEL
+vocabulary to N rows (the decoder then draws other weights) and
+REC_VOCAB_APPEND=N appends rows up to N after the decoder is drawn (the same
+decoder, more rows); REC_UNTIE=1 (INIT scratch) gives the decoder an output
+head of its own; REC_EPS sets AdamW's epsilon.
 Needs transformers in .venv
 (`scripts/bench_train.sh` installs the pinned version; docs/demo.md's
 numbers used 5.24.0).
@@ -212,7 +218,8 @@ SHOW_ERRORS = os.environ.get('REC_SHOW_ERRORS') == '1'
 # options found." (two of the world's tokenizer quirks that slow the toy;
 # docs/demo.md, twelfth round).
 # REC_NO_LONE_SPACE=all drops every lone `▁` (before quotes and brackets too).
-NO_LONE_SPACE = {'1': True, 'all': 'all'}.get(os.environ.get('REC_NO_LONE_SPACE'), False)
+NO_LONE_SPACE = os.environ.get('REC_NO_LONE_SPACE') in ('1', 'all')
+ALL_LONE_SPACES = os.environ.get('REC_NO_LONE_SPACE') == 'all'
 LONE_SPACE = tok.token_to_id('\u2581')
 SHORT_NO_MATCH = os.environ.get('REC_SHORT_NO_MATCH') == '1'
 # REC_COLOUR_ONLY=P rewrites, with chance P, a training question whose
@@ -301,7 +308,7 @@ def load(split, n=None, short=False):
                   for i, (a, b) in zip(ids, enc.offsets)]
         if NO_LONE_SPACE:
             keep = [k for k in range(len(ids))
-                    if not (ids[k] == LONE_SPACE and (NO_LONE_SPACE == 'all' or (
+                    if not (ids[k] == LONE_SPACE and (ALL_LONE_SPACES or (
                         k + 1 < len(ids) and ids[k + 1] == REGION)))]
             ids, labels = [ids[k] for k in keep], [labels[k] for k in keep]
         word_ids = [tok.encode(w, add_special_tokens=False).ids for w in words]

@@ -12,6 +12,22 @@ pub struct Tokenizer {
     source: PathBuf,
 }
 
+/// The special tokens every trained tokenizer starts with, in id order:
+/// LLaMA's `<unk>` 0, `<s>` 1, `</s>` 2.
+const TRAINED_SPECIALS: [&str; 3] = ["<unk>", "<s>", "</s>"];
+
+/// [`TRAINED_SPECIALS`] as a trainer takes them.
+fn trained_specials() -> Vec<tokenizers::AddedToken> {
+    TRAINED_SPECIALS
+        .map(|t| tokenizers::AddedToken::from(t, true))
+        .to_vec()
+}
+
+/// An error met while training a tokenizer.
+fn training_error(e: impl std::fmt::Display) -> LlmError {
+    LlmError::Encode(format!("training a tokenizer: {e}"))
+}
+
 impl Tokenizer {
     /// Loads the tokenizer of a model directory, preferring `tokenizer.json`
     /// as transformers does.
@@ -65,11 +81,10 @@ impl Tokenizer {
         use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
         use tokenizers::pre_tokenizers::punctuation::Punctuation;
         use tokenizers::pre_tokenizers::sequence::Sequence;
-        let fail = |e: tokenizers::Error| LlmError::Encode(format!("training a tokenizer: {e}"));
         let model = BPE::builder()
             .unk_token("<unk>".into())
             .build()
-            .map_err(fail)?;
+            .map_err(training_error)?;
         let mut inner = tokenizers::Tokenizer::new(model);
         let metaspace = Metaspace::new('▁', PrependScheme::First, true);
         if split_punctuation {
@@ -81,16 +96,13 @@ impl Tokenizer {
             inner.with_pre_tokenizer(Some(metaspace.clone()));
         }
         inner.with_decoder(Some(metaspace));
-        let specials = ["<unk>", "<s>", "</s>"]
-            .map(|t| tokenizers::AddedToken::from(t, true))
-            .to_vec();
         let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
             .vocab_size(vocab_size)
-            .special_tokens(specials)
+            .special_tokens(trained_specials())
             .show_progress(false)
             .build()
             .into();
-        inner.train(&mut trainer, texts).map_err(fail)?;
+        inner.train(&mut trainer, texts).map_err(training_error)?;
         Self::with_bos(inner)
     }
 
@@ -119,11 +131,10 @@ impl Tokenizer {
         use tokenizers::pre_tokenizers::sequence::Sequence;
         use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
         use tokenizers::SplitDelimiterBehavior;
-        let fail = |e: tokenizers::Error| LlmError::Encode(format!("training a tokenizer: {e}"));
         let model = WordLevel::builder()
             .unk_token("<unk>".into())
             .build()
-            .map_err(fail)?;
+            .map_err(training_error)?;
         let mut inner = tokenizers::Tokenizer::new(model);
         let metaspace = Metaspace::new('▁', PrependScheme::Always, true);
         // After the metaspace split every piece is `▁word` or `word`; this
@@ -134,20 +145,20 @@ impl Tokenizer {
             SplitDelimiterBehavior::Isolated,
             false,
         )
-        .map_err(fail)?;
+        .map_err(training_error)?;
         inner.with_pre_tokenizer(Some(Sequence::new(vec![
             metaspace.clone().into(),
             words.into(),
         ])));
         inner.with_decoder(Some(metaspace));
-        const SPECIALS: [&str; 3] = ["<unk>", "<s>", "</s>"];
-        let specials = SPECIALS
-            .map(|t| tokenizers::AddedToken::from(t, true))
-            .to_vec();
         // Training does not split at special tokens as encoding does, so
         // the texts are cut there first: the words counted are the words
         // encoded.
-        let cuts: Vec<&str> = SPECIALS.iter().chain(placeholders).copied().collect();
+        let cuts: Vec<&str> = TRAINED_SPECIALS
+            .iter()
+            .chain(placeholders)
+            .copied()
+            .collect();
         let pieces: Vec<String> = texts
             .flat_map(|text| {
                 let mut pieces = vec![text.as_ref().to_string()];
@@ -163,12 +174,14 @@ impl Tokenizer {
             .filter(|piece| !piece.is_empty())
             .collect();
         let mut trainer: TrainerWrapper = WordLevelTrainer::builder()
-            .special_tokens(specials)
+            .special_tokens(trained_specials())
             .show_progress(false)
             .build()
-            .map_err(|e| LlmError::Encode(format!("training a tokenizer: {e}")))?
+            .map_err(training_error)?
             .into();
-        inner.train(&mut trainer, pieces.iter()).map_err(fail)?;
+        inner
+            .train(&mut trainer, pieces.iter())
+            .map_err(training_error)?;
         let placeholders: Vec<tokenizers::AddedToken> = placeholders
             .iter()
             .map(|t| {
@@ -177,7 +190,9 @@ impl Tokenizer {
                     .rstrip(true)
             })
             .collect();
-        inner.add_special_tokens(placeholders).map_err(fail)?;
+        inner
+            .add_special_tokens(placeholders)
+            .map_err(training_error)?;
         Self::with_bos(inner)
     }
 
@@ -186,13 +201,13 @@ impl Tokenizer {
         use tokenizers::processors::template::TemplateProcessing;
         let bos = inner
             .token_to_id("<s>")
-            .ok_or_else(|| LlmError::Encode("training a tokenizer: no <s> token".into()))?;
+            .ok_or_else(|| training_error("no <s> token"))?;
         let template = TemplateProcessing::builder()
             .try_single("<s> $A")
-            .map_err(|e| LlmError::Encode(format!("training a tokenizer: {e}")))?
+            .map_err(training_error)?
             .special_tokens(vec![("<s>", bos)])
             .build()
-            .map_err(|e| LlmError::Encode(format!("training a tokenizer: {e}")))?;
+            .map_err(training_error)?;
         inner.with_post_processor(Some(template));
         Ok(Tokenizer {
             inner,

@@ -240,6 +240,9 @@ impl TrainConfig {
     /// The checks a run needs before it starts.
     pub fn validate(&self) -> Result<(), TrainError> {
         let invalid = |field, message: String| Err(TrainError::Invalid { field, message });
+        if let ModelSource::Tiny(spec) = &self.model {
+            spec.validate()?;
+        }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return invalid("lr", format!("{} must be a positive number", self.lr));
         }

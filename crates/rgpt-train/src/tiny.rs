@@ -97,6 +97,22 @@ pub struct TinySpec {
     pub tokenizer: TokenizerKind,
 }
 
+impl TinySpec {
+    /// Checks settings that contradict each other, naming the field, so a
+    /// run refuses them before any work starts.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        if self.tokenizer == TokenizerKind::Words && self.split_punctuation {
+            return Err(TrainError::Invalid {
+                field: "model.split_punctuation",
+                message: "applies to the bpe tokenizer only (words always splits punctuation \
+                          off); remove it"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// How a tiny model's tokenizer is trained (`TinySpec::tokenizer`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -166,14 +182,7 @@ pub fn train_tokenizer(spec: &TinySpec, data_files: &[&Path]) -> Result<Tokenize
             field: "model.conversation",
             message,
         })?;
-    if spec.tokenizer == TokenizerKind::Words && spec.split_punctuation {
-        return Err(TrainError::Invalid {
-            field: "model.split_punctuation",
-            message: "applies to the bpe tokenizer only (words always splits punctuation off); \
-                      remove it"
-                .into(),
-        });
-    }
+    spec.validate()?;
     let texts = corpus(data_files, template)?;
     let placeholders = ["<image>", "<region>"];
     let tokenizer = match spec.tokenizer {

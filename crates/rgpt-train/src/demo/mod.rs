@@ -143,6 +143,7 @@ impl DemoConfig {
     pub fn validate(&self) -> Result<(), TrainError> {
         let invalid = |field, message: String| Err(TrainError::Invalid { field, message });
         self.world.validate()?;
+        self.model.validate()?;
         if let Some(targets) = self.targets {
             for (field, value) in [
                 ("targets.region_cls_acc", targets.region_cls_acc),
@@ -385,11 +386,15 @@ fn ensure_world(config: &SynthConfig, prompts: &PromptBank, dir: &Path) -> Resul
     write_json(&summary, &written)
 }
 
-/// The train world's task files, in [`rgpt_data::synth::TASKS`] order.
-fn task_files(world: &Path) -> Vec<PathBuf> {
+/// The conversations the tokenizer is trained on: the train world's task
+/// files, in [`rgpt_data::synth::TASKS`] order, then its text forms when it
+/// has them, whose questions have no image before them.
+fn tokenizer_files(world: &Path, text: bool) -> Vec<PathBuf> {
+    let text_tasks: &[&str] = if text { &TEXT_TASKS } else { &[] };
     rgpt_data::synth::TASKS
         .iter()
         .map(|task| task_file(world, task))
+        .chain(text_tasks.iter().map(|task| text_task_file(world, task)))
         .collect()
 }
 
@@ -592,16 +597,7 @@ fn ensure_tower(
     }
     on_event(DemoEvent::Phase("training the tokenizer"));
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let mut files = task_files(&dirs.world());
-    // The text stages' conversations too: the words they use without an
-    // image before them must be in the vocabulary as well.
-    if config.world.text {
-        files.extend(
-            rgpt_data::synth::text::TEXT_TASKS
-                .iter()
-                .map(|task| text_task_file(&dirs.world(), task)),
-        );
-    }
+    let files = tokenizer_files(&dirs.world(), config.world.text);
     let file_refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     let tokenizer = train_tokenizer(&config.model, &file_refs)?;
     tokenizer
@@ -1041,6 +1037,17 @@ mod tests {
         );
         // The held-out world is never written as text.
         assert!(!full.test_world().text);
+    }
+
+    #[test]
+    fn a_words_tokenizer_with_split_punctuation_is_refused_before_any_work() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/demo-tiny.yaml");
+        let full = DemoConfig::from_file(&path).unwrap();
+        assert_eq!(full.model.tokenizer, crate::tiny::TokenizerKind::Words);
+        let mut both = full.clone();
+        both.model.split_punctuation = true;
+        let err = both.validate().unwrap_err().to_string();
+        assert!(err.contains("model.split_punctuation"), "{err}");
     }
 
     #[test]
