@@ -31,6 +31,7 @@ pub struct GroundTruth {
     pub iscrowd: bool,
 }
 
+#[cfg(feature = "runner")]
 impl From<&rgpt_data::readers::coco::CocoAnnotation> for GroundTruth {
     fn from(a: &rgpt_data::readers::coco::CocoAnnotation) -> Self {
         GroundTruth {

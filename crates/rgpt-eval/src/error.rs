@@ -75,10 +75,12 @@ pub enum EvalError {
         source: std::io::Error,
     },
 
-    // Task runners.
+    // Task runners (feature `runner`).
+    #[cfg(feature = "runner")]
     #[error(transparent)]
     Model(#[from] rgpt_model::ModelError),
 
+    #[cfg(feature = "runner")]
     #[error(transparent)]
     Data(#[from] rgpt_data::DataError),
 

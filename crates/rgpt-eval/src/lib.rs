@@ -1,19 +1,26 @@
-//! Evaluation (paper Sec. 4): COCO-2017 region classification (mAP, accuracy),
-//! RefCOCOg / Visual Genome region captioning (METEOR, CIDEr), RefCOCOg
-//! referring-expression comprehension and POPE hallucination, with metrics that
-//! agree with pycocotools, pycocoevalcap and POPE's script.
-//!
-//! [`caption`] holds the captioning metrics (BLEU, METEOR, ROUGE-L, CIDEr) as
-//! pycocoevalcap 1.2 computes them, including its PTB tokenisation.
+#![doc = include_str!("../README.md")]
 
+// The metrics and the scoring of answers: no libtorch, no model crate.
 pub mod caption;
 pub mod coco_ap;
 mod error;
-pub mod items;
 pub mod pope;
 pub mod predictions;
 pub mod rec;
 pub mod results;
-pub mod runner;
+pub mod task;
 
 pub use error::EvalError;
+pub use task::TaskKind;
+
+// The task runners: a model answers a task file's questions (feature
+// `runner`, on by default). A new runner module goes here, with the same
+// `cfg`.
+#[cfg(feature = "runner")]
+pub mod evaluate;
+#[cfg(feature = "runner")]
+pub mod items;
+#[cfg(feature = "runner")]
+pub mod runner;
+#[cfg(feature = "runner")]
+pub use evaluate::{evaluate_task, TaskOptions, TaskResults};

@@ -133,7 +133,9 @@ fn pope_reads_answers_and_scores_as_its_script() {
 }
 
 /// REC with proposals: right when the chosen candidate overlaps the
-/// ground truth (IoU >= 0.5), whichever index that is.
+/// ground truth (IoU >= 0.5), whichever index that is. Built from a
+/// RefCOCOg fixture through the task runners' items (feature `runner`).
+#[cfg(feature = "runner")]
 #[test]
 fn rec_with_proposals_scores_by_overlap_with_the_ground_truth() {
     use rgpt_data::builders::refcocog::{build_refcocog_rec_eval, Proposal, RefcocogOptions};

@@ -147,6 +147,8 @@ pub enum RegionError {
          preprocessing): check its coordinates"
     )]
     EmptyRegion { region: usize },
+    /// Only with the feature `tch` (the geometry needs no libtorch).
+    #[cfg(feature = "tch")]
     #[error("torch error while pooling: {0}")]
     Torch(#[from] tch::TchError),
 }

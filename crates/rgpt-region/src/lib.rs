@@ -1,19 +1,19 @@
-//! Regions of any shape (paper Sec. 3.1, Mask Pooling): boxes, polygons and
-//! binary masks as one `RegionSpec`, their rasterisation onto a feature grid,
-//! and mask pooling, which averages the refined features inside each region to
-//! give one feature vector per region (with a CUDA kernel for the batched case).
-//! It depends on no model crate, so any detector or segmenter can reuse it.
+#![doc = include_str!("../README.md")]
 
 pub mod error;
 pub mod iou;
+#[cfg(feature = "tch")]
 pub mod pool;
+#[cfg(feature = "tch")]
 pub mod projection;
 pub mod raster;
 pub mod rle;
 pub mod spec;
 
 pub use error::RegionError;
+#[cfg(feature = "tch")]
 pub use pool::{mask_pool, PoolStrategy};
+#[cfg(feature = "tch")]
 pub use projection::{project_bitmap, project_mask, GridGeometry};
 pub use raster::{rasterize, Bitmap};
 pub use rle::Rle;
