@@ -7,3 +7,15 @@ scripts/setup.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+# Crates that stand alone: the region geometry and the metrics build, lint and
+# pass their tests without their default features, and then pull in neither
+# libtorch nor a model crate (docs/architecture.md).
+for crate in rgpt-region rgpt-eval; do
+  if cargo tree -p "$crate" --no-default-features -e normal --prefix none |
+    grep -E '^(torch-sys|tch|rgpt-(model|vision|llm|connector|weights|data)) '; then
+    echo "$crate without default features depends on the crates above" >&2
+    exit 1
+  fi
+  cargo clippy -p "$crate" --no-default-features --all-targets -- -D warnings
+  cargo test -p "$crate" --no-default-features
+done
