@@ -55,9 +55,10 @@ pub struct SynthArgs {
     /// Side of the square images, in pixels.
     #[arg(long)]
     image_size: Option<u32>,
-    /// Directory of the instruction variants (*.yaml).
-    #[arg(long, default_value = "configs/prompts")]
-    prompts: PathBuf,
+    /// Directory of instruction variants (*.yaml) to use instead of the
+    /// ones built into rgpt (the project's configs/prompts).
+    #[arg(long)]
+    prompts: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -68,9 +69,10 @@ pub struct Common {
     /// Seed of every random choice (sampled boxes, prompt variants, order).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Directory of the instruction variants (*.yaml).
-    #[arg(long, default_value = "configs/prompts")]
-    prompts: PathBuf,
+    /// Directory of instruction variants (*.yaml) to use instead of the
+    /// ones built into rgpt (the project's configs/prompts).
+    #[arg(long)]
+    prompts: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -202,13 +204,13 @@ pub fn run(command: DataCommand) -> anyhow::Result<()> {
     }
 }
 
-fn prompts(dir: &Path) -> anyhow::Result<PromptBank> {
-    PromptBank::from_dir(dir).with_context(|| {
-        format!(
-            "while reading the prompt variants in {} (pass --prompts DIR)",
-            dir.display()
-        )
-    })
+/// The prompt variants of `--prompts DIR`, or the built-in ones.
+pub fn prompts(dir: Option<&Path>) -> anyhow::Result<PromptBank> {
+    match dir {
+        Some(dir) => PromptBank::from_dir(dir)
+            .with_context(|| format!("while reading the prompt variants in {}", dir.display())),
+        None => Ok(PromptBank::builtin()?),
+    }
 }
 
 fn build(kind: BuildKind) -> anyhow::Result<()> {
@@ -227,7 +229,7 @@ fn build(kind: BuildKind) -> anyhow::Result<()> {
             };
             let dataset = CocoDataset::read(&instances)?;
             (
-                build_classification(&dataset, &prompts(&common.prompts)?, &options)?,
+                build_classification(&dataset, &prompts(common.prompts.as_deref())?, &options)?,
                 common,
             )
         }
@@ -242,14 +244,14 @@ fn build(kind: BuildKind) -> anyhow::Result<()> {
             };
             let dataset = CocoDataset::read(&instances)?;
             (
-                build_classification(&dataset, &prompts(&common.prompts)?, &options)?,
+                build_classification(&dataset, &prompts(common.prompts.as_deref())?, &options)?,
                 common,
             )
         }
         BuildKind::RefcocogCap { refcocog, common } => {
             let (instances, refs) = refcocog.read()?;
             let options = refcocog.options(common.seed);
-            let prompts = prompts(&common.prompts)?;
+            let prompts = prompts(common.prompts.as_deref())?;
             (
                 build_refcocog_caption(&instances, &refs, &prompts, &options)?,
                 common,
@@ -268,7 +270,7 @@ fn build(kind: BuildKind) -> anyhow::Result<()> {
                 max_candidates,
                 ..refcocog.options(common.seed)
             };
-            let prompts = prompts(&common.prompts)?;
+            let prompts = prompts(common.prompts.as_deref())?;
             let built = match proposals {
                 Some(path) => {
                     let proposals = read_proposals(&path)?;
@@ -290,7 +292,7 @@ fn build(kind: BuildKind) -> anyhow::Result<()> {
                 seed: common.seed,
             };
             (
-                build_vg(&regions, &prompts(&common.prompts)?, &options)?,
+                build_vg(&regions, &prompts(common.prompts.as_deref())?, &options)?,
                 common,
             )
         }
@@ -338,7 +340,7 @@ fn synth(args: SynthArgs) -> anyhow::Result<()> {
     if let Some(size) = args.image_size {
         config.image_size = size;
     }
-    let prompts = prompts(&args.prompts)?;
+    let prompts = prompts(args.prompts.as_deref())?;
     let started = std::time::Instant::now();
     let summary = write_world(&config, &prompts, &args.out)?;
     println!(

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rgpt_data::prompts::PromptBank;
 use rgpt_train::demo::{run_demo, CurveOptions, DemoConfig, DemoEvent, DemoResults, DemoTargets};
 use rgpt_vision::refiner::RefinerKind;
 
@@ -29,9 +28,10 @@ pub struct DemoArgs {
     /// learning curves; slower).
     #[arg(long)]
     curve_every: Option<u64>,
-    /// The prompt variants the world's conversations are drawn from.
-    #[arg(long, default_value = "configs/prompts")]
-    prompts: PathBuf,
+    /// A directory of prompt variants (*.yaml) for the world's
+    /// conversations, instead of the ones built into rgpt.
+    #[arg(long)]
+    prompts: Option<PathBuf>,
 }
 
 /// Draws the demo's progress: a bar per phase on a terminal, periodic
@@ -246,12 +246,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let config = DemoConfig::from_file(&config_path)
         .with_context(|| format!("while reading the demo config {}", config_path.display()))?;
-    let prompts = PromptBank::from_dir(&args.prompts).with_context(|| {
-        format!(
-            "while reading the prompt variants in {} (pass --prompts DIR)",
-            args.prompts.display()
-        )
-    })?;
+    let prompts = crate::data::prompts(args.prompts.as_deref())?;
     let curve = args.curve_every.map(|every| CurveOptions {
         every: every.max(1),
         images: 40,

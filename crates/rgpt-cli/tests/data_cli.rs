@@ -2,6 +2,8 @@
 //! the published COCO layout, stats, and clean errors.
 mod common;
 
+use std::process::Command;
+
 use common::{ok, rgpt, root};
 
 #[test]
@@ -73,6 +75,94 @@ fn synth_build_and_stats() {
     );
     // The earlier output is untouched by the failed build.
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 3);
+}
+
+/// An installed `rgpt` has no checkout around it: `data synth` and `data
+/// build` run in a fresh directory outside the repository, with the prompt
+/// variants built into the binary, and `--prompts DIR` still overrides them.
+#[test]
+fn synth_and_build_from_any_directory() {
+    let dir = std::env::temp_dir().join(format!("rgpt-data-cwd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cwd = dir.canonicalize().unwrap();
+    let repo = root().canonicalize().unwrap();
+    assert!(!cwd.starts_with(&repo) && !cwd.join("configs").exists());
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_rgpt"))
+            .current_dir(&cwd)
+            .args(args)
+            .output()
+            .expect("rgpt runs")
+    };
+    let stdout = ok(&run(&[
+        "data", "synth", "--out", "world", "--images", "3", "--seed", "1",
+    ]));
+    assert!(stdout.starts_with("wrote 3 images"), "{stdout}");
+    let shapes = std::fs::read_to_string(cwd.join("world/synth-shape.jsonl")).unwrap();
+    assert_eq!(shapes.lines().count(), 3);
+    assert!(shapes.contains("Answer the question using shape names."));
+    assert!(cwd.join("world/images/000002.png").is_file());
+
+    let instances = repo.join("tests/fixtures/datasets/coco/instances_val2017.json");
+    let built = run(&[
+        "data",
+        "build",
+        "coco-cls",
+        "--instances",
+        instances.to_str().unwrap(),
+        "--out",
+        "coco.jsonl",
+    ]);
+    assert!(ok(&built).starts_with("wrote 3 samples"));
+    let coco = std::fs::read_to_string(cwd.join("coco.jsonl")).unwrap();
+    assert!(coco.contains("Answer the question using COCO-80 category names."));
+
+    // A prompts directory of one's own replaces the built-in variants.
+    let prompts = cwd.join("prompts");
+    std::fs::create_dir_all(&prompts).unwrap();
+    for entry in std::fs::read_dir(repo.join("configs/prompts")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "Answer the question using shape names.",
+            "Name the shape, please.",
+        );
+        std::fs::write(prompts.join(path.file_name().unwrap()), text).unwrap();
+    }
+    ok(&run(&[
+        "data",
+        "synth",
+        "--out",
+        "own",
+        "--images",
+        "3",
+        "--seed",
+        "1",
+        "--prompts",
+        "prompts",
+    ]));
+    let shapes = std::fs::read_to_string(cwd.join("own/synth-shape.jsonl")).unwrap();
+    assert!(shapes.contains("Name the shape, please."), "{shapes}");
+    assert!(!shapes.contains("Answer the question using shape names."));
+
+    // A directory without prompt files is refused in one line.
+    let empty = run(&[
+        "data",
+        "synth",
+        "--out",
+        "none",
+        "--images",
+        "3",
+        "--prompts",
+        "world/images",
+    ]);
+    let stderr = String::from_utf8_lossy(&empty.stderr);
+    assert!(!empty.status.success());
+    assert!(
+        stderr.contains("holds no prompt files") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

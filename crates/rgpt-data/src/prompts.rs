@@ -1,8 +1,13 @@
 //! Instruction variants and task-guided prompts (paper Sec. 3.2, Table 1),
-//! read from `configs/prompts/*.yaml` rather than written in code: each
+//! kept in `configs/prompts/*.yaml` rather than written in code: each
 //! file maps a set name to its list of paraphrases, and `guides` to the
 //! task-guided prompts and fixed answers. One variant is sampled per
 //! question, so a dataset sees about ten phrasings of each task.
+//!
+//! Those files are also compiled into the crate ([`PromptBank::builtin`]),
+//! so a program built on it (an installed `rgpt`) needs no checkout and
+//! works from any directory; [`PromptBank::from_dir`] reads a directory of
+//! one's own instead.
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -25,7 +30,42 @@ enum Entry {
     Guides(BTreeMap<String, String>),
 }
 
+/// The project's `configs/prompts/*.yaml`, embedded at build time, by file
+/// name (a unit test checks that they equal the files on disk).
+pub const BUILTIN_FILES: [(&str, &str); 4] = [
+    (
+        "captions.yaml",
+        include_str!("../../../configs/prompts/captions.yaml"),
+    ),
+    (
+        "classification.yaml",
+        include_str!("../../../configs/prompts/classification.yaml"),
+    ),
+    (
+        "guides.yaml",
+        include_str!("../../../configs/prompts/guides.yaml"),
+    ),
+    (
+        "rec.yaml",
+        include_str!("../../../configs/prompts/rec.yaml"),
+    ),
+];
+
 impl PromptBank {
+    /// The prompt variants built into the crate: the project's
+    /// `configs/prompts/*.yaml` as they were when it was compiled.
+    pub fn builtin() -> Result<Self, DataError> {
+        let mut bank = PromptBank::default();
+        for (name, text) in BUILTIN_FILES {
+            bank.add_yaml(text).map_err(|message| DataError::Format {
+                path: Path::new("configs/prompts").join(name),
+                what: "built-in prompt file",
+                message,
+            })?;
+        }
+        Ok(bank)
+    }
+
     /// Reads every `*.yaml` file of `dir`.
     pub fn from_dir(dir: &Path) -> Result<Self, DataError> {
         let entries = std::fs::read_dir(dir).map_err(|source| DataError::Io {
@@ -40,7 +80,7 @@ impl PromptBank {
         files.sort();
         if files.is_empty() {
             return Err(DataError::InvalidArgument(format!(
-                "{} holds no prompt files (*.yaml); pass the project's configs/prompts",
+                "{} holds no prompt files (*.yaml); pass a directory like the project's configs/prompts",
                 dir.display()
             )));
         }
@@ -152,4 +192,48 @@ pub fn candidate_list(count: usize, labels: CandidateLabels, commas: bool) -> St
 /// `<region>, <region> and <region>`: the candidate list of a REC question.
 pub fn region_list(count: usize) -> String {
     candidate_list(count, CandidateLabels::None, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The embedded copy is the files on disk, file for file, byte for
+    /// byte: a prompt file added, removed or edited without rebuilding the
+    /// list above fails here.
+    #[test]
+    fn builtin_prompts_equal_the_files_on_disk() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/prompts");
+        let mut on_disk: Vec<(String, String)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .map(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read_to_string(&p).unwrap())
+            })
+            .collect();
+        on_disk.sort();
+        let builtin: Vec<(String, String)> = BUILTIN_FILES
+            .iter()
+            .map(|(name, text)| (name.to_string(), text.to_string()))
+            .collect();
+        let names = |files: &[(String, String)]| -> Vec<String> {
+            files.iter().map(|(name, _)| name.clone()).collect()
+        };
+        assert_eq!(names(&builtin), names(&on_disk), "prompt files");
+        for ((name, embedded), (_, disk)) in builtin.iter().zip(&on_disk) {
+            assert!(
+                embedded == disk,
+                "{name}: the embedded copy differs from the file"
+            );
+        }
+
+        // And both read to the same bank.
+        let from_disk = PromptBank::from_dir(&dir).unwrap();
+        let builtin = PromptBank::builtin().unwrap();
+        assert_eq!(builtin.sets, from_disk.sets);
+        assert_eq!(builtin.guides, from_disk.guides);
+        assert!(builtin.sets.len() >= 4 && !builtin.guides.is_empty());
+    }
 }
