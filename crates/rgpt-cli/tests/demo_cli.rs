@@ -78,11 +78,12 @@ fn the_quick_demo_learns_and_leaves_a_usable_model() {
             "results.json lacks by_size.{size}"
         );
     }
-    // Six shapes and six colours: chance is 1/6 for each. In its three
-    // minutes the quick run's decoder does not yet answer shape questions
-    // above chance (that takes the full demo's 200-300 steps of stage 2,
-    // docs/demo.md), so learning is judged on the tower's held-out regions
-    // and on the stages' losses. `tower.accuracy` is [head, accuracy] pairs.
+    // Six shapes and six colours: chance is 1/6 for each. In its three minutes
+    // the quick run's decoder does not yet answer shape questions above chance
+    // (that takes the full demo's 200-300 steps of stage 2,
+    // docs/experiments/demo-journal.md), so learning is judged on the tower's
+    // held-out regions and on the stages' losses. `tower.accuracy` is [head,
+    // accuracy] pairs.
     let tower: std::collections::HashMap<String, f64> = results["tower"]["accuracy"]
         .as_array()
         .unwrap()

@@ -70,11 +70,11 @@ pub enum Region {
     Mask(String),
     /// `[x, y]` or `[x, y, radius]`.
     Point(Vec<f64>),
-    /// A region given by its name alone, in a sample without an image
-    /// ("small red circle in the top left"). A model trained from nothing
-    /// reads it as one embedding, the mean of its name's word embeddings,
-    /// so that its decoder learns to look regions up before any region
-    /// comes from an image (docs/demo.md).
+    /// A region given by its name alone, in a sample without an image ("small
+    /// red circle in the top left"). A model trained from nothing reads it as
+    /// one embedding, the mean of its name's word embeddings, so that its
+    /// decoder learns to look regions up before any region comes from an image
+    /// (docs/experiments/demo-journal.md).
     Name(String),
 }
 

@@ -1,10 +1,10 @@
 //! One training step of the demo's tiny LLaMA (configs/demo-tiny.yaml's
 //! `model:` section, as `tiny::build_tiny_with_tokenizer` builds it): hidden
 //! 256, 2 layers, 4 heads (4 KV heads), intermediate 688, RMSNorm eps 1e-6,
-//! RoPE theta 10000, tied embeddings, f32 on CPU, with a fixed vocabulary
-//! of 1024 (the demo's is its trained tokenizer's: 480 BPE ids until the
-//! fourteenth round of docs/demo.md, 159 words since; a larger head costs
-//! both sides alike).
+//! RoPE theta 10000, tied embeddings, f32 on CPU, with a fixed vocabulary of
+//! 1024 (the demo's is its trained tokenizer's: 480 BPE ids until the
+//! fourteenth round of docs/experiments/demo-journal.md, 159 words since; a
+//! larger head costs both sides alike).
 //!
 //! The step is the trainer's for a text-only micro-batch of 32 sequences of
 //! 96 tokens whose first 80 labels are `IGNORE_INDEX` (the prompt): zero

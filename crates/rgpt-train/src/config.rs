@@ -59,10 +59,10 @@ pub struct TrainConfig {
     /// Weight of a second loss beside the answers' (0: off): how far each
     /// region's embedding is from the code of the name its sample gives it
     /// (`meta.region_names`; see `rgpt_model::rgpt::TrainingOutput::
-    /// alignment`). A pre-trained CLIP hands RegionGPT features already
-    /// aligned with words; a tower trained from nothing does not, and this
-    /// aligns the connector's output with the codes a decoder learned in
-    /// the text stages (docs/demo.md, eleventh round). Every sample with an
+    /// alignment`). A pre-trained CLIP hands RegionGPT features already aligned
+    /// with words; a tower trained from nothing does not, and this aligns the
+    /// connector's output with the codes a decoder learned in the text stages
+    /// (docs/experiments/demo-journal.md, eleventh round). Every sample with an
     /// image and regions must then name them.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub align_regions: f64,

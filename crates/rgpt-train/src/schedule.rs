@@ -14,7 +14,7 @@ pub enum Schedule {
     Cosine,
     /// Stays at the base rate. A decoder trained from nothing leaves the
     /// plateau before in-context lookup sooner without the decay
-    /// (docs/demo.md).
+    /// (docs/experiments/demo-journal.md).
     Constant,
 }
 

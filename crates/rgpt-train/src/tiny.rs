@@ -56,30 +56,32 @@ pub struct TinySpec {
     #[serde(default)]
     pub image_token_grid: Option<[i64; 2]>,
     /// One matrix for the word embeddings and the LM head (HF's
-    /// `tie_word_embeddings`). The demo's decoder learns to name regions
-    /// sooner with it (docs/demo.md): the words it must output are then
-    /// the same vectors it reads.
+    /// `tie_word_embeddings`). The demo's decoder learns to name regions sooner
+    /// with it (docs/experiments/demo-journal.md): the words it must output are
+    /// then the same vectors it reads.
     #[serde(default)]
     pub tie_embeddings: bool,
     /// The conversation template it is trained and asked in (rgpt-llm's
     /// `Template` names), recorded in its config as `rgpt.conversation`.
     /// Default `vicuna_v1`, the paper's; the demo drops the system prompt,
-    /// which a model trained from nothing does not need (docs/demo.md).
+    /// which a model trained from nothing does not need
+    /// (docs/experiments/demo-journal.md).
     #[serde(default = "d_conversation")]
     pub conversation: String,
     /// Number the regions of every prompt: the k-th region gets the word
-    /// embedding of the token `▁[k` added, the number as the REC answers
-    /// write it (`Region [k].`), recorded as `rgpt.region_index_tokens` for
-    /// every k the tokenizer has such a token for. Off by default, as in
-    /// the paper's model. In a toy decoder it made REC learnable sooner and
-    /// to 97-99% instead of about 85%; in the demo it has not helped yet
-    /// (docs/demo.md, eighth round).
+    /// embedding of the token `▁[k` added, the number as the REC answers write
+    /// it (`Region [k].`), recorded as `rgpt.region_index_tokens` for every k
+    /// the tokenizer has such a token for. Off by default, as in the paper's
+    /// model. In a toy decoder it made REC learnable sooner and to 97-99%
+    /// instead of about 85%; in the demo it has not helped yet
+    /// (docs/experiments/demo-journal.md, eighth round).
     #[serde(default)]
     pub number_regions: bool,
-    /// With `number_regions`: `embedding` adds the number's word embedding
-    /// as it is; `region` rescales it to each region embedding's norm, so
-    /// the connector's larger output does not drown it (docs/demo.md,
-    /// tenth round). Recorded as `rgpt.region_index_scale`.
+    /// With `number_regions`: `embedding` adds the number's word embedding as
+    /// it is; `region` rescales it to each region embedding's norm, so the
+    /// connector's larger output does not drown it
+    /// (docs/experiments/demo-journal.md, tenth round). Recorded as
+    /// `rgpt.region_index_scale`.
     #[serde(default)]
     pub number_scale: RegionIndexScale,
     /// Train the tokenizer with punctuation split off words (see

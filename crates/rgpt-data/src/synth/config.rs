@@ -77,10 +77,10 @@ pub struct SynthConfig {
     pub candidate_labels: CandidateLabels,
     /// Separate the REC candidates with commas, as the paper's prompt does
     /// (`<region>, <region> and <region>`); false lists them side by side
-    /// (`<region> <region> and <region>`). A decoder of two layers trained
-    /// from nothing learned to match an expression's colour only without
-    /// the commas (in about a third of the runs), in a toy and in the demo's
-    /// world (docs/demo.md, thirteenth and fourteenth rounds).
+    /// (`<region> <region> and <region>`). A decoder of two layers trained from
+    /// nothing learned to match an expression's colour only without the commas
+    /// (in about a third of the runs), in a toy and in the demo's world
+    /// (docs/experiments/demo-journal.md, thirteenth and fourteenth rounds).
     pub rec_candidate_commas: bool,
     /// Ask REC with the expression, unquoted, before the candidates (the
     /// prompt set `rec_question_expression_first`), so a causal decoder
@@ -89,11 +89,11 @@ pub struct SynthConfig {
     /// every region up by content afterwards. Follow-ups keep their
     /// phrasing.
     pub rec_expression_first: bool,
-    /// Ask the first REC question in only the first N phrasings of its
-    /// prompt set (the first of `rec_question` is the paper's); none: all
-    /// of them. A decoder trained from nothing finds the regions an
-    /// expression names several times sooner in one phrasing than in ten
-    /// (docs/demo.md, tenth round).
+    /// Ask the first REC question in only the first N phrasings of its prompt
+    /// set (the first of `rec_question` is the paper's); none: all of them. A
+    /// decoder trained from nothing finds the regions an expression names
+    /// several times sooner in one phrasing than in ten
+    /// (docs/experiments/demo-journal.md, tenth round).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rec_phrasings: Option<usize>,
     /// Also write each region task as text (`text/<task>.jsonl`, see

@@ -1,15 +1,14 @@
-//! The world as text: a conversation with `<image>` dropped and each
-//! `<region>` named in words ("small red circle in the top left").
-//! RegionGPT starts from Vicuna, which knew language, and how to look
-//! things up in its prompt, before it saw a region; a model trained from
-//! nothing has neither. Pre-training its decoder on the world's questions
-//! with the regions spelt out gives it the reading first, so the later
-//! stages only have to make a region embedding read like the words it
-//! stands for (docs/demo.md). With [`TextRegions::Named`] each `<region>`
-//! stays and is given by its name instead, which the model reads as one
-//! embedding, the mean of the name's word embeddings: the decoder then
-//! learns to look up regions that are one position each, as image regions
-//! will be.
+//! The world as text: a conversation with `<image>` dropped and each `<region>`
+//! named in words ("small red circle in the top left"). RegionGPT starts from
+//! Vicuna, which knew language, and how to look things up in its prompt, before
+//! it saw a region; a model trained from nothing has neither. Pre-training its
+//! decoder on the world's questions with the regions spelt out gives it the
+//! reading first, so the later stages only have to make a region embedding read
+//! like the words it stands for (docs/experiments/demo-journal.md). With
+//! [`TextRegions::Named`] each `<region>` stays and is given by its name
+//! instead, which the model reads as one embedding, the mean of the name's word
+//! embeddings: the decoder then learns to look up regions that are one position
+//! each, as image regions will be.
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -33,10 +32,10 @@ pub enum TextRegions {
     /// `<region>` kept, the region given as `{"name": ...}`: one position,
     /// read as the mean of the name's word embeddings.
     Named,
-    /// As `named`, with the name cut to colour and shape ("red circle").
-    /// Its mean is the code the toy learns REC's lookup from fastest
-    /// (docs/demo.md, ninth round); size and position are left for the
-    /// image stages to bring.
+    /// As `named`, with the name cut to colour and shape ("red circle"). Its
+    /// mean is the code the toy learns REC's lookup from fastest
+    /// (docs/experiments/demo-journal.md, ninth round); size and position are
+    /// left for the image stages to bring.
     #[serde(rename = "colour_shape")]
     ColourShape,
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Held-out accuracy of a demo model's decoder on the text form of a task.
 
-    .venv/bin/python scripts/text_form_accuracy.py MODEL_DIR TEXT_TASK_FILE [SAMPLES]
+    .venv/bin/python experiments/text_form_accuracy.py MODEL_DIR TEXT_TASK_FILE [SAMPLES]
 
 MODEL_DIR is an RGPT checkpoint (`rgpt demo` writes one per stage, and
 `--curve-every` refreshes `<stage>/model`); TEXT_TASK_FILE a text-form task
@@ -15,7 +15,7 @@ greedy decoding reproduces it: every answer token, and the `</s>` after
 it, is the argmax given the gold prefix.
 Prints the accuracy over every answer and over first questions.
 Needs transformers in .venv: `scripts/bench_train.sh` installs the pinned
-version; the numbers in docs/demo.md's fifth round used 5.24.0.
+version; the numbers in docs/experiments/demo-journal.md's fifth round used 5.24.0.
 """
 import json, sys, torch
 from safetensors.torch import load_file

@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """How fast can a small decoder learn REC from scratch? A PyTorch toy.
 
-    .venv/bin/python scripts/rec_learnability.py FORMAT STEPS [THREADS] [WIDTH] [LR] [BATCH] \
+    .venv/bin/python experiments/rec_learnability.py FORMAT STEPS [THREADS] [WIDTH] [LR] [BATCH] \
         [QUESTIONS] [CODES] [DECODER] [LAYERS] [HEADS] [CANDIDATES]
 
 FORMAT is `plain` (the paper's order: candidates, then the expression, no
 labels), `before` (expression first, `Region [k] <region>`) or `after`
 (expression first, `<region> as Region [k]`): the orders the synthetic
 world writes with `rec_expression_first` and `candidate_labels`
-(docs/demo.md). Two more isolate parts of the task; both list the candidates
+(docs/experiments/demo-journal.md). Two more isolate parts of the task; both list the candidates
 first and then ask QUESTIONS questions about them, one after another:
 `multi` labels each candidate before it (`Region [k] <region>`), `indexed`
 writes bare `<region>`s but adds the token embedding of `[k` to the k-th

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where does the demo's decoder look when it answers REC in words?
 
-    .venv/bin/python scripts/rec_attention.py MODEL_DIR "EXPRESSION" "NAME" "NAME" [...]
+    .venv/bin/python experiments/rec_attention.py MODEL_DIR "EXPRESSION" "NAME" "NAME" [...]
 
 MODEL_DIR is an RGPT checkpoint written by `rgpt demo` (`<stage>/model`; its
 decoder and tokenizer are read). The question is the world's REC question
@@ -16,9 +16,9 @@ region's number.
 It prints the probability of each region's number, and per layer and head
 how much attention the answer position pays to each region, and what the
 expression's tokens attend to in the first layer. The numbers in
-docs/demo.md (thirteenth round) are
+docs/experiments/demo-journal.md (thirteenth round) are
 
-    .venv/bin/python scripts/rec_attention.py /tmp/final13/rec-lookup/model \\
+    .venv/bin/python experiments/rec_attention.py runs/final13/rec-lookup/model \\
         "the red circle" "blue circle" "red circle" "green square"
 
 Needs transformers in .venv (`scripts/bench_train.sh` installs it).

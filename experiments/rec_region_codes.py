@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Can the demo's decoder learn REC when each region is one embedding?
 
-    .venv/bin/python scripts/rec_region_codes.py MODEL_DIR WORLD_DIR STEPS LR [CODES] [SYSTEM] [INIT]
+    .venv/bin/python experiments/rec_region_codes.py MODEL_DIR WORLD_DIR STEPS LR [CODES] [SYSTEM] [INIT]
 
-The toy (`scripts/rec_learnability.py`) learns the lookup from clean codes on
+The toy (`experiments/rec_learnability.py`) learns the lookup from clean codes on
 a world of shape and colour alone; the demo's decoder, fed each region's
-name in words (docs/demo.md, fifth round), needed about 900 steps. This
+name in words (docs/experiments/demo-journal.md, fifth round), needed about 900 steps. This
 stands between the two: the demo's own decoder, tokenizer and world, with
 every `<region>` of a REC conversation replaced by one embedding made from
 the decoder's own word embeddings, as a connector aligned with words would
@@ -52,7 +52,7 @@ which only colour (or size and position) can settle. REC_SHORT_STEPS=N
 trains the first N steps on a short form of each conversation's first
 question ("USER: <region>, <region> and <region>: the red circle?
 ASSISTANT: Region [2].</s>"), then on the conversations as written.
-The thirteenth round's variants (docs/demo.md): REC_WORD_LEVEL=1 (INIT
+The thirteenth round's variants (docs/experiments/demo-journal.md): REC_WORD_LEVEL=1 (INIT
 scratch) replaces the BPE with one id per word or punctuation mark, trained
 on the world's REC text; REC_COLOUR_ONLY=P rewrites, with chance P, a training
 question naming the shape alone whose target's colour is unique among the
@@ -66,14 +66,14 @@ REC_ANSWER_EXPRESSION=1 answers "The red circle is Region [2]." (held-out
 accuracy then needs the expression copied too); REC_NO_COMMAS=1 lists the
 candidates without commas between them; REC_NO_PREFIX=1 drops "From the
 provided masks denoted by" and REC_NO_GUIDE=1 the task-guided prompt.
-The fourteenth round's (docs/demo.md): REC_NO_LONE_SPACE=all drops every lone
+The fourteenth round's (docs/experiments/demo-journal.md): REC_NO_LONE_SPACE=all drops every lone
 `▁`, not only those before regions; REC_VOCAB=N pads the REC_WORD_LEVEL
 vocabulary to N rows (the decoder then draws other weights) and
 REC_VOCAB_APPEND=N appends rows up to N after the decoder is drawn (the same
 decoder, more rows); REC_UNTIE=1 (INIT scratch) gives the decoder an output
 head of its own; REC_EPS sets AdamW's epsilon.
 Needs transformers in .venv
-(`scripts/bench_train.sh` installs the pinned version; docs/demo.md's
+(`scripts/bench_train.sh` installs the pinned version; docs/experiments/demo-journal.md's
 numbers used 5.24.0).
 """
 import functools
@@ -216,7 +216,7 @@ SHOW_ERRORS = os.environ.get('REC_SHOW_ERRORS') == '1'
 # REC_NO_LONE_SPACE=1 drops the lone `▁` token the tokenizer writes before
 # each `<region>`; REC_SHORT_NO_MATCH=1 answers "No." for "No corresponding
 # options found." (two of the world's tokenizer quirks that slow the toy;
-# docs/demo.md, twelfth round).
+# docs/experiments/demo-journal.md, twelfth round).
 # REC_NO_LONE_SPACE=all drops every lone `▁` (before quotes and brackets too).
 NO_LONE_SPACE = os.environ.get('REC_NO_LONE_SPACE') in ('1', 'all')
 ALL_LONE_SPACES = os.environ.get('REC_NO_LONE_SPACE') == 'all'
