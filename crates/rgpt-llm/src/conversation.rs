@@ -1,10 +1,10 @@
 //! Conversation templates. `vicuna_v1` reproduces LLaVA's `conv_vicuna_v1`
 //! (llava/conversation.py, `SeparatorStyle.TWO`): the system prompt, then
 //! `USER: ... ASSISTANT: ...</s>` turns separated by a space, and a bare
-//! `ASSISTANT:` where the model is to answer. `vicuna_v1_no_system` is the
-//! same turns without the system prompt: a model trained from nothing (the
-//! demo) has no use for it, and learns faster on the shorter sequences
-//! (docs/demo.md). `raw` passes text through.
+//! `ASSISTANT:` where the model is to answer. `vicuna_v1_no_system` is the same
+//! turns without the system prompt: a model trained from nothing (the demo) has
+//! no use for it, and learns faster on the shorter sequences
+//! (docs/experiments/demo-journal.md). `raw` passes text through.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Template {

@@ -106,20 +106,19 @@ impl Tokenizer {
         Self::with_bos(inner)
     }
 
-    /// A word-level tokenizer: one id per word or punctuation mark of
-    /// `texts` (`<unk>` id 0, `<s>` 1, `</s>` 2, BOS added to every
-    /// encoding), with the `placeholders` (`<image>`, `<region>`) as special
-    /// tokens, for a model trained from scratch on a closed world. Words
-    /// carry SentencePiece's `▁` mark as the BPE's do, and so does a
-    /// punctuation mark after a space (`▁"`), so no token is a lone `▁`.
-    /// Every piece of text between special tokens starts with a marked
-    /// word, and a placeholder swallows the whitespace around it: the
-    /// question after `<image>\n` reads `▁From` as it does with no image,
-    /// and `by <region>` is `▁by <region>`. Its vocabulary is the world's
-    /// words and nothing else: in the demo's world 159 ids, where its BPE
-    /// held 480, every merge on the way to a word included (the demo uses
-    /// it; docs/demo.md, fourteenth round). Text outside the training words
-    /// encodes as `<unk>`.
+    /// A word-level tokenizer: one id per word or punctuation mark of `texts`
+    /// (`<unk>` id 0, `<s>` 1, `</s>` 2, BOS added to every encoding), with the
+    /// `placeholders` (`<image>`, `<region>`) as special tokens, for a model
+    /// trained from scratch on a closed world. Words carry SentencePiece's `▁`
+    /// mark as the BPE's do, and so does a punctuation mark after a space
+    /// (`▁"`), so no token is a lone `▁`. Every piece of text between special
+    /// tokens starts with a marked word, and a placeholder swallows the
+    /// whitespace around it: the question after `<image>\n` reads `▁From` as it
+    /// does with no image, and `by <region>` is `▁by <region>`. Its vocabulary
+    /// is the world's words and nothing else: in the demo's world 159 ids,
+    /// where its BPE held 480, every merge on the way to a word included (the
+    /// demo uses it; docs/experiments/demo-journal.md, fourteenth round). Text
+    /// outside the training words encodes as `<unk>`.
     pub fn train_word_level<I, S>(texts: I, placeholders: &[&str]) -> Result<Self, LlmError>
     where
         I: Iterator<Item = S> + Send,

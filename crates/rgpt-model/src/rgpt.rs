@@ -44,12 +44,12 @@ pub struct RgptSection {
     /// model was trained from nothing on another.
     #[serde(default = "default_conversation")]
     pub conversation: String,
-    /// Token ids whose word embeddings are added to a prompt's 1st, 2nd,
-    /// ... region, so that each region carries its number as the REC
-    /// answers write it (`Region [k]`). Empty, as in the paper's model: a
-    /// region is its pooled feature alone. Vicuna finds the k-th region by
-    /// counting; for a decoder trained from nothing, the number inside the
-    /// region is a shortcut (docs/demo.md, eighth round).
+    /// Token ids whose word embeddings are added to a prompt's 1st, 2nd, ...
+    /// region, so that each region carries its number as the REC answers write
+    /// it (`Region [k]`). Empty, as in the paper's model: a region is its
+    /// pooled feature alone. Vicuna finds the k-th region by counting; for a
+    /// decoder trained from nothing, the number inside the region is a shortcut
+    /// (docs/experiments/demo-journal.md, eighth round).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub region_index_tokens: Vec<i64>,
     /// How large a region's number is beside the region.
@@ -66,8 +66,9 @@ pub enum RegionIndexScale {
     #[default]
     Embedding,
     /// The word embedding rescaled to the region embedding's own norm: a
-    /// connector's output can grow several times larger than a word
-    /// embedding and drown the number in it (docs/demo.md, tenth round).
+    /// connector's output can grow several times larger than a word embedding
+    /// and drown the number in it (docs/experiments/demo-journal.md, tenth
+    /// round).
     Region,
 }
 
@@ -133,10 +134,10 @@ pub struct TrainingExample<'a> {
     pub segments: &'a [Segment],
     pub image: Option<ExampleImage<'a>>,
     pub regions: &'a [RegionSpec],
-    /// Without an image: the token ids of each region's name, in
-    /// `<region>` order. Each such region is read as the mean of its
-    /// name's word embeddings, the form a from-scratch decoder can learn
-    /// to look regions up in before any comes from an image (docs/demo.md).
+    /// Without an image: the token ids of each region's name, in `<region>`
+    /// order. Each such region is read as the mean of its name's word
+    /// embeddings, the form a from-scratch decoder can learn to look regions up
+    /// in before any comes from an image (docs/experiments/demo-journal.md).
     pub region_names: &'a [Vec<i64>],
     /// With an image: the token ids of the name each region should read
     /// as, in `<region>` order, or none. Given, the forward also measures
