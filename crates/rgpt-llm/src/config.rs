@@ -133,14 +133,7 @@ fn default_rms_norm_eps() -> f64 {
 impl LlamaConfig {
     /// Reads `config.json` and checks that it describes a model we can run.
     pub fn from_file(path: &Path) -> Result<Self, LlmError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LlmError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let config: LlamaConfig = serde_json::from_str(&text).map_err(|e| LlmError::Config {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let config: LlamaConfig = rgpt_weights::read_json(path)?;
         config.validate(path)?;
         Ok(config)
     }

@@ -325,12 +325,13 @@ impl Llama {
         }
         let config = LlamaConfig::from_file(&dir.join("config.json"))?;
         let checkpoint = rgpt_weights::Checkpoint::open(dir)?;
-        let mut vs = nn::VarStore::new(device);
-        vs.set_kind(kind);
-        let model = Llama::new(&vs.root(), &config)?;
-        checkpoint.load_into_with_progress(&vs, on_progress)?;
-        vs.freeze();
-        Ok((model, vs))
+        rgpt_weights::load_frozen(
+            &checkpoint,
+            device,
+            kind,
+            |vs| Llama::new(&vs.root(), &config),
+            on_progress,
+        )
     }
 
     pub fn config(&self) -> &LlamaConfig {

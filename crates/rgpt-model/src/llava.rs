@@ -83,14 +83,7 @@ pub const LAYOUTS: [(&str, &[(&str, &str)]); 2] = [
 
 /// Reads a `config.json` into `T`, naming the file in errors.
 pub(crate) fn read_config<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ModelError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|e| ModelError::Config {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+    Ok(rgpt_weights::read_json(path)?)
 }
 
 /// Opens a checkpoint and renames any known layout onto ours.
@@ -127,12 +120,13 @@ pub(crate) fn load_frozen<M, C: serde::de::DeserializeOwned>(
     let config_path = dir.join("config.json");
     let config: C = read_config(&config_path)?;
     let checkpoint = open_checkpoint(dir)?;
-    let mut vs = nn::VarStore::new(device);
-    vs.set_kind(kind);
-    let model = build(&vs.root(), &config, &config_path)?;
-    checkpoint.load_into(&vs)?;
-    vs.freeze();
-    Ok((model, vs))
+    rgpt_weights::load_frozen(
+        &checkpoint,
+        device,
+        kind,
+        |vs| build(&vs.root(), &config, &config_path),
+        &mut |_| {},
+    )
 }
 
 #[derive(Debug)]

@@ -222,14 +222,7 @@ pub(crate) fn validate_common(
 }
 
 pub(crate) fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|source| VisionError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|e| VisionError::Config {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+    Ok(rgpt_weights::read_json(path)?)
 }
 
 /// The vision part of a config: the whole file for `vision_type`, the
@@ -811,12 +804,13 @@ impl ClipVisionModel {
         let _span = tracing::info_span!("load_clip_vision", dir = %dir.display()).entered();
         let config = ClipVisionConfig::from_file(&dir.join("config.json"))?;
         let checkpoint = rgpt_weights::Checkpoint::open(dir)?;
-        let mut vs = nn::VarStore::new(device);
-        vs.set_kind(kind);
-        let model = ClipVisionModel::new(&vision_model_path(&checkpoint, vs.root()), &config)?;
-        checkpoint.load_into(&vs)?;
-        vs.freeze();
-        Ok((model, vs))
+        rgpt_weights::load_frozen(
+            &checkpoint,
+            device,
+            kind,
+            |vs| ClipVisionModel::new(&vision_model_path(&checkpoint, vs.root()), &config),
+            &mut |_| {},
+        )
     }
 
     pub fn config(&self) -> &ClipVisionConfig {

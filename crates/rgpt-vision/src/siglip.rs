@@ -362,12 +362,13 @@ impl SiglipVisionModel {
         let _span = tracing::info_span!("load_siglip_vision", dir = %dir.display()).entered();
         let config = SiglipVisionConfig::from_file(&dir.join("config.json"))?;
         let checkpoint = rgpt_weights::Checkpoint::open(dir)?;
-        let mut vs = nn::VarStore::new(device);
-        vs.set_kind(kind);
-        let model = SiglipVisionModel::new(&vision_model_path(&checkpoint, vs.root()), &config)?;
-        checkpoint.load_into(&vs)?;
-        vs.freeze();
-        Ok((model, vs))
+        rgpt_weights::load_frozen(
+            &checkpoint,
+            device,
+            kind,
+            |vs| SiglipVisionModel::new(&vision_model_path(&checkpoint, vs.root()), &config),
+            &mut |_| {},
+        )
     }
 
     pub fn config(&self) -> &SiglipVisionConfig {

@@ -25,6 +25,8 @@ pub enum WeightsError {
          re-save it with a current torch (`torch.save(torch.load(f), f)`) or convert it to safetensors"
     )]
     LegacyTorchBin { path: PathBuf },
+    #[error("cannot parse {path}: {message}")]
+    Json { path: PathBuf, message: String },
     #[error("invalid shard index {path}: {message}")]
     Index { path: PathBuf, message: String },
     #[error(

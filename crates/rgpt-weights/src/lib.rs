@@ -10,6 +10,7 @@
 mod checkpoint;
 mod dtype;
 mod error;
+mod load;
 mod pickle;
 mod pytorch_bin;
 mod raw;
@@ -18,3 +19,4 @@ pub mod save;
 pub use checkpoint::{Checkpoint, LoadProgress, WeightFormat};
 pub use dtype::Dtype;
 pub use error::WeightsError;
+pub use load::{load_frozen, read_json};
