@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rgpt_train::demo::{run_demo, CurveOptions, DemoConfig, DemoEvent, DemoResults, DemoTargets};
+use rgpt_demo::{run_demo, CurveOptions, DemoConfig, DemoEvent, DemoResults, DemoTargets};
 use rgpt_vision::refiner::RefinerKind;
 
 #[derive(Args)]
@@ -269,7 +269,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         args.out.join("results.json").display()
     );
     // A rerun whose stages had finished without curves draws none.
-    let curves = args.out.join(rgpt_train::demo::curves::PNG_NAME);
+    let curves = args.out.join(rgpt_demo::curves::PNG_NAME);
     if curve.is_some() && curves.is_file() {
         println!("learning curves: {}", curves.display());
     }

@@ -6,21 +6,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use rgpt_data::format::read_all_samples;
+use rgpt_data::format::default_image_root;
 use rgpt_data::readers::coco::CocoDataset;
 use rgpt_data::readers::pope::read_questions;
 use rgpt_eval::caption::{score_captions, MeteorSource, ScoreOptions};
-use rgpt_eval::coco_ap::{coco_box_ap, Detection, GroundTruth, Params};
-use rgpt_eval::items::{items_of, pope_items, EvalItem, TaskKind};
-use rgpt_eval::pope::{answer_is_yes, pope_scores};
-use rgpt_eval::predictions::PredictionStore;
-use rgpt_eval::results::{
-    caption_results, classification_results, markdown, pope_results, rec_results,
-};
+use rgpt_eval::coco_ap::{coco_box_ap, read_class_scores, GroundTruth, Params};
+use rgpt_eval::evaluate::evaluate_items;
+use rgpt_eval::items::pope_items;
+use rgpt_eval::pope::{read_answers, score_answers};
+use rgpt_eval::results::markdown;
 use rgpt_eval::runner::Evaluator;
+use rgpt_eval::{evaluate_task, TaskKind, TaskOptions};
 use rgpt_llm::device::{parse_device, parse_dtype};
 use rgpt_model::pipeline::RegionGenerator;
-use serde::Deserialize;
 
 #[derive(Subcommand)]
 pub enum EvalCommand {
@@ -163,21 +161,19 @@ fn progress_bar(what: &str) -> indicatif::ProgressBar {
     bar
 }
 
-/// Loads the model, answers every item (resuming), and returns the store.
-fn answer(
+/// Loads the model of `args`, with the image root of the data (or the
+/// data's own directory), and evaluates with it.
+fn with_evaluator<T>(
     args: &ModelArgs,
     default_root: &Path,
-    items: &[EvalItem],
-    classes: &[String],
-    what: &str,
-) -> anyhow::Result<PredictionStore> {
+    evaluate: impl FnOnce(&Evaluator<'_>, &Path) -> Result<T, rgpt_eval::EvalError>,
+) -> anyhow::Result<T> {
     let device = parse_device(&args.device)?;
     let kind = parse_dtype(&args.dtype)?;
     let generator = RegionGenerator::load(&args.model, device, kind)
         .with_context(|| format!("while loading {}", args.model.display()))?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let mut store = PredictionStore::open(&args.out.join("predictions.jsonl"))?;
     let evaluator = Evaluator {
         generator: &generator,
         image_root: args
@@ -188,13 +184,15 @@ fn answer(
         max_new_tokens: args.max_new_tokens,
         template: generator.model.template(),
     };
-    let bar = progress_bar(what);
-    evaluator.answer(items, classes, &mut store, &mut |done, total| {
+    Ok(evaluate(&evaluator, &args.out.join("predictions.jsonl"))?)
+}
+
+/// Draws `on_progress(done, total)` on `bar`.
+fn show_progress(bar: &indicatif::ProgressBar) -> impl FnMut(usize, usize) + '_ {
+    move |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
-    })?;
-    bar.finish_and_clear();
-    Ok(store)
+    }
 }
 
 fn write_results(
@@ -271,77 +269,40 @@ fn captions(
 }
 
 fn run_samples(args: RunArgs, kind: TaskKind, meteor: Option<MeteorSource>) -> anyhow::Result<()> {
-    let samples = read_all_samples(&args.data)?;
-    let mut items = Vec::new();
-    for sample in &samples {
-        items.extend(items_of(sample)?);
-    }
-    if let Some(other) = items.iter().find(|i| i.kind != kind) {
-        anyhow::bail!(
-            "{} holds `{}` samples, which are not a {kind:?} task: use the matching `rgpt eval` subcommand",
-            args.data.display(),
-            other.task
-        );
-    }
-    let task = items.first().map(|i| i.task.clone()).unwrap_or_default();
-    let classes: Vec<String> = if args.classes.is_empty() && kind == TaskKind::Classification {
-        let set: std::collections::BTreeSet<String> =
-            items.iter().map(|i| i.answer.trim().to_string()).collect();
-        set.into_iter().collect()
-    } else {
-        args.classes.clone()
+    let options = TaskOptions {
+        limit: None,
+        classes: args.classes.clone(),
+        meteor: meteor.unwrap_or_default(),
     };
-    let root = rgpt_data::loader::default_image_root(&args.data);
-    let store = answer(&args.model, &root, &items, &classes, &task)?;
-    let image_root = args.model.image_root.clone().unwrap_or(root);
-    let results = match kind {
-        TaskKind::Classification => classification_results(&items, &classes, &store, &image_root)?,
-        TaskKind::Caption => caption_results(&items, &store, meteor.unwrap_or_default())?,
-        _ => rec_results(&items, &store, &image_root)?,
-    };
-    write_results(&args.model.out, &task, kind, &results)
-}
-
-#[derive(Deserialize)]
-struct Answer {
-    question_id: u64,
-    text: String,
+    let root = default_image_root(&args.data);
+    let name = args
+        .data
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let bar = progress_bar(&name);
+    let scored = with_evaluator(&args.model, &root, |evaluator, predictions| {
+        evaluate_task(
+            evaluator,
+            &args.data,
+            kind,
+            &options,
+            predictions,
+            &mut show_progress(&bar),
+        )
+    })?;
+    bar.finish_and_clear();
+    write_results(&args.model.out, &scored.task, kind, &scored.results)
 }
 
 fn pope(args: PopeArgs) -> anyhow::Result<()> {
     let questions = read_questions(&args.questions)?;
     if let Some(answers_path) = &args.answers {
-        let text = std::fs::read_to_string(answers_path)
-            .with_context(|| format!("cannot read {}", answers_path.display()))?;
-        let mut answers: BTreeMap<u64, String> = BTreeMap::new();
-        for (i, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            let a: Answer = serde_json::from_str(line).with_context(|| {
-                format!("{}:{}: malformed answer", answers_path.display(), i + 1)
-            })?;
-            answers.insert(a.question_id, a.text);
-        }
-        let missing: Vec<u64> = questions
+        let answers = read_answers(answers_path)?;
+        let labels: Vec<(u64, bool)> = questions
             .iter()
-            .filter(|q| !answers.contains_key(&q.question_id))
-            .map(|q| q.question_id)
+            .map(|q| (q.question_id, q.label == "yes"))
             .collect();
-        if !missing.is_empty() {
-            anyhow::bail!(
-                "{} question(s) have no answer in {} (first: {:?})",
-                missing.len(),
-                answers_path.display(),
-                &missing[..missing.len().min(5)]
-            );
-        }
-        let scores = pope_scores(
-            questions
-                .iter()
-                .map(|q| (answer_is_yes(&answers[&q.question_id]), q.label == "yes")),
-        );
+        let scores = score_answers(&labels, &answers, answers_path)?;
         if args.json {
             println!(
                 "{}",
@@ -375,62 +336,33 @@ fn pope(args: PopeArgs) -> anyhow::Result<()> {
         device: args.device.clone(),
         dtype: "f32".into(),
     };
-    let root = rgpt_data::loader::default_image_root(&args.questions);
-    let store = answer(&model_args, &root, &items, &[], task)?;
-    let results = pope_results(&items, &store)?;
-    write_results(&out, task, TaskKind::Pope, &results)
-}
-
-#[derive(Deserialize)]
-struct ScoreLine {
-    annotation_id: u64,
-    scores: BTreeMap<String, f64>,
+    let root = default_image_root(&args.questions);
+    let options = TaskOptions::default();
+    let bar = progress_bar(task);
+    let scored = with_evaluator(&model_args, &root, |evaluator, predictions| {
+        evaluate_items(
+            evaluator,
+            &items,
+            TaskKind::Pope,
+            &options,
+            predictions,
+            &mut show_progress(&bar),
+        )
+    })?;
+    bar.finish_and_clear();
+    write_results(&out, task, TaskKind::Pope, &scored.results)
 }
 
 fn coco_ap(annotations: &Path, scores_path: &Path, json: bool) -> anyhow::Result<()> {
     let dataset = CocoDataset::read(annotations)?;
-    let by_name: BTreeMap<&str, u64> = dataset
+    let by_name: BTreeMap<String, u64> = dataset
         .categories
         .iter()
-        .map(|c| (c.name.as_str(), c.id))
+        .map(|c| (c.name.clone(), c.id))
         .collect();
-    let anns = dataset.annotations_by_id();
-    let text = std::fs::read_to_string(scores_path)
-        .with_context(|| format!("cannot read {}", scores_path.display()))?;
-    let mut detections = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let at = || format!("{}:{}", scores_path.display(), i + 1);
-        let s: ScoreLine =
-            serde_json::from_str(line).with_context(|| format!("{}: malformed scores", at()))?;
-        let ann = anns.get(&s.annotation_id).ok_or_else(|| {
-            anyhow::anyhow!(
-                "{}: annotation {} is not in {}",
-                at(),
-                s.annotation_id,
-                annotations.display()
-            )
-        })?;
-        for (class, score) in s.scores {
-            let category_id = match class.parse::<u64>() {
-                Ok(id) => id,
-                Err(_) => *by_name
-                    .get(class.as_str())
-                    .ok_or_else(|| anyhow::anyhow!("{}: unknown category `{class}`", at()))?,
-            };
-            detections.push(Detection {
-                image_id: ann.image_id,
-                category_id,
-                bbox: ann.bbox,
-                score,
-            });
-        }
-    }
     let ground_truth: Vec<GroundTruth> =
         dataset.annotations.iter().map(GroundTruth::from).collect();
+    let detections = read_class_scores(scores_path, &ground_truth, &by_name)?;
     let categories: Vec<u64> = dataset.categories.iter().map(|c| c.id).collect();
     let images: Vec<u64> = dataset.images.iter().map(|i| i.id).collect();
     let summary = coco_box_ap(

@@ -45,10 +45,4 @@ pub enum DataError {
     },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    #[error(transparent)]
-    Llm(#[from] rgpt_llm::LlmError),
-    #[error(transparent)]
-    Model(#[from] rgpt_model::ModelError),
-    #[error("torch error: {0}")]
-    Torch(#[from] tch::TchError),
 }

@@ -14,9 +14,12 @@
 //! "left")`, and -1 for categories without ground truth, left out of
 //! the means.
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use rgpt_region::iou::bbox_iou_one;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::EvalError;
 
 /// A ground-truth box.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +55,64 @@ pub struct Detection {
     pub category_id: u64,
     pub bbox: [f64; 4],
     pub score: f64,
+}
+
+/// One line of a class-scores file.
+#[derive(Deserialize)]
+struct ScoreLine {
+    annotation_id: u64,
+    scores: BTreeMap<String, f64>,
+}
+
+/// Reads a class-scores file, JSON lines `{"annotation_id": ID, "scores":
+/// {"<category id or name>": SCORE}}`, as detections: each ground-truth
+/// box (found by its annotation id in `ground_truth`) submitted once per
+/// scored class, at that score. `categories` maps category names to ids.
+pub fn read_class_scores(
+    path: &Path,
+    ground_truth: &[GroundTruth],
+    categories: &BTreeMap<String, u64>,
+) -> Result<Vec<Detection>, EvalError> {
+    let text = std::fs::read_to_string(path).map_err(|source| EvalError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let by_id: BTreeMap<u64, &GroundTruth> = ground_truth.iter().map(|g| (g.id, g)).collect();
+    let mut detections = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let malformed = |message: String| EvalError::Malformed {
+            path: path.to_path_buf(),
+            line: i + 1,
+            message,
+        };
+        let scored: ScoreLine =
+            serde_json::from_str(line).map_err(|e| malformed(format!("malformed scores: {e}")))?;
+        let annotation = by_id.get(&scored.annotation_id).ok_or_else(|| {
+            malformed(format!(
+                "annotation {} is not in the ground truth",
+                scored.annotation_id
+            ))
+        })?;
+        for (class, score) in scored.scores {
+            let category_id = match class.parse::<u64>() {
+                Ok(id) => id,
+                Err(_) => *categories
+                    .get(&class)
+                    .ok_or_else(|| malformed(format!("unknown category `{class}`")))?,
+            };
+            detections.push(Detection {
+                image_id: annotation.image_id,
+                category_id,
+                bbox: annotation.bbox,
+                score,
+            });
+        }
+    }
+    Ok(detections)
 }
 
 /// COCOeval's `Params` for boxes.

@@ -75,6 +75,30 @@ pub enum EvalError {
         source: std::io::Error,
     },
 
+    #[error("{path}:{line}: {message}")]
+    Malformed {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+
+    #[error("{count} question(s) have no answer in {path} (first: {first:?})")]
+    MissingAnswers {
+        path: PathBuf,
+        count: usize,
+        first: Vec<u64>,
+    },
+
+    #[error(
+        "{path} holds `{task}` samples, which are not a {expected:?} task: evaluate it as its \
+         own task"
+    )]
+    TaskMismatch {
+        path: PathBuf,
+        task: String,
+        expected: crate::TaskKind,
+    },
+
     // Task runners (feature `runner`).
     #[cfg(feature = "runner")]
     #[error(transparent)]

@@ -6,7 +6,12 @@
 //!
 //! Where the script divides by zero (no positive prediction, or no positive
 //! label) it crashes; here that ratio is 0 and the counts are reported.
-use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::EvalError;
 
 /// The script's reading of a free-form answer.
 pub fn answer_is_yes(text: &str) -> bool {
@@ -70,4 +75,61 @@ pub fn pope_scores(pairs: impl IntoIterator<Item = (bool, bool)>) -> PopeScores 
         true_negatives: tn,
         false_negatives: fn_,
     }
+}
+
+/// One line of an answers file (POPE's and LLaVA's `answers.jsonl`; other
+/// fields are ignored).
+#[derive(Deserialize)]
+struct AnswerLine {
+    question_id: u64,
+    text: String,
+}
+
+/// Reads an answers file: JSON lines `{"question_id": ID, "text": ANSWER}`,
+/// blank lines skipped; a later answer to the same question wins.
+pub fn read_answers(path: &Path) -> Result<BTreeMap<u64, String>, EvalError> {
+    let text = std::fs::read_to_string(path).map_err(|source| EvalError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut answers = BTreeMap::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let answer: AnswerLine = serde_json::from_str(line).map_err(|e| EvalError::Malformed {
+            path: path.to_path_buf(),
+            line: i + 1,
+            message: format!("malformed answer: {e}"),
+        })?;
+        answers.insert(answer.question_id, answer.text);
+    }
+    Ok(answers)
+}
+
+/// Scores the answers read from `path` against `(question id, labelled
+/// yes)` questions; every question must have an answer.
+pub fn score_answers(
+    questions: &[(u64, bool)],
+    answers: &BTreeMap<u64, String>,
+    path: &Path,
+) -> Result<PopeScores, EvalError> {
+    let missing: Vec<u64> = questions
+        .iter()
+        .map(|&(id, _)| id)
+        .filter(|id| !answers.contains_key(id))
+        .collect();
+    if !missing.is_empty() {
+        return Err(EvalError::MissingAnswers {
+            path: path.to_path_buf(),
+            count: missing.len(),
+            first: missing.into_iter().take(5).collect(),
+        });
+    }
+    Ok(pope_scores(
+        questions
+            .iter()
+            .map(|&(id, label)| (answer_is_yes(&answers[&id]), label)),
+    ))
 }

@@ -1,15 +1,24 @@
 //! The text side of the decoder: a `tokenizers` tokenizer loaded from
-//! `tokenizer.json` (BOS/EOS as its post-processor says), or converted from a
-//! SentencePiece `tokenizer.model` when that is all a checkpoint ships.
+//! `tokenizer.json` (BOS/EOS as its post-processor says), or, when a
+//! checkpoint ships only a SentencePiece `tokenizer.model` (Vicuna, the
+//! original LLaVA), the slow `LlamaTokenizer` those checkpoints were trained
+//! with: encoding as transformers 4.37.2's slow tokenizer and the
+//! `sentencepiece` library do ([`crate::sentencepiece`]), decoding through
+//! the converted fast pipeline.
 use std::path::{Path, PathBuf};
 
-use crate::sentencepiece::tokenizer_from_sentencepiece;
+use crate::sentencepiece::{
+    tokenizer_from_sentencepiece, AddedToken, SlowLlamaTokenizer, SlowTokenizerConfig,
+};
 use crate::LlmError;
 
 #[derive(Debug, Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     source: PathBuf,
+    /// For a `tokenizer.model` checkpoint, what encodes; `inner` then
+    /// decodes and holds the vocabulary and added tokens.
+    slow: Option<SlowLlamaTokenizer>,
 }
 
 /// The special tokens every trained tokenizer starts with, in id order:
@@ -30,7 +39,11 @@ fn training_error(e: impl std::fmt::Display) -> LlmError {
 
 impl Tokenizer {
     /// Loads the tokenizer of a model directory, preferring `tokenizer.json`
-    /// as transformers does.
+    /// as transformers does. A directory with only `tokenizer.model` gets
+    /// the slow tokenizer, configured by its `tokenizer_config.json`
+    /// (`legacy`, `add_bos_token`, `add_eos_token`, added tokens) and
+    /// `added_tokens.json`, as transformers 4.37.2 with `use_fast=False`
+    /// loads it.
     pub fn from_dir(dir: &Path) -> Result<Self, LlmError> {
         let json = dir.join("tokenizer.json");
         if json.is_file() {
@@ -42,12 +55,52 @@ impl Tokenizer {
             return Ok(Tokenizer {
                 inner,
                 source: json,
+                slow: None,
             });
         }
         let spm = dir.join("tokenizer.model");
         if spm.is_file() {
-            let inner = tokenizer_from_sentencepiece(&spm)?;
-            return Ok(Tokenizer { inner, source: spm });
+            let config = SlowTokenizerConfig::from_dir(dir)?;
+            let slow = SlowLlamaTokenizer::from_file(&spm, &config)?;
+            let mut inner = tokenizer_from_sentencepiece(&spm)?;
+            // The added tokens beyond the model's pieces, at their ids, so
+            // that decoding and `token_to_id` know them.
+            let mut beyond: Vec<&AddedToken> = slow
+                .added_tokens()
+                .iter()
+                .filter(|t| inner.token_to_id(&t.content).is_none())
+                .collect();
+            beyond.sort_by_key(|t| t.id);
+            for token in beyond {
+                let added = tokenizers::AddedToken::from(token.content.as_str(), token.special)
+                    .normalized(false);
+                let result = if token.special {
+                    inner.add_special_tokens(vec![added])
+                } else {
+                    inner.add_tokens(vec![added])
+                };
+                result.map_err(|e| LlmError::Tokenizer {
+                    path: spm.clone(),
+                    message: e.to_string(),
+                })?;
+                if inner.token_to_id(&token.content) != Some(token.id) {
+                    return Err(LlmError::Tokenizer {
+                        path: spm,
+                        message: format!(
+                            "added token {:?} has id {}, but the ids of added tokens must follow \
+                             the model's {} pieces without gaps",
+                            token.content,
+                            token.id,
+                            slow.model().len()
+                        ),
+                    });
+                }
+            }
+            return Ok(Tokenizer {
+                inner,
+                source: spm,
+                slow: Some(slow),
+            });
         }
         Err(LlmError::MissingTokenizer(dir.to_path_buf()))
     }
@@ -56,7 +109,13 @@ impl Tokenizer {
         Tokenizer {
             inner,
             source: PathBuf::new(),
+            slow: None,
         }
+    }
+
+    /// The slow tokenizer that encodes a `tokenizer.model` checkpoint.
+    pub fn slow(&self) -> Option<&SlowLlamaTokenizer> {
+        self.slow.as_ref()
     }
 
     /// A LLaMA-style BPE tokenizer (SentencePiece's `▁` word marks, `<unk>`
@@ -211,6 +270,7 @@ impl Tokenizer {
         Ok(Tokenizer {
             inner,
             source: PathBuf::new(),
+            slow: None,
         })
     }
 
@@ -227,9 +287,15 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 
-    /// Token ids of `text`; with `add_special_tokens` the post-processor adds
-    /// BOS (for LLaMA) exactly as transformers' `tokenizer(text)` does.
+    /// Token ids of `text`; with `add_special_tokens` BOS (for LLaMA) is
+    /// added exactly as transformers' `tokenizer(text)` does: the fast
+    /// tokenizer's for `tokenizer.json`, the slow one's for
+    /// `tokenizer.model`.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<i64>, LlmError> {
+        if let Some(slow) = &self.slow {
+            let pieces = slow.encode(text, add_special_tokens);
+            return Ok(pieces.iter().map(|p| i64::from(p.id)).collect());
+        }
         let encoding = self
             .inner
             .encode(text, add_special_tokens)
@@ -244,6 +310,12 @@ impl Tokenizer {
         text: &str,
         add_special_tokens: bool,
     ) -> Result<(Vec<i64>, Vec<std::ops::Range<usize>>), LlmError> {
+        if let Some(slow) = &self.slow {
+            let pieces = slow.encode(text, add_special_tokens);
+            let ids = pieces.iter().map(|p| i64::from(p.id)).collect();
+            let offsets = pieces.into_iter().map(|p| p.range).collect();
+            return Ok((ids, offsets));
+        }
         let encoding = self
             .inner
             .encode(text, add_special_tokens)
@@ -267,7 +339,11 @@ impl Tokenizer {
     /// Adds special tokens (e.g. RGPT's `<image>` and `<region>`
     /// placeholders) if missing; returns their ids. New ids come after the
     /// vocabulary, which is fine for placeholders: they are replaced before
-    /// the embedding lookup.
+    /// the embedding lookup. The slow tokenizer gets them as
+    /// `add_tokens(tokens, special_tokens=True)` gives them (how SpatialRGPT
+    /// adds its region placeholder, `llava/model/builder.py`): the text is
+    /// split at them, and with `legacy` false the text right after one
+    /// starts without `▁`.
     pub fn add_special_tokens(&mut self, tokens: &[&str]) -> Result<Vec<i64>, LlmError> {
         let added: Vec<tokenizers::AddedToken> = tokens
             .iter()
@@ -276,10 +352,73 @@ impl Tokenizer {
         self.inner
             .add_special_tokens(added)
             .map_err(|e| LlmError::Encode(e.to_string()))?;
+        if let Some(slow) = &mut self.slow {
+            for token in tokens {
+                let id = self.inner.token_to_id(token).ok_or_else(|| {
+                    LlmError::Encode(format!("could not add the token {token:?}"))
+                })?;
+                slow.add_token(AddedToken {
+                    content: (*token).to_string(),
+                    id,
+                    special: true,
+                    lstrip: false,
+                    rstrip: false,
+                });
+            }
+        }
         Ok(tokens.iter().filter_map(|t| self.token_to_id(t)).collect())
     }
 
-    /// Writes `tokenizer.json`.
+    /// Writes the tokenizer into a checkpoint directory so that
+    /// [`Tokenizer::from_dir`] reads back the same tokenizer:
+    /// `tokenizer.json` for a `tokenizers` one; for a slow one,
+    /// `tokenizer.model` and the tokens added beyond its pieces in
+    /// `added_tokens.json` (as transformers' slow tokenizer saves them),
+    /// removing a `tokenizer.json` there, which would take precedence. Each
+    /// file lands atomically (written beside, then renamed).
+    pub fn save_pretrained(&self, dir: &Path) -> Result<(), LlmError> {
+        let write = |name: &str, bytes: &[u8]| -> Result<(), LlmError> {
+            let path = dir.join(name);
+            let tmp = dir.join(format!("{name}.tmp"));
+            std::fs::write(&tmp, bytes)
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(|source| LlmError::Io { path, source })
+        };
+        let Some(slow) = &self.slow else {
+            let json = self
+                .inner
+                .to_string(true)
+                .map_err(|e| LlmError::Tokenizer {
+                    path: dir.join("tokenizer.json"),
+                    message: e.to_string(),
+                })?;
+            return write("tokenizer.json", json.as_bytes());
+        };
+        write("tokenizer.model", slow.source().1)?;
+        let pieces = slow.model().len();
+        let added: serde_json::Map<String, serde_json::Value> = slow
+            .added_tokens()
+            .iter()
+            .filter(|t| t.id as usize >= pieces)
+            .map(|t| (t.content.clone(), serde_json::Value::from(t.id)))
+            .collect();
+        if !added.is_empty() {
+            let json = serde_json::to_string_pretty(&added).unwrap_or_default() + "\n";
+            write("added_tokens.json", json.as_bytes())?;
+        }
+        let stale = dir.join("tokenizer.json");
+        if stale.is_file() {
+            std::fs::remove_file(&stale).map_err(|source| LlmError::Io {
+                path: stale,
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Writes `tokenizer.json` (for a `tokenizer.model` checkpoint, the
+    /// fast pipeline, which encodes differently: checkpoints are saved with
+    /// [`Tokenizer::save_pretrained`]).
     pub fn save(&self, path: &Path) -> Result<(), LlmError> {
         self.inner
             .save(path, true)

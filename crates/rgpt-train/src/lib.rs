@@ -4,8 +4,8 @@
 //! checkpoints and metrics.
 
 pub mod config;
-pub mod demo;
 mod error;
+pub mod loader;
 pub mod memory;
 pub mod metrics;
 pub mod optimizer;
@@ -14,7 +14,6 @@ pub mod plot;
 pub mod schedule;
 pub mod step;
 pub mod tiny;
-pub mod tower;
 pub mod trainer;
 
 pub use error::TrainError;

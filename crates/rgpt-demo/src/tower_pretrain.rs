@@ -18,10 +18,10 @@ use rgpt_vision::refiner::tokens_to_map;
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Kind, Tensor};
 
-use crate::optimizer::{AdamW, AdamWConfig};
-use crate::parts::{set_trainable, Part};
-use crate::schedule::cosine_with_warmup;
-use crate::TrainError;
+use rgpt_train::optimizer::{AdamW, AdamWConfig};
+use rgpt_train::parts::{set_trainable, Part};
+use rgpt_train::schedule::cosine_with_warmup;
+use rgpt_train::TrainError;
 
 /// How the tower is pre-trained.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -7,13 +7,18 @@
 //! Samples are ordered by a seeded shuffle per epoch, split across ranks
 //! (`rank`, `world_size`), and a run resumes from a position in that order.
 //! A sample that cannot be prepared (missing image, bad region) is skipped
-//! and counted, or is an error with `strict`.
-use std::path::{Path, PathBuf};
+//! and counted, or is an error with `strict`. It lives with the trainer,
+//! not in `rgpt-data`, because it is where samples meet the model's
+//! tokenizer, template and preprocessing.
+use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
 
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
+use rgpt_data::builders::seeded_rng;
+use rgpt_data::format::{Region, Speaker, REGION_NAMES_META};
+use rgpt_data::{DataError, Sample, Skips};
 use rgpt_llm::{Conversation, Role, Template, Tokenizer};
 use rgpt_model::prompt::{conversation_segments, Placeholders};
 use rgpt_model::rgpt::{ExampleImage, TrainingExample};
@@ -22,9 +27,7 @@ use rgpt_region::{RegionSpec, Rle};
 use rgpt_vision::preprocess::{load_image, ImageTransform, PreprocessorConfig};
 use tch::Tensor;
 
-use crate::builders::seeded_rng;
-use crate::format::{Region, Speaker, REGION_NAMES_META};
-use crate::{DataError, Sample, Skips};
+use crate::TrainError;
 
 #[derive(Debug, Clone)]
 pub struct LoaderConfig {
@@ -155,14 +158,18 @@ impl Loader {
         samples: Vec<Sample>,
         format: PromptFormat,
         config: LoaderConfig,
-    ) -> Result<Self, DataError> {
+    ) -> Result<Self, TrainError> {
+        let invalid = |message| TrainError::Invalid {
+            field: "loader",
+            message,
+        };
         if config.batch_size == 0 || config.workers == 0 {
-            return Err(DataError::InvalidArgument(
+            return Err(invalid(
                 "the loader needs a batch size and a worker count of at least 1".into(),
             ));
         }
         if config.world_size == 0 || config.rank >= config.world_size {
-            return Err(DataError::InvalidArgument(format!(
+            return Err(invalid(format!(
                 "rank {} is not below world size {}",
                 config.rank, config.world_size
             )));
@@ -171,7 +178,7 @@ impl Loader {
             .num_threads(config.workers)
             .thread_name(|i| format!("rgpt-loader-{i}"))
             .build()
-            .map_err(|e| DataError::InvalidArgument(format!("cannot start loader threads: {e}")))?;
+            .map_err(|e| invalid(format!("cannot start loader threads: {e}")))?;
         Ok(Loader {
             samples: Arc::new(samples),
             format: Arc::new(format),
@@ -209,7 +216,7 @@ impl Loader {
     }
 
     /// Prepares one sample (on the calling thread).
-    pub fn prepare(&self, position: usize, index: usize) -> Result<PreparedSample, DataError> {
+    pub fn prepare(&self, position: usize, index: usize) -> Result<PreparedSample, TrainError> {
         prepare(&self.samples[index], position, &self.format, &self.config)
     }
 
@@ -217,7 +224,7 @@ impl Loader {
     /// prepared on the worker threads while the consumer works. A skipped
     /// sample is counted in [`Loader::skips`]; batches stay full except the
     /// last.
-    pub fn batches(&self, epoch: u64, start: usize) -> Receiver<Result<Batch, DataError>> {
+    pub fn batches(&self, epoch: u64, start: usize) -> Receiver<Result<Batch, TrainError>> {
         let order = self.order(epoch);
         let (sender, receiver) = sync_channel(self.config.prefetch.max(1));
         let samples = Arc::clone(&self.samples);
@@ -232,7 +239,7 @@ impl Loader {
                 // Prepare a batch's worth (more if some get skipped).
                 let want = config.batch_size - pending.len();
                 let end = (position + want).min(order.len());
-                let prepared: Vec<Result<PreparedSample, DataError>> = pool.install(|| {
+                let prepared: Vec<Result<PreparedSample, TrainError>> = pool.install(|| {
                     (position..end)
                         .into_par_iter()
                         .map(|p| prepare(&samples[order[p]], p, &format, &config))
@@ -271,11 +278,11 @@ impl Loader {
     }
 }
 
-fn skip_reason(error: &DataError) -> &'static str {
+fn skip_reason(error: &TrainError) -> &'static str {
     match error {
-        DataError::Image { .. } => "image missing or unreadable",
-        DataError::Region { .. } => "region invalid on its image",
-        DataError::Sample { .. } => "invalid sample",
+        TrainError::Data(DataError::Image { .. }) => "image missing or unreadable",
+        TrainError::Data(DataError::Region { .. }) => "region invalid on its image",
+        TrainError::Data(DataError::Sample { .. }) => "invalid sample",
         _ => "could not be prepared",
     }
 }
@@ -298,7 +305,7 @@ fn prepare(
     position: usize,
     format: &PromptFormat,
     config: &LoaderConfig,
-) -> Result<PreparedSample, DataError> {
+) -> Result<PreparedSample, TrainError> {
     sample.validate()?;
     let conversation = conversation_of(sample, format.template);
     let segments = conversation_segments(&format.tokenizer, &conversation, format.placeholders)?;
@@ -316,7 +323,7 @@ fn prepare(
             })
             .sum();
         if tokens > max {
-            return Err(fail(format!("{tokens} tokens exceed the limit of {max}")));
+            return Err(fail(format!("{tokens} tokens exceed the limit of {max}")).into());
         }
     }
     let name_ids = |name: &str| {
@@ -351,7 +358,8 @@ fn prepare(
                     "meta.{REGION_NAMES_META} names {} regions of {}; give one name per region",
                     names.len(),
                     sample.regions.len()
-                )));
+                ))
+                .into());
             }
             names
                 .iter()
@@ -406,12 +414,4 @@ fn prepare(
         region_names,
         region_targets,
     })
-}
-
-/// The image root a samples file implies when none is given: its directory.
-pub fn default_image_root(samples_file: &Path) -> PathBuf {
-    samples_file
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
 }

@@ -10,7 +10,7 @@ use rgpt_model::pipeline::{RegionChat, RegionGenerator};
 use rgpt_region::rasterize;
 use serde::{Deserialize, Serialize};
 
-use crate::TrainError;
+use crate::DemoError;
 
 /// Outline colours, by region number, with their names for the text;
 /// none is a colour the world paints shapes in.
@@ -51,7 +51,7 @@ pub fn showcase(
     tasks: &[&str],
     count: usize,
     picture: &Path,
-) -> Result<Vec<Dialogue>, TrainError> {
+) -> Result<Vec<Dialogue>, DemoError> {
     let mut dialogues = Vec::new();
     let mut panels = Vec::new();
     for task in tasks {
@@ -70,7 +70,7 @@ fn replay(
     generator: &RegionGenerator,
     test_world: &Path,
     sample: &Sample,
-) -> Result<(Dialogue, RgbImage), TrainError> {
+) -> Result<(Dialogue, RgbImage), DemoError> {
     let relative = sample.image.clone().unwrap_or_default();
     let path = test_world.join(&relative);
     let rgb = rgpt_vision::preprocess::load_image(&path).map_err(rgpt_model::ModelError::from)?;
@@ -80,7 +80,7 @@ fn replay(
         .iter()
         .map(|r| r.to_spec(test_world))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TrainError::Invalid {
+        .map_err(|e| DemoError::Invalid {
             field: "eval",
             message: format!("{}: {e}", sample.id),
         })?;
@@ -121,7 +121,7 @@ fn replay(
 /// The image enlarged `ZOOM` times with a band drawn just outside each
 /// region's edge in its colour (outside, so a yellow outline still shows
 /// around a yellow shape).
-fn outlined(rgb: &RgbImage, regions: &[rgpt_region::RegionSpec]) -> Result<RgbImage, TrainError> {
+fn outlined(rgb: &RgbImage, regions: &[rgpt_region::RegionSpec]) -> Result<RgbImage, DemoError> {
     const BAND: i64 = 3;
     let (w, h) = rgb.dimensions();
     let mut out = image::imageops::resize(rgb, w * ZOOM, h * ZOOM, image::imageops::Nearest);
@@ -152,7 +152,7 @@ fn outlined(rgb: &RgbImage, regions: &[rgpt_region::RegionSpec]) -> Result<RgbIm
 }
 
 /// Panels side by side with a gap, written atomically as PNG.
-fn write_picture(panels: &[RgbImage], path: &Path) -> Result<(), TrainError> {
+fn write_picture(panels: &[RgbImage], path: &Path) -> Result<(), DemoError> {
     const GAP: u32 = 8;
     let height = panels.iter().map(RgbImage::height).max().unwrap_or(1);
     let width = panels.iter().map(|p| p.width() + GAP).sum::<u32>().max(1);
@@ -165,9 +165,9 @@ fn write_picture(panels: &[RgbImage], path: &Path) -> Result<(), TrainError> {
     let mut png = Vec::new();
     sheet
         .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .map_err(|e| TrainError::Invalid {
-            field: "showcase",
-            message: format!("cannot encode {}: {e}", path.display()),
+        .map_err(|e| DemoError::Picture {
+            path: path.to_path_buf(),
+            message: format!("cannot encode: {e}"),
         })?;
     rgpt_weights::save::write_atomic(path, &png)?;
     Ok(())

@@ -6,13 +6,13 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use rgpt_data::builders::classification::{build_classification, ClassificationOptions};
-use rgpt_data::loader::{Loader, LoaderConfig, PromptFormat};
 use rgpt_data::readers::coco::CocoDataset;
 use rgpt_data::{PromptBank, Region, Sample, Turn};
 use rgpt_llm::{Template, Tokenizer};
 use rgpt_model::prompt::Placeholders;
 use rgpt_model::rgpt::RegionGpt;
 use rgpt_model::splice::Segment;
+use rgpt_train::loader::{Loader, LoaderConfig, PromptFormat};
 use rgpt_vision::preprocess::PreprocessorConfig;
 use tch::{Device, Kind};
 

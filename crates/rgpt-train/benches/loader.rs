@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use image::{Rgb, RgbImage};
-use rgpt_data::loader::{Loader, LoaderConfig, PromptFormat};
 use rgpt_data::{Region, Sample, Turn};
 use rgpt_llm::{Template, Tokenizer};
 use rgpt_model::prompt::Placeholders;
+use rgpt_train::loader::{Loader, LoaderConfig, PromptFormat};
 use rgpt_vision::preprocess::PreprocessorConfig;
 
 const SAMPLES: usize = 64;

@@ -1,5 +1,8 @@
-//! SentencePiece `tokenizer.model` support: turns the BPE model that Vicuna,
-//! the original LLaVA and Llama-2 ship into a [`tokenizers::Tokenizer`].
+//! The fast tokenizer of a SentencePiece `tokenizer.model`: turns the BPE
+//! model that Vicuna, the original LLaVA and Llama-2 ship into a
+//! [`tokenizers::Tokenizer`]. [`crate::Tokenizer`] decodes with it (and reads
+//! its vocabulary and added tokens) but encodes with the slow tokenizer
+//! ([`super::SlowLlamaTokenizer`]), which these checkpoints were trained with.
 //!
 //! It reproduces what transformers 5.23 builds for a checkpoint directory that
 //! holds `tokenizer.model` and a `tokenizer_config.json` naming `LlamaTokenizer`
@@ -30,11 +33,11 @@
 //!   they coincide for LLaMA-family models, and a model without a BOS piece
 //!   gets no BOS instead of a new, untrained `<s>` id.
 //! - `legacy: true` in `tokenizer_config.json` (prepend `▁` after every
-//!   special token, not only at the start of the text) is not reproduced.
+//!   special token, not only at the start of the text) is not reproduced
+//!   here; the slow tokenizer does reproduce it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use prost::Message;
 use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::fuse::Fuse;
 use tokenizers::decoders::sequence::Sequence as DecoderSequence;
@@ -45,113 +48,17 @@ use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::processors::template::{Template, TemplateProcessing};
 use tokenizers::{AddedToken, DecoderWrapper, Tokenizer};
 
-/// Errors from reading a SentencePiece model.
-#[derive(Debug, thiserror::Error)]
-pub enum SentencePieceError {
-    #[error("cannot read SentencePiece model {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "invalid SentencePiece model {path}: {source} \
-         (the file may be truncated or not a tokenizer.model; download it again)"
-    )]
-    Decode {
-        path: PathBuf,
-        #[source]
-        source: prost::DecodeError,
-    },
-    #[error("invalid SentencePiece model {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-    #[error(
-        "unsupported SentencePiece model {path}: it is a {model_type} model, but only BPE \
-         models like LLaMA's tokenizer.model are supported (use the checkpoint's tokenizer.json instead)"
-    )]
-    UnsupportedModelType { path: PathBuf, model_type: String },
-    #[error("cannot build a tokenizer from SentencePiece model {path}: {message}")]
-    Build { path: PathBuf, message: String },
-}
-
-/// The subset of sentencepiece_model.proto (proto2) this loader reads; prost
-/// skips the other fields. Field numbers are the proto's.
-#[derive(Clone, PartialEq, prost::Message)]
-struct ModelProto {
-    #[prost(message, repeated, tag = "1")]
-    pieces: Vec<SentencePiece>,
-    #[prost(message, optional, tag = "2")]
-    trainer_spec: Option<TrainerSpec>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct SentencePiece {
-    #[prost(string, optional, tag = "1")]
-    piece: Option<String>,
-    // An enum on the wire; kept as its number so unknown kinds still decode.
-    #[prost(int32, optional, tag = "3")]
-    r#type: Option<i32>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct TrainerSpec {
-    #[prost(int32, optional, tag = "3")]
-    model_type: Option<i32>,
-    #[prost(int32, optional, tag = "40")]
-    unk_id: Option<i32>,
-    #[prost(int32, optional, tag = "41")]
-    bos_id: Option<i32>,
-    #[prost(int32, optional, tag = "42")]
-    eos_id: Option<i32>,
-}
-
-// SentencePiece.Type values.
-const PIECE_NORMAL: i32 = 1;
-const PIECE_CONTROL: i32 = 3;
-const PIECE_USER_DEFINED: i32 = 4;
-
-// TrainerSpec.ModelType values; proto2 defaults an absent model_type to UNIGRAM.
-const MODEL_UNIGRAM: i32 = 1;
-const MODEL_BPE: i32 = 2;
-const MODEL_WORD: i32 = 3;
-const MODEL_CHAR: i32 = 4;
-
-const METASPACE: char = '▁';
+use super::{
+    check_bpe, read_model, BuildError, ModelProto, SentencePieceError, METASPACE, PIECE_CONTROL,
+    PIECE_NORMAL, PIECE_USER_DEFINED,
+};
 
 /// Reads a SentencePiece BPE `tokenizer.model` and builds the tokenizer that
 /// transformers' `LlamaTokenizer` (`LlamaTokenizerFast`) builds from it: same
 /// ids, tokens and decoding, BOS added by the post-processor, EOS not.
 pub fn tokenizer_from_sentencepiece(path: &Path) -> Result<Tokenizer, SentencePieceError> {
-    let bytes = std::fs::read(path).map_err(|source| SentencePieceError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let proto =
-        ModelProto::decode(bytes.as_slice()).map_err(|source| SentencePieceError::Decode {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let (proto, _) = read_model(path)?;
     build(&proto).map_err(|e| e.at(path))
-}
-
-/// An error before the path is attached.
-enum BuildError {
-    Invalid(String),
-    Unsupported(String),
-    Tokenizers(String),
-}
-
-impl BuildError {
-    fn at(self, path: &Path) -> SentencePieceError {
-        let path = path.to_path_buf();
-        match self {
-            BuildError::Invalid(message) => SentencePieceError::Invalid { path, message },
-            BuildError::Unsupported(model_type) => {
-                SentencePieceError::UnsupportedModelType { path, model_type }
-            }
-            BuildError::Tokenizers(message) => SentencePieceError::Build { path, message },
-        }
-    }
 }
 
 fn tk_err(e: impl std::fmt::Display) -> BuildError {
@@ -159,23 +66,7 @@ fn tk_err(e: impl std::fmt::Display) -> BuildError {
 }
 
 fn build(proto: &ModelProto) -> Result<Tokenizer, BuildError> {
-    // Protobuf decodes almost any short byte string into an empty message, so
-    // emptiness is what tells a stray file from a model.
-    let Some(spec) = proto.trainer_spec.as_ref() else {
-        return Err(BuildError::Invalid(
-            "it has no trainer_spec (is it a SentencePiece tokenizer.model?)".into(),
-        ));
-    };
-    if proto.pieces.is_empty() {
-        return Err(BuildError::Invalid("it has no pieces".into()));
-    }
-    match spec.model_type.unwrap_or(MODEL_UNIGRAM) {
-        MODEL_BPE => {}
-        MODEL_UNIGRAM => return Err(BuildError::Unsupported("Unigram".into())),
-        MODEL_WORD => return Err(BuildError::Unsupported("word".into())),
-        MODEL_CHAR => return Err(BuildError::Unsupported("char".into())),
-        other => return Err(BuildError::Unsupported(format!("unknown (type {other})"))),
-    }
+    let spec = check_bpe(proto)?;
 
     let pieces: Vec<&str> = proto
         .pieces

@@ -4,9 +4,10 @@
 //! be shown.
 use std::path::Path;
 
-use super::{read_jsonl, CurvePoint, DemoTargets, StageReport};
-use crate::plot::{Figure, Panel, Plotted, Series, TickFormat};
-use crate::TrainError;
+use rgpt_train::plot::{Figure, Panel, Plotted, Series, TickFormat};
+
+use crate::run_dir::read_jsonl;
+use crate::{CurvePoint, DemoError, DemoTargets, StageReport};
 
 /// The names `write_curve_figure` writes into the run directory.
 pub const PNG_NAME: &str = "curves.png";
@@ -96,7 +97,7 @@ pub fn write_curve_figure(
     reports: &[StageReport],
     start_seconds: f64,
     targets: Option<DemoTargets>,
-) -> Result<Option<Plotted>, TrainError> {
+) -> Result<Option<Plotted>, DemoError> {
     let mut stages = Vec::with_capacity(reports.len());
     for report in reports {
         let path = run.join(&report.name).join("curve.jsonl");
