@@ -257,6 +257,14 @@ pub fn read_all_samples(path: &Path) -> Result<Vec<Sample>, DataError> {
     read_samples(path)?.collect()
 }
 
+/// The image root a samples file implies when none is given: its directory.
+pub fn default_image_root(samples_file: &Path) -> PathBuf {
+    samples_file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
 /// Writes JSON lines to `PATH.tmp` and renames it onto `PATH` on
 /// [`JsonlWriter::finish`], so a reader never sees half a file and an
 /// interrupted run leaves the old file in place.

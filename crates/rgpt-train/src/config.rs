@@ -132,7 +132,9 @@ impl TrainDtype {
     }
 }
 
-pub(crate) fn is_zero(value: &f64) -> bool {
+/// Whether a weight is off (serde's `skip_serializing_if` for optional
+/// weights, here and in the demo's stage configs).
+pub fn is_zero(value: &f64) -> bool {
     *value == 0.0
 }
 
