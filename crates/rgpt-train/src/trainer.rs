@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use rgpt_data::builders::mix::{mix, MixInput};
 use rgpt_data::format::{read_all_samples, Region, Sample};
-use rgpt_data::loader::{Loader, LoaderConfig, PromptFormat};
 use rgpt_llm::Tokenizer;
 use rgpt_model::prompt::Placeholders;
 use rgpt_model::rgpt::RegionGpt;
@@ -21,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::{ModelSource, TrainConfig};
+use crate::loader::{Loader, LoaderConfig, PromptFormat};
 use crate::optimizer::AdamW;
 use crate::parts::{set_trainable, set_trainable_with_lora};
 use crate::step::{accumulate_gradients, without_region_targets};
