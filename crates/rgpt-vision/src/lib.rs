@@ -5,7 +5,9 @@
 //! Encoders load Hugging Face checkpoints as they are, through `rgpt-weights`.
 
 pub mod clip;
+mod encoder;
 pub mod error;
+mod hf_config;
 pub mod preprocess;
 pub mod refiner;
 pub mod siglip;

@@ -17,12 +17,12 @@ use serde::Deserialize;
 use tch::nn::Init;
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::clip::{
-    check_pixels, interpolate_positions, read_json, select_features, validate_common,
-    vision_model_path, vision_section, Activation, Encoder, EncoderDims, FeatureSelect, LayerNorm,
-    Mlp,
+use crate::clip::{select_features, FeatureSelect};
+use crate::encoder::{
+    check_pixels, interpolate_positions, Activation, Encoder, EncoderDims, LayerNorm, Mlp,
 };
 use crate::error::VisionError;
+use crate::hf_config::{read_json, validate_common, vision_model_path, vision_section};
 
 type Result<T> = std::result::Result<T, VisionError>;
 

@@ -247,7 +247,13 @@ fn config_errors_name_the_file() {
 
     let missing = fixture("no-such-model").join("config.json");
     let err = SiglipVisionConfig::from_file(&missing).unwrap_err();
-    assert!(matches!(err, VisionError::Io { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            VisionError::Weights(rgpt_weights::WeightsError::Io { .. })
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("no-such-model"), "{err}");
 }
 
