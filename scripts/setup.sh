@@ -47,6 +47,9 @@ LIBTORCH_CXX11_ABI = "$cxx11_abi"
 
 [build]
 rustflags = ["-C", "link-arg=-Wl,-rpath,$torch_dir/lib"]
+# Doctests are binaries too (the crate READMEs' examples link libtorch through
+# the default features).
+rustdocflags = ["-C", "link-arg=-Wl,-rpath,$torch_dir/lib"]
 TOML
 )
 if [ ! -f .cargo/config.toml ] || [ "$(cat .cargo/config.toml)" != "$config" ]; then
