@@ -33,6 +33,7 @@ import dataset_formats  # noqa: E402
 import eval_metrics  # noqa: E402
 import llava  # noqa: E402
 import rgpt  # noqa: E402
+import regiongpt_extractor  # noqa: E402
 import preprocess  # noqa: E402
 import sentencepiece_tokenizer  # noqa: E402
 import torch_bin  # noqa: E402
@@ -228,6 +229,8 @@ def main():
     llava.generate(FIXTURES / "llava-tiny")
     llava.generate_siglip(FIXTURES / "llava-siglip-tiny")
     rgpt.generate(FIXTURES / "rgpt-tiny")
+    # RegionGPT's reference region path on that checkpoint.
+    regiongpt_extractor.generate(FIXTURES / "regiongpt")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 //! tower's patch features go through the feature refinement module to a
 //! high-resolution map; image tokens are that map adaptively pooled back to
 //! the backbone grid; each region (box, polygon, mask, ...) is rasterised in
-//! original-image pixels, projected onto the refined grid through the
-//! preprocessing transform and mask-pooled; the one shared connector maps
+//! original-image pixels, preprocessed as the image is and mask-pooled on the
+//! refined grid as RegionGPT's reference does (SpatialRGPT's `regiongpt`
+//! extractor; `rgpt.mask_pool`); the one shared connector maps
 //! both into the decoder, where `<image>` and each `<region>` are spliced.
 //!
 //! Checkpoints: RGPT's own format is the transformers 5 LLaVA layout plus
@@ -15,7 +16,10 @@ use std::path::Path;
 
 use rgpt_llm::generation::{GenerationConfig, GenerationOutput};
 use rgpt_llm::Template;
-use rgpt_region::{mask_pool, project_bitmap, rasterize, GridGeometry, PoolStrategy, RegionSpec};
+use rgpt_region::{
+    mask_pool, mask_pool_reference, project_bitmap, rasterize, GridGeometry, MaskPoolKind,
+    PoolStrategy, RegionSpec,
+};
 use rgpt_vision::clip::FeatureSelect;
 use rgpt_vision::preprocess::ImageTransform;
 use rgpt_vision::refiner::{image_tokens, FeatureRefiner, RefinerKind};
@@ -33,6 +37,14 @@ use crate::ModelError;
 pub struct RgptSection {
     #[serde(default)]
     pub refiner: RefinerKind,
+    /// How a region's mask weighs the refined grid: `reference` (default),
+    /// RegionGPT's reference (SpatialRGPT's `regiongpt` extractor: the mask
+    /// preprocessed as the image is, resized bilinearly, normalised by its
+    /// sum + 1e-8), or `area`, the covered fraction of each cell (this
+    /// project's own, which the demo's model is trained with). See
+    /// rgpt-region's `pool.rs`.
+    #[serde(default)]
+    pub mask_pool: MaskPoolKind,
     /// (height, width) of the image-token grid; default the backbone's.
     #[serde(default)]
     pub image_token_grid: Option<(i64, i64)>,
@@ -98,6 +110,7 @@ impl RgptConfig {
     fn section(&self) -> RgptSection {
         self.rgpt.clone().unwrap_or(RgptSection {
             refiner: RefinerKind::None,
+            mask_pool: MaskPoolKind::default(),
             image_token_grid: None,
             region_token: default_region_token(),
             conversation: default_conversation(),
@@ -352,6 +365,7 @@ impl RegionGpt {
             },
             rgpt: Some(RgptSection {
                 refiner,
+                mask_pool: MaskPoolKind::default(),
                 image_token_grid: None,
                 region_token: default_region_token(),
                 conversation: default_conversation(),
@@ -386,7 +400,7 @@ impl RegionGpt {
     }
 
     /// Region features [regions, C]: each region rasterised on the original
-    /// image, projected onto `refined`'s grid and mask-pooled.
+    /// image and mask-pooled on `refined`'s grid as `rgpt.mask_pool` says.
     pub fn region_features(
         &self,
         refined: &Tensor,
@@ -398,7 +412,17 @@ impl RegionGpt {
 
     /// Region features of a batch: `images[b]` holds image `b`'s transform
     /// and regions, `refined` [B, C, H', W'] its refined maps. Returns
-    /// [total regions, C], image by image, each image's regions in order.
+    /// [total regions, C] in `refined`'s dtype, image by image, each image's
+    /// regions in order. Each region is rasterised on its original image
+    /// (an error if it covers no pixel there), then, by `rgpt.mask_pool`:
+    /// - `reference`: put through the image's preprocessing as a one-channel
+    ///   image ([`ImageTransform::preprocess_mask`]), resized to the grid
+    ///   and pooled as SpatialRGPT's `MaskPooling` does
+    ///   ([`mask_pool_reference`]); a region that misses every sampled point
+    ///   of the resize pools to a zero vector, as there.
+    /// - `area`: projected onto the grid by covered area
+    ///   ([`project_bitmap`]) and pooled ([`mask_pool`]); a region that
+    ///   covers no cell is an error.
     pub fn batch_region_features(
         &self,
         refined: &Tensor,
@@ -414,7 +438,10 @@ impl RegionGpt {
             for spec in regions.iter() {
                 let bitmap = rasterize(spec, height, width)
                     .map_err(|source| ModelError::Region { index, source })?;
-                masks.push(project_bitmap(&bitmap, &geometry, index)?);
+                masks.push(match self.section.mask_pool {
+                    MaskPoolKind::Reference => transform.preprocess_mask(&bitmap.data)?,
+                    MaskPoolKind::Area => project_bitmap(&bitmap, &geometry, index)?,
+                });
                 image_index.push(image as i64);
                 index += 1;
             }
@@ -426,12 +453,10 @@ impl RegionGpt {
             ));
         }
         let masks = Tensor::f_stack(&masks, 0)?;
-        Ok(mask_pool(
-            refined,
-            &masks,
-            &image_index,
-            PoolStrategy::Auto,
-        )?)
+        Ok(match self.section.mask_pool {
+            MaskPoolKind::Reference => mask_pool_reference(refined, &masks, &image_index)?,
+            MaskPoolKind::Area => mask_pool(refined, &masks, &image_index, PoolStrategy::Auto)?,
+        })
     }
 
     /// The training forward (paper Sec. 4): every example's image goes

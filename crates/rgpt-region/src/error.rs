@@ -134,6 +134,19 @@ pub enum RegionError {
         width: i64,
         found: Vec<i64>,
     },
+    #[error(
+        "{mask_height}x{mask_width} region masks resized as the reference pooling resizes them \
+         give {got_height}x{got_width} cells, not the feature grid's {height}x{width} (masks and \
+         grid differ in aspect ratio); use `mask_pool: area` for such a model"
+    )]
+    ReferenceGrid {
+        mask_height: i64,
+        mask_width: i64,
+        got_height: i64,
+        got_width: i64,
+        height: i64,
+        width: i64,
+    },
     #[error("{masks} region masks but {indices} image indices: give one image index per region")]
     IndexCount { masks: usize, indices: usize },
     #[error("region {region} refers to image {image}, but the batch has {batch} images")]

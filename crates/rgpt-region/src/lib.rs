@@ -12,7 +12,7 @@ pub mod spec;
 
 pub use error::RegionError;
 #[cfg(feature = "tch")]
-pub use pool::{mask_pool, PoolStrategy};
+pub use pool::{mask_pool, mask_pool_reference, MaskPoolKind, PoolStrategy};
 #[cfg(feature = "tch")]
 pub use projection::{project_bitmap, project_mask, GridGeometry};
 pub use raster::{rasterize, Bitmap};

@@ -10,6 +10,7 @@ use rgpt_llm::conversation::Role;
 use rgpt_llm::{Conversation, Template, Tokenizer};
 use rgpt_model::llava::LlavaConfig;
 use rgpt_model::rgpt::{RegionGpt, RegionIndexScale, RgptConfig, RgptSection};
+use rgpt_region::MaskPoolKind;
 use rgpt_vision::preprocess::PreprocessorConfig;
 use rgpt_vision::refiner::RefinerKind;
 use serde::{Deserialize, Serialize};
@@ -43,8 +44,15 @@ pub struct TinySpec {
     /// Upper bound of the trained tokenizer's vocabulary.
     #[serde(default = "d_vocab")]
     pub vocab_size: usize,
+    /// The refiner (`deconv`, the reference's, by default; the demo names
+    /// `deconv_no_final_gelu`, the variant it was tuned with).
     #[serde(default)]
     pub refiner: RefinerKind,
+    /// How regions are pooled, recorded as `rgpt.mask_pool`: `reference`
+    /// (default, RegionGPT's reference) or `area` (the covered fraction of
+    /// each cell, which the demo is tuned with).
+    #[serde(default)]
+    pub mask_pool: MaskPoolKind,
     /// Channels of the tower's convolutional stem (see
     /// `ClipVisionConfig::conv_stem`; one per halving of `patch_size`);
     /// empty for CLIP's plain patch projection.
@@ -285,6 +293,7 @@ pub fn build_tiny_with_tokenizer(
         },
         rgpt: Some(RgptSection {
             refiner: spec.refiner,
+            mask_pool: spec.mask_pool,
             image_token_grid: spec.image_token_grid.map(|[h, w]| (h, w)),
             region_token: "<region>".into(),
             conversation: spec.conversation.clone(),

@@ -10,5 +10,6 @@ pub mod error;
 mod hf_config;
 pub mod preprocess;
 pub mod refiner;
+pub mod resample;
 pub mod siglip;
 pub mod tower;

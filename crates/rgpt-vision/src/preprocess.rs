@@ -7,18 +7,16 @@
 //!   on `PilBackend`, `image_transforms.py`): shortest-edge resize with PIL
 //!   bicubic, centre crop (zero-padded when the crop is larger), rescale in
 //!   f64 then cast to f32, normalise in f32;
-//! - Pillow 13.0 `Image.resize(..., BICUBIC)` on 8-bit RGB, i.e.
-//!   `libImaging/Resample.c` (`precompute_coeffs`, `normalize_coeffs_8bpc`,
-//!   `ImagingResampleHorizontal_8bpc` / `Vertical_8bpc`): separable
-//!   convolution with the a = -0.5 cubic widened by the scale when
-//!   downscaling (antialiasing), coefficients in 22-bit fixed point and a
-//!   uint8 round-and-clip between the two passes, in Pillow 13's pass order
-//!   (see [`resize_bicubic`]). The output is bit-identical to Pillow's; the
-//!   `image` crate's CatmullRom filter is not.
+//! - Pillow 13.0 `Image.resize(..., BICUBIC)` on 8-bit RGB, bit for bit
+//!   (`crate::resample`).
 //!
 //! Beyond the references, [`Preprocessed`] carries the [`ImageTransform`]
 //! from original pixel coordinates to processed ones, so region boxes and
-//! masks given on the original image land on the right cells.
+//! masks given on the original image land on the right cells, and
+//! [`ImageTransform::preprocess_mask`] puts a region mask through the same
+//! padding, resize and crop, as RegionGPT's reference prepares the masks it
+//! pools (NVIDIA SpatialRGPT, commit 16715d4, `llava/mm_utils.py`
+//! `process_regions` and `llava/eval/eval_spatial.py`).
 //!
 //! Deliberate differences: only `resample: 3` (bicubic) is implemented,
 //! which is what every CLIP / SigLIP config RegionGPT uses says; a `size`
@@ -32,6 +30,9 @@ use std::path::{Path, PathBuf};
 pub use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
+
+pub use crate::resample::resize_bicubic;
+use crate::resample::resize_bicubic_u8;
 
 /// transformers' `OPENAI_CLIP_MEAN` / `OPENAI_CLIP_STD`, the
 /// `CLIPImageProcessor` defaults.
@@ -280,6 +281,80 @@ impl ImageTransform {
             x1.clamp(0.0, w),
             y1.clamp(0.0, h),
         ]
+    }
+}
+
+impl ImageTransform {
+    /// A region mask on the original image (row-major, one byte per pixel
+    /// of `original_size`, 0 outside) through this image's preprocessing,
+    /// as RegionGPT's reference prepares the masks it pools (SpatialRGPT,
+    /// commit 16715d4, `llava/mm_utils.py` `process_regions`; the eval
+    /// scripts do the same): padded to the square with zeros at the
+    /// image's offset (`pad_to_square`, LLaVA's `expand2square` placement),
+    /// then given to a copy of the image processor with `do_normalize`,
+    /// `do_convert_rgb` off and `rescale_factor` 1.0 as a one-channel
+    /// `uint8` image. That processor resizes it as a PIL `L` image with the
+    /// image's bicubic filter and sizes, centre-crops it with zero fill and
+    /// casts it to f32 unscaled (transformers 4.37.2, which SpatialRGPT
+    /// pins, and 5.23 agree on each step). Returns `[H, W]` f32 of
+    /// `output_size` on the CPU: a 0/1 mask stays 0/1 except where Pillow's
+    /// rounding of the bicubic taps moves its edge.
+    pub fn preprocess_mask(&self, mask: &[u8]) -> Result<Tensor, PreprocessError> {
+        let (w0, h0) = self.original_size;
+        let expected = w0 as usize * h0 as usize;
+        if mask.len() != expected {
+            return Err(PreprocessError::Unsupported(format!(
+                "a region mask of {} pixels for a {w0}x{h0} image",
+                mask.len()
+            )));
+        }
+        let (pw, ph) = self.padded_size;
+        let padded = if (pw, ph) == (w0, h0) {
+            std::borrow::Cow::Borrowed(mask)
+        } else {
+            let (left, top) = (self.pad.0 as usize, self.pad.1 as usize);
+            if left + w0 as usize > pw as usize || top + h0 as usize > ph as usize {
+                return Err(PreprocessError::Unsupported(format!(
+                    "a {w0}x{h0} image at ({left}, {top}) does not fit its {pw}x{ph} padding"
+                )));
+            }
+            let mut canvas = vec![0u8; pw as usize * ph as usize];
+            for (y, row) in mask.chunks_exact(w0.max(1) as usize).enumerate() {
+                let start = (top + y) * pw as usize + left;
+                canvas[start..start + w0 as usize].copy_from_slice(row);
+            }
+            std::borrow::Cow::Owned(canvas)
+        };
+        let resized =
+            resize_bicubic_u8(&padded, 1, (pw, ph), self.resized_size).map_err(|e| match e {
+                PreprocessError::EmptyImage { .. } => PreprocessError::EmptyImage {
+                    width: w0,
+                    height: h0,
+                    target_width: self.resized_size.0,
+                    target_height: self.resized_size.1,
+                },
+                other => other,
+            })?;
+        let (rw, rh) = (
+            i64::from(self.resized_size.0),
+            i64::from(self.resized_size.1),
+        );
+        let (ow, oh) = self.output_size;
+        let (left, top) = self.crop_offset;
+        let mut out = vec![0f32; ow as usize * oh as usize];
+        for y in 0..oh as usize {
+            let sy = y as i64 + top;
+            if !(0..rh).contains(&sy) {
+                continue;
+            }
+            for x in 0..ow as usize {
+                let sx = x as i64 + left;
+                if (0..rw).contains(&sx) {
+                    out[y * ow as usize + x] = f32::from(resized[(sy * rw + sx) as usize]);
+                }
+            }
+        }
+        Ok(Tensor::f_from_slice(&out)?.f_view([i64::from(oh), i64::from(ow)])?)
     }
 }
 
@@ -556,189 +631,4 @@ pub fn load_image(path: impl AsRef<Path>) -> Result<RgbImage, PreprocessError> {
         source,
     })?;
     Ok(img.to_rgb8())
-}
-
-// ---------------------------------------------------------------------------
-// Pillow's ImagingResample, 8 bits per channel.
-
-/// Resample.c: 32 bits, minus 8 for the pixel, minus 2 because coefficients
-/// can sum above 1 or go negative.
-const PRECISION_BITS: u32 = 32 - 8 - 2;
-
-/// Resample.c `bicubic_filter` (a = -0.5), support 2.
-fn bicubic_filter(x: f64) -> f64 {
-    const A: f64 = -0.5;
-    let x = x.abs();
-    if x < 1.0 {
-        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
-    } else if x < 2.0 {
-        (((x - 5.0) * x + 8.0) * x - 4.0) * A
-    } else {
-        0.0
-    }
-}
-const BICUBIC_SUPPORT: f64 = 2.0;
-
-/// Fixed-point taps for one axis: output `i` reads `len[i]` inputs from
-/// `start[i]` with weights `k[i * ksize ..]`.
-struct Coeffs {
-    ksize: usize,
-    start: Vec<usize>,
-    len: Vec<usize>,
-    k: Vec<i32>,
-}
-
-/// Resample.c `precompute_coeffs` (box = the whole axis) followed by
-/// `normalize_coeffs_8bpc`. The arithmetic follows the C expression for
-/// expression, since any reordering can flip a rounding.
-fn precompute_coeffs(in_size: u32, out_size: u32) -> Coeffs {
-    // C: `(double)(in1 - in0) / outSize` with float box edges.
-    let in0 = 0.0f32;
-    let in1 = in_size as f32;
-    let scale = f64::from(in1 - in0) / f64::from(out_size);
-    let filterscale = if scale < 1.0 { 1.0 } else { scale };
-    let support = BICUBIC_SUPPORT * filterscale;
-    let ksize = support.ceil() as usize * 2 + 1;
-    let out = out_size as usize;
-    let mut start = Vec::with_capacity(out);
-    let mut len = Vec::with_capacity(out);
-    let mut k = vec![0i32; out * ksize];
-    let mut w = vec![0f64; ksize];
-    for xx in 0..out {
-        let center = f64::from(in0) + (xx as f64 + 0.5) * scale;
-        let ss = 1.0 / filterscale;
-        // C's (int) truncates toward zero, as `as i64` does.
-        let xmin = ((center - support + 0.5) as i64).max(0);
-        let xmax = ((center + support + 0.5) as i64).min(i64::from(in_size));
-        let n = (xmax - xmin).max(0) as usize;
-        let mut ww = 0.0;
-        for (x, wx) in w.iter_mut().enumerate().take(n) {
-            let v = bicubic_filter(((x as i64 + xmin) as f64 - center + 0.5) * ss);
-            *wx = v;
-            ww += v;
-        }
-        let row = &mut k[xx * ksize..(xx + 1) * ksize];
-        for (dst, &wx) in row.iter_mut().zip(&w).take(n) {
-            let wx = if ww != 0.0 { wx / ww } else { wx };
-            let fixed = wx * f64::from(1u32 << PRECISION_BITS);
-            *dst = if wx < 0.0 {
-                (-0.5 + fixed) as i32
-            } else {
-                (0.5 + fixed) as i32
-            };
-        }
-        start.push(xmin as usize);
-        len.push(n);
-    }
-    Coeffs {
-        ksize,
-        start,
-        len,
-        k,
-    }
-}
-
-/// Resample.c `clip8`: drop the fraction and saturate to a byte.
-fn clip8(acc: i32) -> u8 {
-    (acc >> PRECISION_BITS).clamp(0, 255) as u8
-}
-
-/// Resample.c's rounding offset: half of one output unit.
-const HALF: i32 = 1 << (PRECISION_BITS - 1);
-
-fn resample_horizontal(src: &[u8], in_w: usize, rows: usize, out_w: usize, c: &Coeffs) -> Vec<u8> {
-    let mut dst = vec![0u8; out_w * rows * 3];
-    for y in 0..rows {
-        let src_row = &src[y * in_w * 3..(y + 1) * in_w * 3];
-        for xx in 0..out_w {
-            let k = &c.k[xx * c.ksize..xx * c.ksize + c.len[xx]];
-            let mut acc = [HALF; 3];
-            for (x, &kx) in k.iter().enumerate() {
-                let p = (c.start[xx] + x) * 3;
-                for (ch, a) in acc.iter_mut().enumerate() {
-                    *a += i32::from(src_row[p + ch]) * kx;
-                }
-            }
-            let o = (y * out_w + xx) * 3;
-            for (ch, a) in acc.iter().enumerate() {
-                dst[o + ch] = clip8(*a);
-            }
-        }
-    }
-    dst
-}
-
-fn resample_vertical(src: &[u8], width: usize, out_h: usize, c: &Coeffs) -> Vec<u8> {
-    let stride = width * 3;
-    let mut dst = vec![0u8; stride * out_h];
-    for yy in 0..out_h {
-        let k = &c.k[yy * c.ksize..yy * c.ksize + c.len[yy]];
-        for xx in 0..stride {
-            let mut acc = HALF;
-            for (y, &ky) in k.iter().enumerate() {
-                acc += i32::from(src[(c.start[yy] + y) * stride + xx]) * ky;
-            }
-            dst[yy * stride + xx] = clip8(acc);
-        }
-    }
-    dst
-}
-
-/// Pillow's `Image.resize((width, height), Image.BICUBIC)` on an RGB image,
-/// bit for bit. Each pass is skipped when its axis keeps its size (a
-/// same-size resize is a copy). The order of the passes matters, because the
-/// intermediate is rounded to bytes: Pillow 13 (`ImagingResampleInner` after
-/// python-pillow/Pillow#9549) runs the vertical pass first when the height
-/// shrinks by more than twice as many pixels as the width does, and the
-/// horizontal pass first otherwise. That rule was read off the shipped
-/// `_imaging` binary and checked on 2,700 random size pairs; earlier Pillow
-/// always went horizontal first, so outputs from Pillow < 13 differ by a
-/// unit in some pixels of such resizes.
-pub fn resize_bicubic(
-    image: &RgbImage,
-    width: u32,
-    height: u32,
-) -> Result<RgbImage, PreprocessError> {
-    let (in_w, in_h) = image.dimensions();
-    if width == 0 || height == 0 || in_w == 0 || in_h == 0 {
-        return Err(PreprocessError::EmptyImage {
-            width: in_w,
-            height: in_h,
-            target_width: width,
-            target_height: height,
-        });
-    }
-    let shrink_w = i64::from(in_w) - i64::from(width);
-    let shrink_h = i64::from(in_h) - i64::from(height);
-    let vertical_first = shrink_h > 0 && shrink_h > 2 * shrink_w;
-
-    let horizontal = |src: &[u8], rows: u32| {
-        resample_horizontal(
-            src,
-            in_w as usize,
-            rows as usize,
-            width as usize,
-            &precompute_coeffs(in_w, width),
-        )
-    };
-    let vertical = |src: &[u8], cols: u32| {
-        resample_vertical(
-            src,
-            cols as usize,
-            height as usize,
-            &precompute_coeffs(in_h, height),
-        )
-    };
-    let raw = image.as_raw().as_slice();
-    let buf = match (width != in_w, height != in_h) {
-        (false, false) => raw.to_vec(),
-        (true, false) => horizontal(raw, in_h),
-        (false, true) => vertical(raw, in_w),
-        (true, true) if vertical_first => horizontal(&vertical(raw, in_w), height),
-        (true, true) => vertical(&horizontal(raw, in_h), width),
-    };
-    // The buffer is width * height * 3 by construction.
-    RgbImage::from_raw(width, height, buf).ok_or_else(|| {
-        PreprocessError::Unsupported(format!("internal: resize to {width}x{height} lost pixels"))
-    })
 }

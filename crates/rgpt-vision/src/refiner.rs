@@ -3,19 +3,23 @@
 //! its ablation, Table 6: bilinear 4x, bilinear 16x, deconv + bilinear (16x)
 //! and none.
 //!
-//! The paper does not say what sits between the two deconvolutions. We use
-//! ConvTranspose2d(C, C, 2, 2) -> LayerNorm2d -> GELU -> ConvTranspose2d(C,
-//! C, 2, 2), the 4x upscaler of SAM's mask decoder (`output_upscaling`,
-//! without its trailing GELU, since our output feeds a linear connector and
-//! mask pooling) and of ViTDet's 4x pyramid branch; unlike those, channels
-//! stay C, because the refined map feeds the same connector as the original.
-//! LayerNorm over channels rather than GroupNorm because that is the
-//! published design of exactly this shape on ViT features, it needs no
-//! group-count hyperparameter, and it normalises each position on its own,
-//! so it behaves the same for any batch size and grid (one image per GPU
-//! included). eps is 1e-6, SAM's and ViTDet's.
+//! The paper does not say what sits between or after the two
+//! deconvolutions; the reference decides. NVIDIA's SpatialRGPT (GitHub
+//! `AnjieCheng/SpatialRGPT`, commit 16715d4, Apache-2.0, same research
+//! group) builds RegionGPT's extractor (`regiongpt`) in
+//! `llava/model/region_extractor/base_extractor.py`: its `deconv2x`
+//! refinement is ConvTranspose2d(C, C, 2, 2) -> LayerNorm2d (eps 1e-6) ->
+//! GELU -> ConvTranspose2d(C, C, 2, 2) -> GELU, channels kept at C. That is
+//! [`RefinerKind::Deconv`]. [`RefinerKind::DeconvNoFinalGelu`] is the stack
+//! this crate built before it followed the reference (the same layers
+//! without the trailing GELU, the 4x upscaler of SAM's mask decoder without
+//! its last activation); the demo's from-scratch model keeps it, and
+//! `deconv+bilinear` (Table 6's variant, ours alone) uses it too. LayerNorm2d
+//! normalises each position over its channels, so it behaves the same for
+//! any batch size and grid.
 //!
-//! Tensor names, under the path given to [`FeatureRefiner::new`]:
+//! Tensor names, under the path given to [`FeatureRefiner::new`], the same
+//! for every deconv kind:
 //! - `feature_refiner.deconv1.weight` `[C, C, 2, 2]` (PyTorch's
 //!   ConvTranspose2d layout `[in, out, kh, kw]`), `feature_refiner.deconv1.bias` `[C]`
 //! - `feature_refiner.norm.weight`, `feature_refiner.norm.bias` `[C]`
@@ -32,17 +36,23 @@ const LAYER_NORM_EPS: f64 = 1e-6;
 /// Which refinement Table 6 compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum RefinerKind {
-    /// The paper's: two stride-2 deconvolutions, 4x.
+    /// The paper's two stride-2 deconvolutions (4x) as the reference builds
+    /// them: LayerNorm2d and GELU between, GELU after.
     #[default]
     #[serde(rename = "deconv")]
     Deconv,
+    /// The same deconvolutions without the trailing GELU (this crate's
+    /// refiner before it followed the reference; the demo's).
+    #[serde(rename = "deconv_no_final_gelu")]
+    DeconvNoFinalGelu,
     /// Bilinear upsampling by 4 (align_corners = False).
     #[serde(rename = "bilinear4")]
     Bilinear4,
     /// Bilinear upsampling by 16.
     #[serde(rename = "bilinear16")]
     Bilinear16,
-    /// The deconvolutions, then bilinear by 4: 16x in all.
+    /// The deconvolutions of `deconv_no_final_gelu`, then bilinear by 4:
+    /// 16x in all.
     #[serde(rename = "deconv+bilinear")]
     DeconvBilinear,
     /// The backbone's map as it is.
@@ -55,6 +65,7 @@ impl RefinerKind {
     pub fn name(&self) -> &'static str {
         match self {
             RefinerKind::Deconv => "deconv",
+            RefinerKind::DeconvNoFinalGelu => "deconv_no_final_gelu",
             RefinerKind::Bilinear4 => "bilinear4",
             RefinerKind::Bilinear16 => "bilinear16",
             RefinerKind::DeconvBilinear => "deconv+bilinear",
@@ -65,7 +76,7 @@ impl RefinerKind {
     /// Output cells per input cell along each axis.
     pub fn upscale(&self) -> i64 {
         match self {
-            RefinerKind::Deconv | RefinerKind::Bilinear4 => 4,
+            RefinerKind::Deconv | RefinerKind::DeconvNoFinalGelu | RefinerKind::Bilinear4 => 4,
             RefinerKind::Bilinear16 | RefinerKind::DeconvBilinear => 16,
             RefinerKind::None => 1,
         }
@@ -76,12 +87,20 @@ impl RefinerKind {
         match self {
             RefinerKind::Bilinear4 | RefinerKind::DeconvBilinear => 4,
             RefinerKind::Bilinear16 => 16,
-            RefinerKind::Deconv | RefinerKind::None => 1,
+            RefinerKind::Deconv | RefinerKind::DeconvNoFinalGelu | RefinerKind::None => 1,
         }
     }
 
     fn has_deconv(&self) -> bool {
-        matches!(self, RefinerKind::Deconv | RefinerKind::DeconvBilinear)
+        matches!(
+            self,
+            RefinerKind::Deconv | RefinerKind::DeconvNoFinalGelu | RefinerKind::DeconvBilinear
+        )
+    }
+
+    /// Whether the deconvolutions end with a GELU (the reference's).
+    fn final_gelu(&self) -> bool {
+        matches!(self, RefinerKind::Deconv)
     }
 }
 
@@ -173,13 +192,21 @@ struct DeconvStack {
     deconv1: Deconv,
     norm: LayerNorm2d,
     deconv2: Deconv,
+    /// GELU after deconv2 (the reference's `deconv2x`).
+    final_gelu: bool,
 }
 
 impl DeconvStack {
     fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
         let x = self.deconv1.forward(x)?;
+        // nn.GELU() is the exact (erf) GELU.
         let x = self.norm.forward(&x).f_gelu("none")?;
-        self.deconv2.forward(&x)
+        let x = self.deconv2.forward(&x)?;
+        if self.final_gelu {
+            x.f_gelu("none")
+        } else {
+            Ok(x)
+        }
     }
 }
 
@@ -200,6 +227,7 @@ impl FeatureRefiner {
             deconv1: Deconv::new(&vs / "deconv1", channels),
             norm: LayerNorm2d::new(&vs / "norm", channels),
             deconv2: Deconv::new(&vs / "deconv2", channels),
+            final_gelu: kind.final_gelu(),
         });
         FeatureRefiner {
             kind,

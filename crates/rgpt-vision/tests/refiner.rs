@@ -2,10 +2,12 @@
 //!
 //! tests/fixtures/preprocess/refiner.safetensors comes from
 //! scripts/fixtures/preprocess.py (torch 2.11, `torch.manual_seed(0)`): a
-//! torch module with the same layers (ConvTranspose2d -> SAM-style
-//! LayerNorm2d(eps 1e-6) -> GELU -> ConvTranspose2d, C = 8) saved under the
-//! `feature_refiner.*` names, its inputs and outputs, and `F.interpolate` /
-//! `F.adaptive_avg_pool2d` references. Tolerance 1e-5 absolute on f32 values
+//! torch module with the layers of `deconv_no_final_gelu` (ConvTranspose2d
+//! -> SAM-style LayerNorm2d(eps 1e-6) -> GELU -> ConvTranspose2d, C = 8)
+//! saved under the `feature_refiner.*` names, its inputs and outputs, and
+//! `F.interpolate` / `F.adaptive_avg_pool2d` references. The reference's
+//! `deconv` (the same with a final GELU) is checked on a real checkpoint in
+//! rgpt-model's tests/regiongpt_reference.rs. Tolerance 1e-5 absolute on f32 values
 //! of order 1: a few ulps of accumulated rounding from different kernels.
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -39,15 +41,19 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 fn loaded(kind: RefinerKind) -> (nn::VarStore, FeatureRefiner) {
     let mut vs = nn::VarStore::new(Device::Cpu);
     let refiner = FeatureRefiner::new(&vs.root(), kind, C);
-    if matches!(kind, RefinerKind::Deconv | RefinerKind::DeconvBilinear) {
+    if matches!(
+        kind,
+        RefinerKind::Deconv | RefinerKind::DeconvNoFinalGelu | RefinerKind::DeconvBilinear
+    ) {
         vs.load(fixture_path())
             .expect("weights under feature_refiner.*");
     }
     (vs, refiner)
 }
 
-const KINDS: [RefinerKind; 5] = [
+const KINDS: [RefinerKind; 6] = [
     RefinerKind::Deconv,
+    RefinerKind::DeconvNoFinalGelu,
     RefinerKind::Bilinear4,
     RefinerKind::Bilinear16,
     RefinerKind::DeconvBilinear,
@@ -77,9 +83,15 @@ fn output_shapes_for_every_kind() {
 
 #[test]
 fn kinds_parse_from_their_config_names() {
-    let names = r#"["deconv", "bilinear4", "bilinear16", "deconv+bilinear", "none"]"#;
+    let names = r#"["deconv", "deconv_no_final_gelu", "bilinear4", "bilinear16", "deconv+bilinear", "none"]"#;
     let kinds: Vec<RefinerKind> = serde_json::from_str(names).expect("parses");
     assert_eq!(kinds, KINDS);
+    for kind in KINDS {
+        assert_eq!(
+            serde_json::to_value(kind).expect("serialises"),
+            serde_json::Value::from(kind.name())
+        );
+    }
     assert!(serde_json::from_str::<RefinerKind>(r#""bilinear""#).is_err());
 }
 
@@ -156,17 +168,17 @@ fn bilinear_kinds_equal_upsample_bilinear2d() {
 }
 
 #[test]
-fn deconv_matches_pytorch() {
+fn deconv_no_final_gelu_matches_pytorch() {
     let _guard = tch::no_grad_guard();
     let t = fixtures();
-    let (_vs, r) = loaded(RefinerKind::Deconv);
+    let (_vs, r) = loaded(RefinerKind::DeconvNoFinalGelu);
     let d = max_diff(&r.forward(&t["input.map"]).expect("map"), &t["output.map"]);
-    assert!(d < TOL, "deconv on a 3x4 map: {d}");
+    assert!(d < TOL, "deconv_no_final_gelu on a 3x4 map: {d}");
     let d = max_diff(
         &r.forward(&t["input.tokens"]).expect("tokens"),
         &t["output.tokens"],
     );
-    assert!(d < TOL, "deconv on 4x4 tokens: {d}");
+    assert!(d < TOL, "deconv_no_final_gelu on 4x4 tokens: {d}");
 
     let (_vs, r) = loaded(RefinerKind::DeconvBilinear);
     let got = r.forward(&t["input.small"]).expect("forward");
@@ -178,7 +190,7 @@ fn deconv_matches_pytorch() {
 fn image_tokens_pool_back_like_adaptive_avg_pool2d() {
     let _guard = tch::no_grad_guard();
     let t = fixtures();
-    let (_vs, r) = loaded(RefinerKind::Deconv);
+    let (_vs, r) = loaded(RefinerKind::DeconvNoFinalGelu);
     let refined = r.forward(&t["input.map"]).expect("forward"); // [2, 8, 12, 16]
     assert_eq!(r.backbone_grid(&refined).expect("grid"), (3, 4));
     let back = image_tokens(&refined, (3, 4)).expect("pool");
