@@ -90,7 +90,9 @@ impl Region {
         Ok(match self {
             Region::Box([x1, y1, x2, y2]) => RegionSpec::from_xyxy(*x1, *y1, *x2, *y2),
             Region::Polygon(parts) => RegionSpec::polygon(parts.clone()),
-            Region::Rle(value) => RegionSpec::Rle(rgpt_region::rle::rle_from_json_value(value)?),
+            Region::Rle(value) => {
+                RegionSpec::Rle(rgpt_region::coco_json::rle_from_json_value(value)?)
+            }
             Region::Mask(path) => {
                 RegionSpec::Mask(Bitmap::from_image_file(&image_root.join(path))?)
             }

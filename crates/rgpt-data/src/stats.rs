@@ -75,7 +75,7 @@ pub fn region_area(region: &Region) -> Option<f64> {
                 })
                 .sum(),
         ),
-        Region::Rle(value) => rgpt_region::rle::rle_from_json_value(value)
+        Region::Rle(value) => rgpt_region::coco_json::rle_from_json_value(value)
             .ok()
             .map(|rle| rle.area() as f64),
         Region::Point(xy) => xy.get(2).map(|r| std::f64::consts::PI * r * r),

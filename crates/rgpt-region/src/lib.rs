@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod coco_json;
 pub mod error;
 pub mod iou;
 #[cfg(feature = "tch")]

@@ -6,10 +6,11 @@
 
 use std::path::PathBuf;
 
+use rgpt_region::coco_json::{ann_to_rle, fr_py_objects};
 use rgpt_region::error::RegionError;
 use rgpt_region::iou::{bbox_iou, box_iou_xyxy, mask_iou, rle_iou};
 use rgpt_region::raster::{rasterize, Bitmap};
-use rgpt_region::rle::{ann_to_rle, fr_py_objects, Rle};
+use rgpt_region::rle::Rle;
 use rgpt_region::spec::RegionSpec;
 use serde_json::Value;
 

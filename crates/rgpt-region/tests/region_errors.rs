@@ -4,10 +4,11 @@
 
 use std::path::PathBuf;
 
+use rgpt_region::coco_json::{ann_to_rle, fr_py_objects};
 use rgpt_region::error::RegionError;
 use rgpt_region::iou::{bbox_iou, mask_iou, rle_iou};
 use rgpt_region::raster::{rasterize, Bitmap};
-use rgpt_region::rle::{ann_to_rle, fr_py_objects, Rle};
+use rgpt_region::rle::Rle;
 use rgpt_region::spec::RegionSpec;
 use serde_json::json;
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use rgpt_region::rle::ann_to_rle;
+use rgpt_region::coco_json::ann_to_rle;
 use rgpt_region::{RegionError, Rle};
 use serde::Deserialize;
 
