@@ -29,13 +29,7 @@ impl RegionGenerator {
         let preprocessor = PreprocessorConfig::from_file(dir.join("preprocessor_config.json"))?;
         let tokenizer = Tokenizer::from_dir(dir)?;
         let (model, vs) = RegionGpt::from_pretrained(dir, device, kind)?;
-        let token = &model.section.region_token;
-        let region_token_id = tokenizer
-            .token_to_id(token)
-            .ok_or_else(|| ModelError::Config {
-                path: dir.join("tokenizer.json"),
-                message: format!("the tokenizer has no `{token}` token for region placeholders"),
-            })?;
+        let region_token_id = model.region_token_id(&tokenizer)?;
         Ok(RegionGenerator {
             model,
             tokenizer,
@@ -88,8 +82,10 @@ pub struct RegionChat<'g> {
     /// [tokens, text_hidden]: what `<image>` becomes.
     image: Tensor,
     regions: Vec<RegionSpec>,
-    /// One [1, text_hidden] per region, in the order they were added.
-    region_embeddings: Vec<Tensor>,
+    /// One pooled feature [1, C] per region, in the order they were added;
+    /// each question turns them into embeddings through
+    /// [`RegionGpt::embed_regions`], the path training and evaluation take.
+    pooled: Vec<Tensor>,
     /// Regions already referred to by a `<region>` in an earlier question.
     regions_asked: usize,
 }
@@ -107,9 +103,9 @@ impl<'g> RegionChat<'g> {
         let pixel_values = processed
             .pixel_values
             .unsqueeze(0)
-            .to_device(model.llava.llm.device());
+            .to_device(model.device());
         let (refined, tokens) = model.encode_image(&pixel_values)?;
-        let image = model.llava.connector.forward(&tokens.get(0));
+        let image = model.embed_image_tokens(&tokens).get(0);
         Ok(RegionChat {
             generator,
             template,
@@ -118,7 +114,7 @@ impl<'g> RegionChat<'g> {
             refined,
             image,
             regions: Vec::new(),
-            region_embeddings: Vec::new(),
+            pooled: Vec::new(),
             regions_asked: 0,
         })
     }
@@ -129,6 +125,12 @@ impl<'g> RegionChat<'g> {
         let _guard = tch::no_grad_guard();
         let index = self.regions.len();
         let model = &self.generator.model;
+        if let Some(numbered) = model.max_regions().filter(|&max| index >= max) {
+            return Err(ModelError::TooManyRegions {
+                regions: index + 1,
+                numbered,
+            });
+        }
         let pooled = model
             .region_features(
                 &self.refined,
@@ -139,10 +141,27 @@ impl<'g> RegionChat<'g> {
                 ModelError::Region { source, .. } => ModelError::Region { index, source },
                 other => other,
             })?;
-        self.region_embeddings
-            .push(model.llava.connector.forward(&pooled));
+        self.pooled.push(pooled);
         self.regions.push(region);
         Ok(index)
+    }
+
+    /// Every region's embedding as the LLM reads it [regions, text_hidden],
+    /// numbered within the whole conversation as a one-shot prompt over it
+    /// would be.
+    pub fn region_embeddings(&self) -> Result<Tensor, ModelError> {
+        let _guard = tch::no_grad_guard();
+        let model = &self.generator.model;
+        let pooled = match self.pooled.as_slice() {
+            [] => {
+                let channels = self.refined.size()[1];
+                Tensor::zeros([0, channels], (self.refined.kind(), self.refined.device()))
+            }
+            pooled => Tensor::f_cat(pooled, 0)?,
+        };
+        let count = self.pooled.len() as i64;
+        let mut embedded = model.embed_regions(&pooled, &[count])?;
+        Ok(embedded.per_prompt.remove(0))
     }
 
     /// Every region added so far.
@@ -164,7 +183,7 @@ impl<'g> RegionChat<'g> {
     pub fn reset(&mut self) {
         self.conversation = Conversation::new(self.template);
         self.regions.clear();
-        self.region_embeddings.clear();
+        self.pooled.clear();
         self.regions_asked = 0;
     }
 
@@ -211,13 +230,7 @@ impl<'g> RegionChat<'g> {
         conversation.push(Role::User, Some(question.clone()));
         conversation.push(Role::Assistant, None);
         let prompt_ids = generator.tokenizer.encode(&conversation.prompt(), true)?;
-        let regions = match self.region_embeddings.as_slice() {
-            [] => Tensor::zeros(
-                [0, self.image.size()[1]],
-                (self.image.kind(), self.image.device()),
-            ),
-            embeddings => Tensor::f_cat(embeddings, 0)?,
-        };
+        let regions = self.region_embeddings()?;
         let request = SplicedRequest {
             prompt_ids: &prompt_ids,
             region_token_id: Some(generator.region_token_id),
@@ -229,7 +242,7 @@ impl<'g> RegionChat<'g> {
             &prompt_ids,
             on_text,
             &mut |on_token| {
-                generator.model.llava.generate_spliced(
+                generator.model.generate_spliced(
                     &request,
                     config,
                     Some(&generator.tokenizer),

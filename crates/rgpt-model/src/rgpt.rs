@@ -188,6 +188,16 @@ pub struct TrainingOutput {
     pub alignment: Option<(Tensor, i64)>,
 }
 
+/// Regions as the LLM reads them ([`RegionGpt::embed_regions`]).
+#[derive(Debug)]
+pub struct RegionEmbeddings {
+    /// [regions, hidden]: the connector's output, every prompt's regions in
+    /// order (what the region alignment of training measures).
+    pub projected: Tensor,
+    /// Per prompt, [its regions, hidden]: what takes each `<region>`'s place.
+    pub per_prompt: Vec<Tensor>,
+}
+
 /// How original-image pixels land on a `grid_w` x `grid_h` feature grid.
 fn grid_geometry(transform: &ImageTransform, grid_w: i64, grid_h: i64) -> GridGeometry {
     let (scale_x, scale_y) = transform.scale();
@@ -245,6 +255,19 @@ impl RegionGpt {
             refiner,
             section,
             template,
+        })
+    }
+
+    /// The id of this model's region placeholder (`rgpt.region_token`) in
+    /// `tokenizer`; an error when the tokenizer lacks it.
+    pub fn region_token_id(&self, tokenizer: &rgpt_llm::Tokenizer) -> Result<i64, ModelError> {
+        let token = &self.section.region_token;
+        tokenizer.token_to_id(token).ok_or_else(|| {
+            rgpt_llm::LlmError::InvalidRequest(format!(
+                "the tokenizer has no `{token}` token for region placeholders: add it \
+                 (`rgpt compose` does) or set `rgpt.region_token` to the one it has"
+            ))
+            .into()
         })
     }
 
@@ -399,6 +422,32 @@ impl RegionGpt {
         Ok((refined, tokens))
     }
 
+    /// What `<image>` becomes [images, tokens, hidden]: the image tokens
+    /// [images, tokens, C] of [`RegionGpt::encode_image`] through the shared
+    /// connector.
+    pub fn embed_image_tokens(&self, tokens: &Tensor) -> Tensor {
+        self.llava.connector.forward(tokens)
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> Device {
+        self.llava.llm.device()
+    }
+
+    /// Splices image tokens and region embeddings (from
+    /// [`RegionGpt::embed_image_tokens`] and [`RegionGpt::embed_regions`])
+    /// into the prompt and generates.
+    pub fn generate_spliced(
+        &self,
+        request: &SplicedRequest<'_>,
+        config: &GenerationConfig,
+        tokenizer: Option<&rgpt_llm::Tokenizer>,
+        on_token: &mut dyn FnMut(usize, i64),
+    ) -> Result<GenerationOutput, ModelError> {
+        self.llava
+            .generate_spliced(request, config, tokenizer, on_token)
+    }
+
     /// Region features [regions, C]: each region rasterised on the original
     /// image and mask-pooled on `refined`'s grid as `rgpt.mask_pool` says.
     pub fn region_features(
@@ -475,8 +524,8 @@ impl RegionGpt {
         }
         let with_image: Vec<&TrainingExample<'_>> =
             examples.iter().filter(|e| e.image.is_some()).collect();
-        let (image_embeds, region_embeds, region_counts) = if with_image.is_empty() {
-            (None, None, Vec::new())
+        let (image_embeds, region_embeds) = if with_image.is_empty() {
+            (None, None)
         } else {
             let pixels: Vec<Tensor> = with_image
                 .iter()
@@ -492,13 +541,12 @@ impl RegionGpt {
             let pooled = self.batch_region_features(&refined, &per_image)?;
             let counts: Vec<i64> = with_image.iter().map(|e| e.regions.len() as i64).collect();
             (
-                Some(self.llava.connector.forward(&tokens)),
-                Some(self.llava.connector.forward(&pooled)),
-                counts,
+                Some(self.embed_image_tokens(&tokens)),
+                Some(self.embed_regions(&pooled, &counts)?),
             )
         };
         let alignment = match &region_embeds {
-            Some(pooled) => self.region_alignment(pooled, &with_image)?,
+            Some(regions) => self.region_alignment(&regions.projected, &with_image)?,
             None => None,
         };
         let hidden = self.llava.llm.config().hidden_size as i64;
@@ -507,16 +555,14 @@ impl RegionGpt {
             (self.llava.llm.kind(), self.llava.llm.device()),
         );
         let embed = |ids: &Tensor| self.llava.llm.embed(ids);
-        let (mut next_image, mut next_region) = (0i64, 0i64);
+        let mut next_image = 0i64;
         let mut spliced = Vec::with_capacity(examples.len());
         for example in examples {
             let (images, regions) = match (&example.image, &image_embeds, &region_embeds) {
-                (Some(_), Some(tokens), Some(pooled)) => {
-                    let count = region_counts[next_image as usize];
-                    let regions = pooled.f_narrow(0, next_region, count)?;
+                (Some(_), Some(tokens), Some(embedded)) => {
+                    let regions = embedded.per_prompt[next_image as usize].shallow_clone();
                     let image = tokens.f_get(next_image)?;
                     next_image += 1;
-                    next_region += count;
                     (vec![image], regions)
                 }
                 _ if !example.regions.is_empty() => {
@@ -526,12 +572,12 @@ impl RegionGpt {
                     }
                     .into())
                 }
-                _ if !example.region_names.is_empty() => {
-                    (Vec::new(), self.named_regions(example.region_names)?)
-                }
+                _ if !example.region_names.is_empty() => (
+                    Vec::new(),
+                    self.number_regions(self.named_regions(example.region_names)?)?,
+                ),
                 _ => (Vec::new(), no_regions.shallow_clone()),
             };
-            let regions = self.number_regions(regions)?;
             spliced.push(splice(example.segments, &embed, &images, &regions)?);
         }
         let batch = pad_batch(&spliced, false)?;
@@ -592,6 +638,47 @@ impl RegionGpt {
             .f_div(&squared_norm(&codes)?.f_clamp_min(1e-12)?)?
             .f_mean(Kind::Float)?;
         Ok(Some((distance, rows.len() as i64)))
+    }
+
+    /// The one path from pooled regions to what the LLM reads in place of
+    /// each `<region>`: training, evaluation, `generate`, `chat` and the
+    /// demo all come through here. `pooled` [regions, C] holds several
+    /// prompts' regions one prompt after another, `counts[p]` of prompt
+    /// `p` (a count of 0 is a prompt without regions). The paper's path is
+    /// the shared connector alone; a checkpoint whose `rgpt` section numbers
+    /// its regions (`region_index_tokens`, an extension of this project)
+    /// then adds each region's number, counted within its prompt.
+    pub fn embed_regions(
+        &self,
+        pooled: &Tensor,
+        counts: &[i64],
+    ) -> Result<RegionEmbeddings, ModelError> {
+        let total: i64 = counts.iter().sum();
+        if total != pooled.size()[0] {
+            return Err(rgpt_llm::LlmError::InvalidRequest(format!(
+                "{} pooled regions for prompts holding {total}",
+                pooled.size()[0]
+            ))
+            .into());
+        }
+        let projected = self.llava.connector.forward(pooled);
+        let mut per_prompt = Vec::with_capacity(counts.len());
+        let mut start = 0;
+        for &count in counts {
+            per_prompt.push(self.number_regions(projected.f_narrow(0, start, count)?)?);
+            start += count;
+        }
+        Ok(RegionEmbeddings {
+            projected,
+            per_prompt,
+        })
+    }
+
+    /// How many regions one prompt may hold: the count of
+    /// `rgpt.region_index_tokens` for a numbered checkpoint, else no limit.
+    pub fn max_regions(&self) -> Option<usize> {
+        let numbers = &self.section.region_index_tokens;
+        (!numbers.is_empty()).then_some(numbers.len())
     }
 
     /// One prompt's region embeddings [regions, hidden], in order, each
@@ -722,17 +809,15 @@ impl RegionGpt {
         let per_image: Vec<(&ImageTransform, &[RegionSpec])> =
             prompts.iter().map(|p| (p.transform, p.regions)).collect();
         let pooled = self.batch_region_features(&refined, &per_image)?;
-        let images = self.llava.connector.forward(&tokens);
-        let regions = self.llava.connector.forward(&pooled);
-        let mut out = Vec::with_capacity(prompts.len());
-        let mut next = 0;
-        for (i, prompt) in prompts.iter().enumerate() {
-            let count = prompt.regions.len() as i64;
-            let numbered = self.number_regions(regions.f_narrow(0, next, count)?)?;
-            out.push((images.f_get(i as i64)?, numbered));
-            next += count;
-        }
-        Ok(out)
+        let images = self.embed_image_tokens(&tokens);
+        let counts: Vec<i64> = prompts.iter().map(|p| p.regions.len() as i64).collect();
+        let regions = self.embed_regions(&pooled, &counts)?;
+        regions
+            .per_prompt
+            .into_iter()
+            .enumerate()
+            .map(|(i, regions)| Ok((images.f_get(i as i64)?, regions)))
+            .collect()
     }
 
     /// Log-likelihood of each candidate answer (token ids, e.g. a class

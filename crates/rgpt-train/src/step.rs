@@ -69,11 +69,13 @@ pub fn accumulate_gradients(
     let mut loss = 0.0;
     let mut alignment = None;
     for batch in micro_batches.iter().filter(|b| !b.is_empty()) {
+        let forward = tracing::debug_span!("forward", examples = batch.len()).entered();
         let out = if align_weight > 0.0 {
             model.forward_train(batch)?
         } else {
             model.forward_train(&without_region_targets(batch))?
         };
+        drop(forward);
         let share = out.target_tokens as f64 / total.max(1) as f64;
         let mut objective = &out.loss * share;
         if let Some((distance, regions)) = &out.alignment {
@@ -81,7 +83,7 @@ pub fn accumulate_gradients(
             objective += distance * (align_weight * region_share);
             *alignment.get_or_insert(0.0) += f64::try_from(distance)? * region_share;
         }
-        objective.backward();
+        tracing::debug_span!("backward").in_scope(|| objective.backward());
         loss += f64::try_from(&out.loss)? * share;
     }
     Ok(StepLoss {

@@ -192,15 +192,7 @@ impl Trainer {
             })?;
         let preprocessor =
             PreprocessorConfig::from_file(&preprocessor).map_err(rgpt_model::ModelError::from)?;
-        let region = tokenizer
-            .token_to_id(&model.section.region_token)
-            .ok_or_else(|| TrainError::Invalid {
-                field: "model",
-                message: format!(
-                    "the tokenizer has no `{}` token",
-                    model.section.region_token
-                ),
-            })?;
+        let region = model.region_token_id(&tokenizer)?;
         let format = PromptFormat {
             tokenizer: tokenizer.clone(),
             template: model.template(),
@@ -333,6 +325,8 @@ impl Trainer {
         let mut empty_epochs = 0;
         while self.state.step < self.total_steps && stop_after.is_none_or(|n| taken < n) {
             let step_started = Instant::now();
+            let _step = tracing::info_span!("train_step", step = self.state.step + 1).entered();
+            let data_wait = tracing::debug_span!("data_wait").entered();
             let mut micro = Vec::with_capacity(self.config.accumulation());
             while micro.len() < self.config.accumulation() {
                 match batches.recv() {
@@ -360,6 +354,7 @@ impl Trainer {
                     }
                 }
             }
+            drop(data_wait);
             let examples: Vec<Vec<_>> = micro.iter().map(|b| b.examples()).collect();
             let samples: usize = micro.iter().map(|b| b.samples.len()).sum();
             self.optimizer.zero_grad();
@@ -386,6 +381,7 @@ impl Trainer {
                     loss: loss.loss,
                 });
             }
+            let optimizer = tracing::debug_span!("optimizer").entered();
             let grad_norm = if self.config.grad_clip > 0.0 {
                 self.optimizer.clip_grad_norm(self.config.grad_clip)
             } else {
@@ -398,6 +394,7 @@ impl Trainer {
                 self.config.warmup_ratio,
             );
             self.optimizer.step(lr);
+            drop(optimizer);
             self.state.step += 1;
             taken += 1;
             let seconds = step_started.elapsed().as_secs_f64().max(1e-9);
