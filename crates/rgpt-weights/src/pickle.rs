@@ -6,6 +6,10 @@
 //! global, call, `BUILD` and persistent id is handed to a [`Host`], which
 //! refuses what it does not understand. Malformed input yields an error
 //! string, never a panic.
+//!
+//! One job in one file, though long: the VM's stack, memo and mark handling
+//! are shared by every opcode, and splitting the opcode table would only
+//! scatter one `match` over several files.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
