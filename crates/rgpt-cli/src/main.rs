@@ -93,9 +93,10 @@ struct ComposeArgs {
     /// Where to write the RGPT checkpoint.
     #[arg(long)]
     out: PathBuf,
-    /// Feature refinement module: deconv, bilinear4, bilinear16, deconv+bilinear or none.
+    /// Feature refinement module: deconv (the reference's), deconv_no_final_gelu,
+    /// bilinear4, bilinear16, deconv+bilinear or none.
     #[arg(long, default_value = "deconv")]
-    refiner: String,
+    refiner: RefinerKind,
     /// Seed for the fresh refiner and connector weights.
     #[arg(long, default_value_t = 0)]
     seed: i64,
@@ -334,16 +335,11 @@ fn region_stats(annotations: &std::path::Path, json: bool) -> anyhow::Result<()>
 }
 
 fn run_compose(args: ComposeArgs) -> anyhow::Result<()> {
-    let name = serde_json::Value::String(args.refiner.clone());
-    let refiner: RefinerKind = serde_json::from_value(name).map_err(|_| {
-        let kinds = "deconv, bilinear4, bilinear16, deconv+bilinear or none";
-        anyhow::anyhow!("unknown --refiner `{}`: use {kinds}", args.refiner)
-    })?;
     tch::manual_seed(args.seed);
     let (model, vs, tokenizer) = RegionGpt::compose(
         &args.vision,
         &args.llm,
-        refiner,
+        args.refiner,
         tch::Device::Cpu,
         tch::Kind::Float,
     )

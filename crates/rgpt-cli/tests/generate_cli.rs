@@ -449,5 +449,6 @@ fn compose_writes_a_loadable_rgpt_checkpoint() {
         .arg(&out)
         .output()
         .unwrap();
-    assert_clean_error(&bad, "unknown --refiner `cubic`");
+    assert_clean_error(&bad, "unknown refiner `cubic`: use one of deconv,");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--refiner"));
 }

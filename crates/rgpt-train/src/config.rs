@@ -166,13 +166,10 @@ pub enum ModelSource {
     Compose {
         vision: PathBuf,
         llm: PathBuf,
-        #[serde(default = "default_refiner")]
-        refiner: String,
+        /// Default `deconv`, the reference's refiner.
+        #[serde(default)]
+        refiner: rgpt_vision::refiner::RefinerKind,
     },
-}
-
-fn default_refiner() -> String {
-    "deconv".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -141,17 +141,8 @@ impl Trainer {
                 llm,
                 refiner,
             } => {
-                let refiner_kind = serde_json::from_value(serde_json::Value::String(
-                    refiner.clone(),
-                ))
-                .map_err(|_| TrainError::Invalid {
-                    field: "model.compose.refiner",
-                    message: format!(
-                        "`{refiner}`: use deconv, bilinear4, bilinear16, deconv+bilinear or none"
-                    ),
-                })?;
                 let (model, vs, tokenizer) =
-                    RegionGpt::compose(vision, llm, refiner_kind, device, kind)?;
+                    RegionGpt::compose(vision, llm, *refiner, device, kind)?;
                 (model, vs, tokenizer, vec![vision.clone(), llm.clone()])
             }
         };

@@ -33,6 +33,21 @@ use tch::{nn, TchError, Tensor};
 
 const LAYER_NORM_EPS: f64 = 1e-6;
 
+/// A kind by its config name; the error lists the names.
+impl std::str::FromStr for RefinerKind {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        RefinerKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = RefinerKind::ALL.iter().map(RefinerKind::name).collect();
+                format!("unknown refiner `{name}`: use one of {}", names.join(", "))
+            })
+    }
+}
+
 /// Which refinement Table 6 compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum RefinerKind {
@@ -61,6 +76,16 @@ pub enum RefinerKind {
 }
 
 impl RefinerKind {
+    /// Every kind, in Table 6's order after the reference's own.
+    pub const ALL: [RefinerKind; 6] = [
+        RefinerKind::Deconv,
+        RefinerKind::DeconvNoFinalGelu,
+        RefinerKind::Bilinear4,
+        RefinerKind::Bilinear16,
+        RefinerKind::DeconvBilinear,
+        RefinerKind::None,
+    ];
+
     /// The name configs use (`deconv`, `bilinear4`, ...).
     pub fn name(&self) -> &'static str {
         match self {
