@@ -73,11 +73,7 @@ impl Evaluator<'_> {
         }
         conversation.push(Role::User, Some(item.question.clone()));
         conversation.push(Role::Assistant, None);
-        Ok(self
-            .generator
-            .tokenizer
-            .encode(&conversation.prompt(), true)
-            .map_err(rgpt_model::ModelError::from)?)
+        Ok(self.generator.prompt_ids(&conversation.prompt())?)
     }
 
     fn prepare_image(&self, item: &EvalItem) -> Result<Prepared, EvalError> {

@@ -64,6 +64,8 @@ impl TextGenerator {
             return Err(LlmError::InvalidRequest("the prompt is empty".into()));
         }
         let text = Conversation::single_turn(template, prompt).prompt();
+        // Text only: with no `<image>` to cut at, both of rgpt-model's ways
+        // (`prompt_ids`) give exactly these ids.
         let prompt_ids = self.tokenizer.encode(&text, true)?;
         let max_positions = self.model.config().max_position_embeddings;
         if prompt_ids.len() > max_positions {

@@ -8,6 +8,7 @@ pub mod llava;
 pub mod loss;
 pub mod pipeline;
 pub mod prompt;
+pub mod prompt_ids;
 pub mod rgpt;
 pub mod splice;
 

@@ -12,6 +12,7 @@ use rgpt_vision::preprocess::{ImageTransform, PreprocessorConfig, RgbImage};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::llava::SplicedRequest;
+use crate::prompt_ids::{prompt_ids, PromptTokenization};
 use crate::rgpt::RegionGpt;
 use crate::splice::SpliceError;
 use crate::ModelError;
@@ -20,6 +21,9 @@ pub struct RegionGenerator {
     pub model: RegionGpt,
     pub tokenizer: Tokenizer,
     pub preprocessor: PreprocessorConfig,
+    /// How prompts become ids ([`crate::prompt_ids`]): decided from the
+    /// checkpoint at load; a caller may set it.
+    pub prompt_tokenization: PromptTokenization,
     region_token_id: i64,
     _vs: nn::VarStore,
 }
@@ -30,10 +34,12 @@ impl RegionGenerator {
         let tokenizer = Tokenizer::from_dir(dir)?;
         let (model, vs) = RegionGpt::from_pretrained(dir, device, kind)?;
         let region_token_id = model.region_token_id(&tokenizer)?;
+        let prompt_tokenization = PromptTokenization::for_checkpoint(dir)?;
         Ok(RegionGenerator {
             model,
             tokenizer,
             preprocessor,
+            prompt_tokenization,
             region_token_id,
             _vs: vs,
         })
@@ -42,6 +48,18 @@ impl RegionGenerator {
     /// The id of the region placeholder in this model's prompts.
     pub fn region_token_id(&self) -> i64 {
         self.region_token_id
+    }
+
+    /// The ids of a rendered prompt (BOS, `<image>` and `<region>`
+    /// placeholders included) as this checkpoint reads them: the one path
+    /// of chat, `generate` and evaluation ([`crate::prompt_ids`]).
+    pub fn prompt_ids(&self, prompt: &str) -> Result<Vec<i64>, ModelError> {
+        prompt_ids(
+            &self.tokenizer,
+            prompt,
+            self.prompt_tokenization,
+            self.model.llava.config.image_token_index,
+        )
     }
 
     /// A generation config with the decoder's EOS and pad ids filled in.
@@ -229,7 +247,7 @@ impl<'g> RegionChat<'g> {
         let mut conversation = self.conversation.clone();
         conversation.push(Role::User, Some(question.clone()));
         conversation.push(Role::Assistant, None);
-        let prompt_ids = generator.tokenizer.encode(&conversation.prompt(), true)?;
+        let prompt_ids = generator.prompt_ids(&conversation.prompt())?;
         let regions = self.region_embeddings()?;
         let request = SplicedRequest {
             prompt_ids: &prompt_ids,

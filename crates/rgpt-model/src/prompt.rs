@@ -6,6 +6,7 @@
 //! its text overlaps an answer (the answer's leading-space token included).
 use rgpt_llm::{Conversation, Tokenizer};
 
+use crate::prompt_ids::{prompt_ids_with_offsets, PromptTokenization};
 use crate::splice::{segments_from_labelled_ids, Segment};
 use crate::ModelError;
 
@@ -18,13 +19,33 @@ pub struct Placeholders {
 
 /// Tokenises `conversation` (BOS added) and splits it into segments whose
 /// text is marked as target where it belongs to an assistant answer.
+/// The prompt is tokenized the processor's way (RGPT's checkpoints); see
+/// [`conversation_segments_with`] for the other.
 pub fn conversation_segments(
     tokenizer: &Tokenizer,
     conversation: &Conversation,
     placeholders: Placeholders,
 ) -> Result<Vec<Segment>, ModelError> {
+    conversation_segments_with(
+        tokenizer,
+        conversation,
+        placeholders,
+        PromptTokenization::Processor,
+    )
+}
+
+/// [`conversation_segments`] with the prompt tokenized as `how` says
+/// ([`crate::prompt_ids`]), as a checkpoint trained the original LLaVA way
+/// reads its prompts.
+pub fn conversation_segments_with(
+    tokenizer: &Tokenizer,
+    conversation: &Conversation,
+    placeholders: Placeholders,
+    how: PromptTokenization,
+) -> Result<Vec<Segment>, ModelError> {
     let rendered = conversation.render();
-    let (ids, offsets) = tokenizer.encode_with_offsets(&rendered.text, true)?;
+    let (ids, offsets) =
+        prompt_ids_with_offsets(tokenizer, &rendered.text, how, placeholders.image)?;
     let targets: Vec<bool> = offsets
         .iter()
         .map(|token| {
