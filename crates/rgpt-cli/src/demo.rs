@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use rgpt_demo::{run_demo, CurveOptions, DemoConfig, DemoEvent, DemoResults, DemoTargets};
 use rgpt_vision::refiner::RefinerKind;
 
@@ -56,13 +56,7 @@ impl Progress {
             if let Some(bar) = self.bar.take() {
                 bar.finish();
             }
-            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-            bar.set_style(
-                ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg} eta {eta}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
-            );
-            bar.set_prefix(phase.to_string());
+            let bar = crate::runtime::progress_bar(phase, Some(total), crate::runtime::COUNT);
             self.phase = phase.to_string();
             self.bar = Some(bar);
         }
@@ -174,6 +168,22 @@ fn print_results(results: &DemoResults, targets: Option<DemoTargets>) {
     );
     println!("| region caption CIDEr | {:.3} | |", results.caption_cider);
     println!("| training time | {:.0} s | |", results.train_seconds);
+    println!(
+        "| tower pre-training time | {:.0} s | |",
+        results.tower.seconds
+    );
+    for stage in &results.stages {
+        let shared = if stage.shared_from.is_some() {
+            " (the main run's)"
+        } else {
+            ""
+        };
+        println!(
+            "| `{}` stage time{shared} | {:.0} s | |",
+            stage.name, stage.seconds
+        );
+    }
+    println!("| evaluation time | {:.0} s | |", results.eval_seconds);
     for (size, scores) in &results.by_size {
         let get = |k: &str| scores.get(k).map_or("-".into(), |v| percent(*v));
         println!(

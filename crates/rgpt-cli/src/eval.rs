@@ -17,8 +17,9 @@ use rgpt_eval::pope::{read_answers, score_answers};
 use rgpt_eval::results::markdown;
 use rgpt_eval::runner::Evaluator;
 use rgpt_eval::{evaluate_task, TaskKind, TaskOptions};
-use rgpt_llm::device::{parse_device, parse_dtype};
 use rgpt_model::pipeline::RegionGenerator;
+
+use crate::runtime::RuntimeArgs;
 
 #[derive(Subcommand)]
 pub enum EvalCommand {
@@ -81,12 +82,8 @@ pub struct ModelArgs {
     batch_size: usize,
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
-    /// cpu, cuda, cuda:N or auto.
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// f32, bf16 or f16.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
 }
 
 #[derive(Args)]
@@ -122,8 +119,12 @@ pub struct PopeArgs {
     image_root: Option<PathBuf>,
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
-    #[arg(long, default_value = "auto")]
-    device: String,
+    /// The task name the results carry (e.g. pope-adversarial for that
+    /// split's questions).
+    #[arg(long, default_value = "pope")]
+    task: String,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
 }
 
 pub fn run(command: EvalCommand) -> anyhow::Result<()> {
@@ -150,15 +151,7 @@ pub fn run(command: EvalCommand) -> anyhow::Result<()> {
 }
 
 fn progress_bar(what: &str) -> indicatif::ProgressBar {
-    let bar =
-        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_message(what.to_string());
-    bar
+    crate::runtime::progress_bar(what, None, "{pos}/{len} {per_sec}")
 }
 
 /// Loads the model of `args`, with the image root of the data (or the
@@ -168,8 +161,7 @@ fn with_evaluator<T>(
     default_root: &Path,
     evaluate: impl FnOnce(&Evaluator<'_>, &Path) -> Result<T, rgpt_eval::EvalError>,
 ) -> anyhow::Result<T> {
-    let device = parse_device(&args.device)?;
-    let kind = parse_dtype(&args.dtype)?;
+    let (device, kind) = args.runtime.apply()?;
     let generator = RegionGenerator::load(&args.model, device, kind)
         .with_context(|| format!("while loading {}", args.model.display()))?;
     std::fs::create_dir_all(&args.out)
@@ -320,12 +312,7 @@ fn pope(args: PopeArgs) -> anyhow::Result<()> {
     let (Some(model), Some(out)) = (args.model.clone(), args.out.clone()) else {
         anyhow::bail!("give --answers to score answers, or --model DIR --out DIR to run a model");
     };
-    let task = match args.questions.file_stem().and_then(|s| s.to_str()) {
-        Some(stem) if stem.contains("adversarial") => "pope-adversarial",
-        Some(stem) if stem.contains("popular") => "pope-popular",
-        Some(stem) if stem.contains("random") => "pope-random",
-        _ => "pope",
-    };
+    let task = args.task.as_str();
     let items = pope_items(&questions, task);
     let model_args = ModelArgs {
         model,
@@ -333,8 +320,7 @@ fn pope(args: PopeArgs) -> anyhow::Result<()> {
         image_root: args.image_root.clone(),
         batch_size: args.batch_size,
         max_new_tokens: 16,
-        device: args.device.clone(),
-        dtype: "f32".into(),
+        runtime: args.runtime.clone(),
     };
     let root = default_image_root(&args.questions);
     let options = TaskOptions::default();

@@ -4,6 +4,7 @@ mod data;
 mod demo;
 mod eval;
 mod plot;
+mod runtime;
 mod train;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -12,7 +13,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use rgpt_llm::device::{parse_device, parse_dtype};
 use rgpt_llm::generation::{GenerationConfig, Sampling};
 use rgpt_llm::{Template, TextGenerator};
 use rgpt_model::pipeline::{RegionChat, RegionGenerator};
@@ -21,6 +21,7 @@ use rgpt_model::ModelError;
 use rgpt_region::RegionSpec;
 use rgpt_vision::preprocess::load_image;
 use rgpt_vision::refiner::RefinerKind;
+use runtime::RuntimeArgs;
 
 #[derive(Parser)]
 #[command(
@@ -183,29 +184,6 @@ struct SamplingArgs {
     ignore_eos: bool,
 }
 
-/// Where and how the model runs.
-#[derive(Args)]
-struct RuntimeArgs {
-    /// f32, bf16 or f16.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
-    /// cpu, cuda, cuda:N or auto.
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// libtorch intra-op threads (default: libtorch's choice).
-    #[arg(long)]
-    threads: Option<i32>,
-}
-
-impl RuntimeArgs {
-    fn apply(&self) -> anyhow::Result<(tch::Device, tch::Kind)> {
-        if let Some(threads) = self.threads {
-            tch::set_num_threads(threads);
-        }
-        Ok((parse_device(&self.device)?, parse_dtype(&self.dtype)?))
-    }
-}
-
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("RGPT_LOG"))
@@ -245,16 +223,12 @@ impl LoadBar {
     const PLAIN_LINES_FROM_BYTES: u64 = 1 << 30;
 
     fn new(model: &std::path::Path) -> Self {
-        let bar =
-            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
+        let bar = runtime::progress_bar(
+            "loading",
+            None,
+            "{binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec}",
         );
-        bar.set_message(format!("loading {}", model.display()));
+        bar.set_message(model.display().to_string());
         LoadBar {
             bar,
             next_line_percent: 10,

@@ -58,15 +58,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             trainer.state.step, trainer.total_steps
         );
     }
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(trainer.total_steps),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("train [{bar:30}] {pos}/{len} {msg} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    let bar =
+        crate::runtime::progress_bar("train", Some(trainer.total_steps), crate::runtime::COUNT);
     bar.set_position(trainer.state.step);
     let plain = bar.is_hidden();
     let every = (trainer.total_steps / 20).max(1);

@@ -234,11 +234,20 @@ fn runners_evaluate_the_synthetic_world_and_resume() {
         world.join("pope.jsonl").to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
+        "--task",
+        "pope-random",
         "--device",
         "cpu",
+        "--dtype",
+        "f32",
+        "--threads",
+        "1",
     ]));
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(results["questions"].as_u64(), Some(6));
+    // The task is the one named, never guessed from the file name.
+    let table = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(table.contains("pope-random"), "{table}");
     assert!(results["yes_ratio"].is_number());
 }
