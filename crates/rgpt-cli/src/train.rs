@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use rgpt_train::config::TrainConfig;
+use rgpt_train::run_dir::{claim_output_dir, RunStart};
 use rgpt_train::trainer::Trainer;
 
 #[derive(Args)]
@@ -21,36 +22,12 @@ pub struct TrainArgs {
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let config = TrainConfig::from_file(&args.config)?;
-    let out = config.output_dir.clone();
-    let holds_run = out.join("checkpoint").exists() || out.join("metrics.jsonl").exists();
-    if holds_run && !args.resume && !args.overwrite {
-        anyhow::bail!(
-            "{} already holds a run: pass --resume to continue it or --overwrite to start over",
-            out.display()
-        );
-    }
-    if args.overwrite {
-        for entry in [
-            "checkpoint",
-            "checkpoint.new",
-            "checkpoint.old",
-            "metrics.jsonl",
-            "model",
-        ] {
-            let path = out.join(entry);
-            if path.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else if path.exists() {
-                std::fs::remove_file(&path)
-            } else {
-                Ok(())
-            }
-            .with_context(|| format!("cannot remove {}", path.display()))?;
-        }
-    }
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    std::fs::copy(&args.config, out.join("config.yaml"))
-        .with_context(|| format!("cannot copy the config into {}", out.display()))?;
+    let start = match (args.resume, args.overwrite) {
+        (true, _) => RunStart::Resume,
+        (_, true) => RunStart::Overwrite,
+        _ => RunStart::Fresh,
+    };
+    claim_output_dir(&config, start, &args.config)?;
     let mut trainer = Trainer::new(config).context("while setting up the run")?;
     if args.resume && trainer.resume()? {
         eprintln!(

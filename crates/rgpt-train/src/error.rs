@@ -16,6 +16,12 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("step {step}: the loss is {loss}; the run stops and keeps its last good checkpoint")]
     NonFiniteLoss { step: u64, loss: f64 },
     #[error("checkpoint {path}: {message}")]

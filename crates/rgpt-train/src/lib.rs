@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod optimizer;
 pub mod parts;
 pub mod plot;
+pub mod run_dir;
 pub mod schedule;
 pub mod step;
 pub mod tiny;

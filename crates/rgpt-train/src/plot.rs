@@ -95,7 +95,7 @@ pub fn plot_run(
     let mut figure = training_figure(&log, &format!("training run {name}"));
     figure.panels.extend(extra);
     let out = out_dir.unwrap_or(run_dir);
-    std::fs::create_dir_all(out).map_err(|source| TrainError::Io {
+    std::fs::create_dir_all(out).map_err(|source| TrainError::Write {
         path: out.to_path_buf(),
         source,
     })?;

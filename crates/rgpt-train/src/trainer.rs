@@ -103,7 +103,7 @@ impl Trainer {
                 // The run's own preprocessing and tokenizer, kept so a
                 // resumed run reads exactly what the first one did.
                 let source = config.output_dir.join("source");
-                std::fs::create_dir_all(&source).map_err(|e| TrainError::Io {
+                std::fs::create_dir_all(&source).map_err(|e| TrainError::Write {
                     path: source.clone(),
                     source: e,
                 })?;
@@ -267,7 +267,7 @@ impl Trainer {
         let old = self.config.output_dir.join("checkpoint.old");
         let io = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| TrainError::Io { path, source }
+            move |source| TrainError::Write { path, source }
         };
         let _ = std::fs::remove_dir_all(&fresh);
         std::fs::create_dir_all(&fresh).map_err(io(&fresh))?;
@@ -297,7 +297,7 @@ impl Trainer {
         stop_after: Option<u64>,
         on_step: &mut dyn FnMut(&StepMetrics),
     ) -> Result<(), TrainError> {
-        std::fs::create_dir_all(&self.config.output_dir).map_err(|source| TrainError::Io {
+        std::fs::create_dir_all(&self.config.output_dir).map_err(|source| TrainError::Write {
             path: self.config.output_dir.clone(),
             source,
         })?;
@@ -306,7 +306,7 @@ impl Trainer {
             .create(true)
             .append(true)
             .open(&metrics_path)
-            .map_err(|source| TrainError::Io {
+            .map_err(|source| TrainError::Write {
                 path: metrics_path.clone(),
                 source,
             })?;
@@ -415,7 +415,7 @@ impl Trainer {
             metrics
                 .write_all(line.as_bytes())
                 .and_then(|()| metrics.flush())
-                .map_err(|source| TrainError::Io {
+                .map_err(|source| TrainError::Write {
                     path: metrics_path.clone(),
                     source,
                 })?;
