@@ -378,11 +378,7 @@ impl Tokenizer {
     /// file lands atomically (written beside, then renamed).
     pub fn save_pretrained(&self, dir: &Path) -> Result<(), LlmError> {
         let write = |name: &str, bytes: &[u8]| -> Result<(), LlmError> {
-            let path = dir.join(name);
-            let tmp = dir.join(format!("{name}.tmp"));
-            std::fs::write(&tmp, bytes)
-                .and_then(|()| std::fs::rename(&tmp, &path))
-                .map_err(|source| LlmError::Io { path, source })
+            Ok(rgpt_weights::save::write_atomic(&dir.join(name), bytes)?)
         };
         let Some(slow) = &self.slow else {
             let json = self

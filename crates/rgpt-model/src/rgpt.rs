@@ -120,7 +120,7 @@ impl RgptConfig {
     }
 }
 
-/// Files a checkpoint carries besides weights, config and `tokenizer.json`
+/// Files a checkpoint carries besides weights, config and the tokenizer
 /// (which is written from the tokenizer in use: it may have gained tokens).
 const COPIED_FILES: [&str; 5] = [
     "tokenizer.model",
@@ -289,9 +289,9 @@ impl RegionGpt {
     /// Saves in RGPT's format: safetensors (sharded above
     /// `max_shard_bytes`, 4 GB by default) of every variable in `vs`, a
     /// `config.json` with `"model_type": "rgpt"` and the `rgpt` section,
-    /// `tokenizer.json`, and the other tokenizer / preprocessing / generation
-    /// files copied from the first of `source_dirs` that has each. Each file
-    /// lands atomically.
+    /// the tokenizer in use (`Tokenizer::save_pretrained`), and the other
+    /// tokenizer / preprocessing / generation files copied from the first of
+    /// `source_dirs` that has each. Each file lands atomically.
     pub fn save_pretrained(
         &self,
         vs: &nn::VarStore,
@@ -317,13 +317,9 @@ impl RegionGpt {
         json["architectures"] = serde_json::json!(["RegionGptForConditionalGeneration"]);
         let text = serde_json::to_string_pretty(&json).unwrap_or_default() + "\n";
         rgpt_weights::save::write_atomic(&out_dir.join("config.json"), text.as_bytes())?;
-        let tokenizer_path = out_dir.join("tokenizer.json");
-        let tmp = out_dir.join("tokenizer.json.tmp");
-        tokenizer.save(&tmp)?;
-        std::fs::rename(&tmp, &tokenizer_path).map_err(|source| ModelError::Io {
-            path: tokenizer_path,
-            source,
-        })?;
+        // `tokenizer.json`, or a slow tokenizer's `tokenizer.model` and
+        // `added_tokens.json`: what reloads as the same tokenizer.
+        tokenizer.save_pretrained(out_dir)?;
         for file in COPIED_FILES {
             if let Some(from) = source_dirs
                 .iter()
