@@ -329,6 +329,10 @@ impl Tokenizer {
         Ok((ids, offsets))
     }
 
+    /// Text of `ids`. A `tokenizer.model` checkpoint decodes through the
+    /// fast pipeline, which agrees with the slow tokenizer's `decode` except
+    /// that the slow one strips up to two leading spaces, this one one
+    /// (tests/sentencepiece_slow_parity.rs).
     pub fn decode(&self, ids: &[i64], skip_special_tokens: bool) -> Result<String, LlmError> {
         let ids: Vec<u32> = ids.iter().map(|&id| id as u32).collect();
         self.inner
