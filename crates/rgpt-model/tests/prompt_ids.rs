@@ -269,3 +269,59 @@ fn region_chat_prompts_an_original_checkpoint_the_llava_way() {
     let completion = chat.ask(question, &config, &mut |_| {}).unwrap();
     assert_eq!(completion.prompt_ids, case.ids_with_region_token);
 }
+
+/// Training an original-layout checkpoint reads its conversations the same
+/// way: `conversation_segments_with` gives `tokenizer_image_token`'s ids,
+/// and the answer tokens (their `</s>` included) are the targets.
+#[test]
+fn training_segments_follow_tokenizer_image_token() {
+    use rgpt_llm::Role;
+    use rgpt_model::prompt::{conversation_segments_with, Placeholders};
+    use rgpt_model::splice::Segment;
+
+    let expected = expected();
+    let mut tokenizer = Tokenizer::from_dir(&original()).unwrap();
+    let added = tokenizer
+        .add_special_tokens(&["<image>", "<region>"])
+        .unwrap();
+    let placeholders = Placeholders {
+        image: expected.image_token_index,
+        region: added[1],
+    };
+    let mut conversation = Conversation::new(Template::VicunaV1);
+    conversation.push(
+        Role::User,
+        Some("<image>\nDescribe <region> and <region>.".into()),
+    );
+    conversation.push(Role::Assistant, Some("A dog and a  cat.".into()));
+    conversation.push(Role::User, Some("Which is left?".into()));
+    conversation.push(Role::Assistant, None);
+    // The fixture's third prompt is this conversation, rendered.
+    let case = &expected.cases[2];
+    assert_eq!(conversation.prompt(), case.prompt);
+
+    let segments = conversation_segments_with(
+        &tokenizer,
+        &conversation,
+        placeholders,
+        PromptTokenization::TokenizerImageToken,
+    )
+    .unwrap();
+    let flat: Vec<i64> = segments
+        .iter()
+        .flat_map(|s| match s {
+            Segment::Text { ids, .. } => ids.clone(),
+            Segment::Image => vec![placeholders.image],
+            Segment::Region => vec![placeholders.region],
+        })
+        .collect();
+    assert_eq!(flat, case.ids_with_region_token);
+    let targets: Vec<String> = segments
+        .iter()
+        .filter_map(|s| match s {
+            Segment::Text { ids, target: true } => Some(tokenizer.decode(ids, false).unwrap()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(targets, ["A dog and a  cat.</s>"]);
+}
