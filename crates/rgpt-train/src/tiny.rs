@@ -9,7 +9,7 @@ use rgpt_data::format::read_samples;
 use rgpt_llm::conversation::Role;
 use rgpt_llm::{Conversation, Template, Tokenizer};
 use rgpt_model::llava::LlavaConfig;
-use rgpt_model::rgpt::{RegionGpt, RegionIndexScale, RgptConfig, RgptSection};
+use rgpt_model::rgpt::{RegionGpt, RegionIndexScale, RgptConfig, RgptExtensions, RgptSection};
 use rgpt_region::MaskPoolKind;
 use rgpt_vision::preprocess::PreprocessorConfig;
 use rgpt_vision::refiner::RefinerKind;
@@ -297,8 +297,10 @@ pub fn build_tiny_with_tokenizer(
             image_token_grid: spec.image_token_grid.map(|[h, w]| (h, w)),
             region_token: "<region>".into(),
             conversation: spec.conversation.clone(),
-            region_index_tokens,
-            region_index_scale: spec.number_scale,
+            extensions: RgptExtensions {
+                region_index_tokens,
+                region_index_scale: spec.number_scale,
+            },
         }),
     };
     let vs = nn::VarStore::new(Device::Cpu);

@@ -408,19 +408,19 @@ fn numbered_regions_take_the_tokenizers_number_tokens() {
     let expected: Vec<i64> = (1..=3)
         .map(|k| tokenizer.token_to_id(&format!("\u{2581}[{k}")).unwrap())
         .collect();
-    assert_eq!(model.section.region_index_tokens, expected);
+    assert_eq!(model.section.extensions.region_index_tokens, expected);
     // Off, the regions carry no number.
     let (plain, _vs, _) =
         rgpt_train::tiny::build_tiny_with_tokenizer(&common::small_tiny_spec(), &tokenizer)
             .unwrap();
-    assert!(plain.section.region_index_tokens.is_empty());
+    assert!(plain.section.extensions.region_index_tokens.is_empty());
     // A tokenizer that splits punctuation off writes `[`, `2`, `]`: the
     // bare numbers number the regions.
     let mut split = bare();
     split.add_special_tokens(&["1", "2"]).unwrap();
     let (model, _vs, _) = rgpt_train::tiny::build_tiny_with_tokenizer(&spec, &split).unwrap();
     let expected: Vec<i64> = ["1", "2"].map(|k| split.token_to_id(k).unwrap()).to_vec();
-    assert_eq!(model.section.region_index_tokens, expected);
+    assert_eq!(model.section.extensions.region_index_tokens, expected);
 
     // A tokenizer without `▁[1` or `1` cannot number regions.
     let err = match rgpt_train::tiny::build_tiny_with_tokenizer(&spec, &bare()) {
