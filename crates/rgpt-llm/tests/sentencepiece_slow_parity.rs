@@ -7,7 +7,9 @@
 //! `SentencePieceProcessor.encode` on the model as it is, and the slow
 //! tokenizer's ids with `legacy` false and true, each plain and after
 //! `add_tokens(["<image>", "<region>"], special_tokens=True)`. The models
-//! are those scripts/fixtures/sentencepiece_tokenizer.py trained.
+//! are those scripts/fixtures/sentencepiece_tokenizer.py trained, and
+//! `nfkc.model` (expected_nfkc.json, the library alone), which
+//! sentencepiece_slow.py trains with the library's default normaliser.
 
 use std::path::{Path, PathBuf};
 
@@ -134,6 +136,9 @@ fn bpe_matches_the_sentencepiece_library() {
     for (model, expected_file) in [
         ("tokenizer.model", "expected_slow.json"),
         ("user_symbols.model", "expected_slow_user_symbols.json"),
+        // `nmt_nfkc`: a precompiled character map and
+        // `remove_extra_whitespaces`, which LLaMA's models do not use.
+        ("nfkc.model", "expected_nfkc.json"),
     ] {
         let bpe = SentencePieceBpe::from_file(&fixtures().join(model)).unwrap();
         let expected = expected(expected_file);

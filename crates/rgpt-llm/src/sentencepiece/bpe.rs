@@ -14,9 +14,10 @@
 //! the vocabulary becomes its UTF-8 bytes (`<0xE2>`...) with byte fallback,
 //! or `<unk>` (one per run of unknown pieces) without.
 //!
-//! Only the identity normaliser (an empty precompiled character map, as in
-//! every LLaMA-family model) is supported; a model whose normaliser maps
-//! characters (NFKC, say) is refused rather than encoded differently.
+//! The normaliser applies the model's precompiled character map (empty in
+//! LLaMA-family models, NFKC in `nmt_nfkc` ones): a double-array trie
+//! (darts-clone's `commonPrefixSearch`, `third_party/darts_clone/darts.h`)
+//! whose longest match at each position is replaced by its mapping.
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 use std::ops::Range;
@@ -49,6 +50,8 @@ pub struct SentencePieceBpe {
     /// User-defined pieces, matched whole (longest first) before anything.
     user_defined: Vec<String>,
     byte_fallback: bool,
+    /// The normaliser's character map; `None` for the identity.
+    charsmap: Option<CharsMap>,
     add_dummy_prefix: bool,
     remove_extra_whitespaces: bool,
     escape_whitespaces: bool,
@@ -110,15 +113,12 @@ impl SentencePieceBpe {
         let trainer = check_bpe(proto)?;
         let defaults = super::NormalizerSpec::default();
         let spec = proto.normalizer_spec.as_ref().unwrap_or(&defaults);
-        if spec
-            .precompiled_charsmap
-            .as_ref()
-            .is_some_and(|m| !m.is_empty())
-        {
-            return Err(BuildError::Normalizer(
-                spec.name.clone().unwrap_or_else(|| "(unnamed)".into()),
-            ));
-        }
+        let charsmap = match spec.precompiled_charsmap.as_deref() {
+            None | Some([]) => None,
+            Some(blob) => Some(CharsMap::decode(blob).ok_or_else(|| {
+                BuildError::Normalizer(spec.name.clone().unwrap_or_else(|| "(unnamed)".into()))
+            })?),
+        };
         let byte_fallback = trainer.byte_fallback.unwrap_or(false);
         let mut model = SentencePieceBpe {
             pieces: Vec::with_capacity(proto.pieces.len()),
@@ -129,6 +129,7 @@ impl SentencePieceBpe {
             unk_id: 0,
             user_defined: Vec::new(),
             byte_fallback,
+            charsmap,
             add_dummy_prefix: spec.add_dummy_prefix.unwrap_or(true),
             remove_extra_whitespaces: spec.remove_extra_whitespaces.unwrap_or(true),
             escape_whitespaces: spec.escape_whitespaces.unwrap_or(true),
@@ -253,9 +254,27 @@ impl SentencePieceBpe {
         (text.chars().next().map_or(0, char::len_utf8), false)
     }
 
-    /// `Normalizer::Normalize` without a character map: the normalised
-    /// text and, for each of its bytes and one past the end, the input
-    /// byte it came from.
+    /// `Normalizer::NormalizePrefix`: what the start of `input` becomes,
+    /// and how many bytes of it that consumes. A user-defined piece stays as
+    /// it is; else the longest match of the character map is replaced; else
+    /// one character stays.
+    fn normalize_prefix<'a>(&'a self, input: &'a str) -> (&'a str, usize) {
+        let (len, user_defined) = self.prefix_match(input);
+        if user_defined {
+            return (&input[..len], len);
+        }
+        if let Some((matched, replacement)) = self
+            .charsmap
+            .as_ref()
+            .and_then(|map| map.longest_prefix(input))
+        {
+            return (replacement, matched);
+        }
+        (&input[..len], len)
+    }
+
+    /// `Normalizer::Normalize`: the normalised text and, for each of its
+    /// bytes and one past the end, the input byte it came from.
     fn normalize(&self, text: &str, add_dummy_prefix: bool) -> (String, Vec<usize>) {
         let mut input = text;
         if input.is_empty() {
@@ -263,9 +282,13 @@ impl SentencePieceBpe {
         }
         let mut consumed = 0;
         if self.remove_extra_whitespaces {
-            while input.starts_with(' ') && self.prefix_match(input).0 == 1 {
-                input = &input[1..];
-                consumed += 1;
+            while !input.is_empty() {
+                let (normalized, len) = self.normalize_prefix(input);
+                if normalized != " " {
+                    break;
+                }
+                input = &input[len..];
+                consumed += len;
             }
             if input.is_empty() {
                 return (String::new(), Vec::new());
@@ -287,8 +310,7 @@ impl SentencePieceBpe {
         }
         let mut is_prev_space = self.remove_extra_whitespaces;
         while !input.is_empty() {
-            let (len, _) = self.prefix_match(input);
-            let mut sp = &input[..len];
+            let (mut sp, len) = self.normalize_prefix(input);
             while is_prev_space && sp.starts_with(' ') {
                 sp = &sp[1..];
             }
@@ -498,4 +520,64 @@ fn piece_to_byte(piece: &str) -> Option<u8> {
         return None;
     }
     u8::from_str_radix(hex, 16).ok()
+}
+
+/// A precompiled character map (`normalizer.cc`,
+/// `DecodePrecompiledCharsMap`): a little-endian u32 trie size, the
+/// darts-clone double array, then the NUL-terminated replacements.
+#[derive(Debug, Clone)]
+struct CharsMap {
+    units: Vec<u32>,
+    normalized: Vec<u8>,
+}
+
+impl CharsMap {
+    fn decode(blob: &[u8]) -> Option<CharsMap> {
+        let size = u32::from_le_bytes(blob.get(..4)?.try_into().ok()?) as usize;
+        let body = &blob[4..];
+        if size >= body.len() || size % 4 != 0 {
+            return None;
+        }
+        let units = body[..size]
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Some(CharsMap {
+            units,
+            normalized: body[size..].to_vec(),
+        })
+    }
+
+    /// The longest key `input` starts with (`commonPrefixSearch`, then the
+    /// longest result): its length and its replacement.
+    fn longest_prefix(&self, input: &str) -> Option<(usize, &str)> {
+        let offset = |unit: u32| (unit >> 10) << ((unit & (1 << 9)) >> 6);
+        let label = |unit: u32| unit & ((1 << 31) | 0xFF);
+        let has_leaf = |unit: u32| (unit >> 8) & 1 == 1;
+        let value = |unit: u32| unit & ((1 << 31) - 1);
+        let mut node = offset(*self.units.first()?) as usize;
+        let mut longest = None;
+        for (i, &byte) in input.as_bytes().iter().enumerate() {
+            node ^= usize::from(byte);
+            let Some(&unit) = self.units.get(node) else {
+                break;
+            };
+            if label(unit) != u32::from(byte) {
+                break;
+            }
+            node ^= offset(unit) as usize;
+            if has_leaf(unit) {
+                let Some(&leaf) = self.units.get(node) else {
+                    break;
+                };
+                longest = Some((i + 1, value(leaf) as usize));
+            }
+        }
+        // A key ends on a character boundary in any sound map; one that
+        // does not is ignored rather than cutting a character.
+        let (len, at) = longest.filter(|&(len, _)| input.is_char_boundary(len))?;
+        let tail = self.normalized.get(at..)?;
+        let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+        Some((len, std::str::from_utf8(&tail[..end]).ok()?))
+    }
 }

@@ -53,11 +53,10 @@ pub enum SentencePieceError {
     )]
     UnsupportedModelType { path: PathBuf, model_type: String },
     #[error(
-        "unsupported SentencePiece model {path}: its normalizer `{name}` maps characters \
-         (a precompiled character map); only the identity normalizer of LLaMA-family models is \
-         supported (use the checkpoint's tokenizer.json instead)"
+        "invalid SentencePiece model {path}: the character map of its normalizer `{name}` \
+         cannot be read (the file may be damaged; download it again)"
     )]
-    UnsupportedNormalizer { path: PathBuf, name: String },
+    BadNormalizer { path: PathBuf, name: String },
     #[error("cannot build a tokenizer from SentencePiece model {path}: {message}")]
     Build { path: PathBuf, message: String },
     #[error("invalid tokenizer settings in {path}: {message}")]
@@ -166,9 +165,7 @@ impl BuildError {
             BuildError::Unsupported(model_type) => {
                 SentencePieceError::UnsupportedModelType { path, model_type }
             }
-            BuildError::Normalizer(name) => {
-                SentencePieceError::UnsupportedNormalizer { path, name }
-            }
+            BuildError::Normalizer(name) => SentencePieceError::BadNormalizer { path, name },
             BuildError::Tokenizers(message) => SentencePieceError::Build { path, message },
         }
     }
