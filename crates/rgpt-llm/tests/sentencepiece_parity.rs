@@ -1,4 +1,6 @@
-//! Parity of `tokenizer_from_sentencepiece` with transformers.
+//! Parity of `tokenizer_from_sentencepiece` with transformers' fast
+//! tokenizer. (`Tokenizer` decodes `tokenizer.model` checkpoints with it but
+//! encodes them with the slow one: sentencepiece_slow_parity.rs.)
 //!
 //! The expected values in tests/fixtures/sentencepiece/ come from
 //! scripts/fixtures/sentencepiece_tokenizer.py: it trains small SentencePiece
