@@ -58,51 +58,60 @@ impl Tokenizer {
                 slow: None,
             });
         }
-        let spm = dir.join("tokenizer.model");
-        if spm.is_file() {
-            let config = SlowTokenizerConfig::from_dir(dir)?;
-            let slow = SlowLlamaTokenizer::from_file(&spm, &config)?;
-            let mut inner = tokenizer_from_sentencepiece(&spm)?;
-            // The added tokens beyond the model's pieces, at their ids, so
-            // that decoding and `token_to_id` know them.
-            let mut beyond: Vec<&AddedToken> = slow
-                .added_tokens()
-                .iter()
-                .filter(|t| inner.token_to_id(&t.content).is_none())
-                .collect();
-            beyond.sort_by_key(|t| t.id);
-            for token in beyond {
-                let added = tokenizers::AddedToken::from(token.content.as_str(), token.special)
-                    .normalized(false);
-                let result = if token.special {
-                    inner.add_special_tokens(vec![added])
-                } else {
-                    inner.add_tokens(vec![added])
-                };
-                result.map_err(|e| LlmError::Tokenizer {
-                    path: spm.clone(),
-                    message: e.to_string(),
-                })?;
-                if inner.token_to_id(&token.content) != Some(token.id) {
-                    return Err(LlmError::Tokenizer {
-                        path: spm,
-                        message: format!(
-                            "added token {:?} has id {}, but the ids of added tokens must follow \
-                             the model's {} pieces without gaps",
-                            token.content,
-                            token.id,
-                            slow.model().len()
-                        ),
-                    });
-                }
-            }
-            return Ok(Tokenizer {
-                inner,
-                source: spm,
-                slow: Some(slow),
-            });
+        if dir.join("tokenizer.model").is_file() {
+            return Self::from_sentencepiece_dir(dir);
         }
         Err(LlmError::MissingTokenizer(dir.to_path_buf()))
+    }
+
+    /// The slow tokenizer of `dir`'s `tokenizer.model` (with its
+    /// `tokenizer_config.json` and `added_tokens.json`), even where a
+    /// `tokenizer.json` is there too: what `AutoTokenizer.from_pretrained(dir,
+    /// use_fast=False)` loads, as LLaVA's `builder.py` does for its own
+    /// checkpoints.
+    pub fn from_sentencepiece_dir(dir: &Path) -> Result<Self, LlmError> {
+        let spm = dir.join("tokenizer.model");
+        let config = SlowTokenizerConfig::from_dir(dir)?;
+        let slow = SlowLlamaTokenizer::from_file(&spm, &config)?;
+        let mut inner = tokenizer_from_sentencepiece(&spm)?;
+        // The added tokens beyond the model's pieces, at their ids, so
+        // that decoding and `token_to_id` know them.
+        let mut beyond: Vec<&AddedToken> = slow
+            .added_tokens()
+            .iter()
+            .filter(|t| inner.token_to_id(&t.content).is_none())
+            .collect();
+        beyond.sort_by_key(|t| t.id);
+        for token in beyond {
+            let added = tokenizers::AddedToken::from(token.content.as_str(), token.special)
+                .normalized(false);
+            let result = if token.special {
+                inner.add_special_tokens(vec![added])
+            } else {
+                inner.add_tokens(vec![added])
+            };
+            result.map_err(|e| LlmError::Tokenizer {
+                path: spm.clone(),
+                message: e.to_string(),
+            })?;
+            if inner.token_to_id(&token.content) != Some(token.id) {
+                return Err(LlmError::Tokenizer {
+                    path: spm,
+                    message: format!(
+                        "added token {:?} has id {}, but the ids of added tokens must follow \
+                         the model's {} pieces without gaps",
+                        token.content,
+                        token.id,
+                        slow.model().len()
+                    ),
+                });
+            }
+        }
+        Ok(Tokenizer {
+            inner,
+            source: spm,
+            slow: Some(slow),
+        })
     }
 
     pub fn from_tokenizers(inner: tokenizers::Tokenizer) -> Self {

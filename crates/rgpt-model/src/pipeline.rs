@@ -31,10 +31,10 @@ pub struct RegionGenerator {
 impl RegionGenerator {
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self, ModelError> {
         let preprocessor = PreprocessorConfig::from_file(dir.join("preprocessor_config.json"))?;
-        let tokenizer = Tokenizer::from_dir(dir)?;
+        let prompt_tokenization = PromptTokenization::for_checkpoint(dir)?;
+        let tokenizer = prompt_tokenization.tokenizer(dir)?;
         let (model, vs) = RegionGpt::from_pretrained(dir, device, kind)?;
         let region_token_id = model.region_token_id(&tokenizer)?;
-        let prompt_tokenization = PromptTokenization::for_checkpoint(dir)?;
         Ok(RegionGenerator {
             model,
             tokenizer,

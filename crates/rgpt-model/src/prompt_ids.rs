@@ -87,6 +87,22 @@ impl PromptTokenization {
         })
     }
 
+    /// The tokenizer `dir`'s checkpoint was prompted with. LLaVA's
+    /// `builder.py` (c121f04) loads its own checkpoints' tokenizer with
+    /// `use_fast=False`, so for [`PromptTokenization::TokenizerImageToken`]
+    /// a `tokenizer.model` is read as the slow tokenizer even beside a
+    /// `tokenizer.json`; otherwise as `AutoTokenizer` picks
+    /// ([`Tokenizer::from_dir`]: `tokenizer.json` first).
+    pub fn tokenizer(self, dir: &Path) -> Result<Tokenizer, ModelError> {
+        let slow = self == PromptTokenization::TokenizerImageToken
+            && dir.join("tokenizer.model").is_file();
+        Ok(if slow {
+            Tokenizer::from_sentencepiece_dir(dir)?
+        } else {
+            Tokenizer::from_dir(dir)?
+        })
+    }
+
     /// What `config.json` alone says: the override, or the original
     /// repository's class or model type; `None` when it does not tell.
     pub fn from_config(config: &serde_json::Value) -> Result<Option<Self>, String> {

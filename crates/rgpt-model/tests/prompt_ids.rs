@@ -270,6 +270,33 @@ fn region_chat_prompts_an_original_checkpoint_the_llava_way() {
     assert_eq!(completion.prompt_ids, case.ids_with_region_token);
 }
 
+/// LLaVA loads its checkpoints' tokenizer with `use_fast=False`: an
+/// original-layout checkpoint that also ships a `tokenizer.json` is still
+/// tokenized by its `tokenizer.model`, the slow way.
+#[test]
+fn an_original_checkpoint_is_tokenized_slow_beside_a_tokenizer_json() {
+    let expected = expected();
+    let dir = copy_checkpoint(&original(), "both-tokenizers", |_| {});
+    rgpt_llm::sentencepiece::tokenizer_from_sentencepiece(&dir.join("tokenizer.model"))
+        .unwrap()
+        .save(dir.join("tokenizer.json"), false)
+        .unwrap();
+    let how = PromptTokenization::for_checkpoint(&dir).unwrap();
+    let fast = Tokenizer::from_dir(&dir).unwrap();
+    let slow = how.tokenizer(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(fast.slow().is_none() && slow.slow().is_some());
+    let case = &expected.cases[8];
+    let ids = prompt_ids(&slow, &case.prompt, how, expected.image_token_index).unwrap();
+    assert_eq!(ids, case.ids, "{:?}", case.prompt);
+    let fast_ids = prompt_ids(&fast, &case.prompt, how, expected.image_token_index).unwrap();
+    assert_ne!(
+        fast_ids, case.ids,
+        "the fast tokenizer should differ on {:?}",
+        case.prompt
+    );
+}
+
 /// Training an original-layout checkpoint reads its conversations the same
 /// way: `conversation_segments_with` gives `tokenizer_image_token`'s ids,
 /// and the answer tokens (their `</s>` included) are the targets.
