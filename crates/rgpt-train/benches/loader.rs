@@ -75,6 +75,7 @@ fn format(preprocessor: PreprocessorConfig) -> PromptFormat {
         tokenizer,
         template: Template::VicunaV1,
         placeholders,
+        tokenization: rgpt_model::prompt_ids::PromptTokenization::Processor,
         preprocessor,
     }
 }

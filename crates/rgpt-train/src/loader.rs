@@ -2,7 +2,7 @@
 //! `RegionGpt::forward_train` takes. On worker threads, ahead of the
 //! trainer, each sample is tokenised with the model's tokenizer and
 //! conversation template (labels on the answers only, via
-//! `rgpt_model::prompt::conversation_segments`), its image decoded and
+//! `rgpt_model::prompt::conversation_segments_with`, the checkpoint's way), its image decoded and
 //! preprocessed, and its regions rasterised and checked against the image.
 //! Samples are ordered by a seeded shuffle per epoch, split across ranks
 //! (`rank`, `world_size`), and a run resumes from a position in that order.
@@ -20,7 +20,8 @@ use rgpt_data::builders::seeded_rng;
 use rgpt_data::format::{Region, Speaker, REGION_NAMES_META};
 use rgpt_data::{DataError, Sample, Skips};
 use rgpt_llm::{Conversation, Role, Template, Tokenizer};
-use rgpt_model::prompt::{conversation_segments, Placeholders};
+use rgpt_model::prompt::{conversation_segments_with, Placeholders};
+use rgpt_model::prompt_ids::PromptTokenization;
 use rgpt_model::rgpt::{ExampleImage, TrainingExample};
 use rgpt_model::splice::Segment;
 use rgpt_region::{RegionSpec, Rle};
@@ -75,6 +76,9 @@ pub struct PromptFormat {
     pub tokenizer: Tokenizer,
     pub template: Template,
     pub placeholders: Placeholders,
+    /// How a rendered conversation becomes ids: the checkpoint's way, as
+    /// generation prompts it ([`PromptTokenization::for_checkpoint`]).
+    pub tokenization: PromptTokenization,
     pub preprocessor: PreprocessorConfig,
 }
 
@@ -308,7 +312,12 @@ fn prepare(
 ) -> Result<PreparedSample, TrainError> {
     sample.validate()?;
     let conversation = conversation_of(sample, format.template);
-    let segments = conversation_segments(&format.tokenizer, &conversation, format.placeholders)?;
+    let segments = conversation_segments_with(
+        &format.tokenizer,
+        &conversation,
+        format.placeholders,
+        format.tokenization,
+    )?;
     let fail = |message: String| DataError::Sample {
         id: sample.id.clone(),
         message,

@@ -25,6 +25,7 @@ use crate::optimizer::AdamW;
 use crate::parts::{set_trainable, set_trainable_with_lora};
 use crate::step::{accumulate_gradients, without_region_targets};
 use crate::TrainError;
+use rgpt_model::prompt_ids::PromptTokenization;
 
 /// Where a run is, as a checkpoint records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -95,6 +96,13 @@ impl Trainer {
         tch::manual_seed(config.seed as i64);
         let device = config.device()?;
         let kind = config.dtype.kind(device);
+        // How prompts become ids: the way a pretrained checkpoint was
+        // trained (LLaVA's original checkpoints: `tokenizer_image_token`),
+        // the processor's for models made here.
+        let tokenization = match &config.model {
+            ModelSource::Pretrained(dir) => PromptTokenization::for_checkpoint(dir)?,
+            _ => PromptTokenization::Processor,
+        };
         let (mut model, mut vs, tokenizer, source_dirs) = match &config.model {
             ModelSource::Tiny(spec) => {
                 let files: Vec<&Path> =
@@ -133,7 +141,7 @@ impl Trainer {
             }
             ModelSource::Pretrained(dir) => {
                 let (model, vs) = RegionGpt::from_pretrained(dir, device, kind)?;
-                let tokenizer = Tokenizer::from_dir(dir).map_err(rgpt_model::ModelError::from)?;
+                let tokenizer = tokenization.tokenizer(dir)?;
                 (model, vs, tokenizer, vec![dir.clone()])
             }
             ModelSource::Compose {
@@ -191,6 +199,7 @@ impl Trainer {
                 image: model.llava.config.image_token_index,
                 region,
             },
+            tokenization,
             preprocessor,
         };
         let inputs: Vec<MixInput> = config

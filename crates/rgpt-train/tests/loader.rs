@@ -10,9 +10,10 @@ use rgpt_data::readers::coco::CocoDataset;
 use rgpt_data::{PromptBank, Region, Sample, Turn};
 use rgpt_llm::{Template, Tokenizer};
 use rgpt_model::prompt::Placeholders;
+use rgpt_model::prompt_ids::{prompt_ids, PromptTokenization};
 use rgpt_model::rgpt::RegionGpt;
 use rgpt_model::splice::Segment;
-use rgpt_train::loader::{Loader, LoaderConfig, PromptFormat};
+use rgpt_train::loader::{conversation_of, Loader, LoaderConfig, PromptFormat};
 use rgpt_vision::preprocess::PreprocessorConfig;
 use tch::{Device, Kind};
 
@@ -31,6 +32,7 @@ fn format() -> PromptFormat {
         tokenizer,
         template: Template::VicunaV1,
         placeholders,
+        tokenization: rgpt_model::prompt_ids::PromptTokenization::Processor,
         preprocessor: PreprocessorConfig::from_file(model.join("preprocessor_config.json"))
             .unwrap(),
     }
@@ -345,4 +347,63 @@ fn a_sample_with_an_image_can_name_its_regions_in_meta() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("must be a list of strings"), "{err}");
+}
+
+/// The trainer prompts a checkpoint the way it was trained: an original
+/// LLaVA checkpoint (`LlavaLlamaForCausalLM`) gets LLaVA's
+/// `tokenizer_image_token` ids, the text after the image starting with its
+/// own `▁`, so training and generation read the same ids.
+#[test]
+fn an_original_llava_checkpoint_trains_on_llavas_prompt_ids() {
+    let model = fixtures().join("llava-original-tiny");
+    let how = PromptTokenization::for_checkpoint(&model).unwrap();
+    assert_eq!(how, PromptTokenization::TokenizerImageToken);
+    let tokenizer = how.tokenizer(&model).unwrap();
+    let image_id = -200;
+    let sample = Sample {
+        id: "llava".into(),
+        image: Some("000000000139.jpg".into()),
+        width: None,
+        height: None,
+        regions: Vec::new(),
+        conversations: vec![
+            Turn::human("<image>\nWhat is in the image?"),
+            Turn::gpt("A person."),
+        ],
+        task: "test".into(),
+        meta: None,
+    };
+    let format = PromptFormat {
+        tokenizer: tokenizer.clone(),
+        template: Template::VicunaV1,
+        placeholders: Placeholders {
+            image: image_id,
+            region: i64::MIN,
+        },
+        tokenization: how,
+        preprocessor: PreprocessorConfig::from_file(model.join("preprocessor_config.json"))
+            .unwrap(),
+    };
+    let rendered = conversation_of(&sample, Template::VicunaV1).render().text;
+    let loader = Loader::new(vec![sample], format, config(1)).unwrap();
+    let prepared = loader.prepare(0, 0).unwrap();
+    let flat: Vec<i64> = prepared
+        .segments
+        .iter()
+        .flat_map(|segment| match segment {
+            Segment::Text { ids, .. } => ids.clone(),
+            Segment::Image => vec![image_id],
+            Segment::Region => vec![i64::MIN],
+        })
+        .collect();
+    let llava = prompt_ids(&tokenizer, &rendered, how, image_id).unwrap();
+    let processor = prompt_ids(
+        &tokenizer,
+        &rendered,
+        PromptTokenization::Processor,
+        image_id,
+    )
+    .unwrap();
+    assert_ne!(llava, processor, "the two ways differ on this prompt");
+    assert_eq!(flat, llava);
 }
