@@ -62,6 +62,16 @@ fn the_quick_demo_learns_and_leaves_a_usable_model() {
     let stdout = ok(&rgpt(&["demo", "--quick", "--out", run_arg]));
     assert!(stdout.contains("held-out results"), "{stdout}");
     assert!(stdout.contains("RGPT:"), "no dialogue printed: {stdout}");
+    // The closing table gives each phase's wall time.
+    for phase in [
+        "| tower pre-training time |",
+        "| `language` stage time |",
+        "| `pretrain` stage time |",
+        "| `finetune` stage time |",
+        "| evaluation time |",
+    ] {
+        assert!(stdout.contains(phase), "no `{phase}` row: {stdout}");
+    }
 
     let results = read_json(&run.join("results.json"));
     for key in [
@@ -69,6 +79,7 @@ fn the_quick_demo_learns_and_leaves_a_usable_model() {
         "rec_acc",
         "caption_cider",
         "train_seconds",
+        "eval_seconds",
     ] {
         assert!(results[key].is_number(), "results.json lacks {key}");
     }

@@ -15,6 +15,7 @@
 //! world), [`summary`] (the results), [`showcase`] and [`curves`] (the
 //! pictures).
 use std::path::Path;
+use std::time::Instant;
 
 use rgpt_data::prompts::PromptBank;
 use rgpt_data::synth::{write_world, SynthConfig};
@@ -32,6 +33,7 @@ pub mod run_dir;
 pub mod showcase;
 pub mod stages;
 pub mod summary;
+pub mod text;
 pub mod tower_phase;
 pub mod tower_pretrain;
 
@@ -41,7 +43,9 @@ pub use stages::{CurveOptions, CurvePoint, StageReport};
 pub use summary::{headline, DemoResults};
 
 use evaluate::evaluate;
-use run_dir::{claim_run_dir, read_json, replace_dir, write_json, RunDirs, STAGE_REPORT};
+use run_dir::{
+    claim_run_dir, read_json, replace_dir, write_json, RunDirs, EVAL_REPORT, STAGE_REPORT,
+};
 use stages::{refiner_free_stages, share_stage, train_stage};
 use summary::summarise;
 use tower_phase::{build_initial_model, ensure_tower};
@@ -122,6 +126,7 @@ pub fn run_demo(
     }
 
     on_event(DemoEvent::Phase("evaluating on held-out images"));
+    let eval_started = Instant::now();
     let generator = RegionGenerator::load(&final_dir, Device::Cpu, Kind::Float)?;
     let eval = evaluate(
         config,
@@ -137,11 +142,28 @@ pub fn run_demo(
         2,
         &out.join("samples.png"),
     )?;
+    let eval_seconds = eval_seconds(&out.join("eval"), eval_started.elapsed().as_secs_f64())?;
     let train_seconds = tower.seconds + stages.iter().map(|s| s.seconds).sum::<f64>();
     let mut results = summarise(spec.refiner, eval, tower, stages, train_seconds);
+    results.eval_seconds = eval_seconds;
     results.dialogues = dialogues;
     write_json(&out.join("results.json"), &results)?;
     Ok(results)
+}
+
+/// The evaluation's seconds: those of the run that first finished it (a
+/// rerun only re-reads its answers), recorded in `eval/eval_report.json`
+/// as a stage's are in its report.
+fn eval_seconds(dir: &Path, measured: f64) -> Result<f64, DemoError> {
+    let path = dir.join(EVAL_REPORT);
+    if path.is_file() {
+        let report: serde_json::Value = read_json(&path)?;
+        if let Some(seconds) = report["seconds"].as_f64() {
+            return Ok(seconds);
+        }
+    }
+    write_json(&path, &serde_json::json!({ "seconds": measured }))?;
+    Ok(measured)
 }
 
 /// Renders a world unless a finished one is there (its `summary.json`).

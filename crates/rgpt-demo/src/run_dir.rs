@@ -35,6 +35,7 @@ impl RunDirs {
 pub(crate) const TOWER_WEIGHTS: &str = "vision_tower.safetensors";
 pub(crate) const TOWER_REPORT: &str = "tower_report.json";
 pub(crate) const STAGE_REPORT: &str = "stage_report.json";
+pub(crate) const EVAL_REPORT: &str = "eval_report.json";
 const SETTINGS: &str = "demo_settings.json";
 
 /// A failed read of `path`.

@@ -23,6 +23,9 @@ pub struct DemoResults {
     pub caption_cider: f64,
     /// Tower pre-training and every stage, in seconds of work.
     pub train_seconds: f64,
+    /// Scoring the held-out world and replaying the dialogues, in seconds.
+    #[serde(default)]
+    pub eval_seconds: f64,
     /// `small` / `medium` / `large`: each with `region_cls_acc`, `rec_acc`.
     pub by_size: BTreeMap<String, BTreeMap<String, f64>>,
     pub tower: TowerReport,
@@ -62,6 +65,7 @@ pub(crate) fn summarise(
         rec_acc: number("synth-rec", "accuracy"),
         caption_cider: number("synth-caption", "CIDEr"),
         train_seconds,
+        eval_seconds: 0.0,
         by_size,
         tower,
         stages,
