@@ -10,6 +10,12 @@
 //!   comes at the processed image's resolution (see rgpt-vision's
 //!   `ImageTransform::preprocess_mask`), is resized to the feature grid by
 //!   bilinear interpolation and normalised by its sum plus 1e-8.
+//!   Deliberate differences, both in how the region is rasterised on the
+//!   original image before any of this: boxes rasterise as pycocotools does
+//!   (the same pixels as the reference's `int()`-truncated slice for integer
+//!   corners, a row or column apart for some fractional ones), and the parts
+//!   of a polygon are merged (the reference sums them, so pixels where two
+//!   parts overlap count twice).
 //! - `area` ([`mask_pool`] after `projection.rs`): each cell weighted by the
 //!   fraction of its area the original-image mask covers, so the pooled
 //!   feature is `sum_p w_p z_p / sum_p w_p`. This crate's own way before it
