@@ -451,3 +451,85 @@ pub fn coco_box_ap(
         ar_large: ar(3, top),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ground_truth() -> Vec<GroundTruth> {
+        let box_of = |id, image_id, category_id| GroundTruth {
+            id,
+            image_id,
+            category_id,
+            bbox: [id as f64, 2.0, 10.0, 20.0],
+            area: 200.0,
+            iscrowd: false,
+        };
+        vec![box_of(11, 1, 1), box_of(12, 2, 2)]
+    }
+
+    fn categories() -> BTreeMap<String, u64> {
+        [("person".to_string(), 1), ("car".to_string(), 2)].into()
+    }
+
+    fn file(tag: &str, text: &str) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!(
+            "rgpt-eval-scores-{tag}-{}.jsonl",
+            std::process::id()
+        ));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn each_scored_class_submits_the_ground_truth_box_once() {
+        let path = file(
+            "ok",
+            "{\"annotation_id\": 12, \"scores\": {\"person\": 0.25, \"2\": 0.75}}\n\n",
+        );
+        let detections = read_class_scores(&path, &ground_truth(), &categories()).unwrap();
+        // By class name, in the scores' key order ("2" before "person").
+        assert_eq!(
+            detections,
+            vec![
+                Detection {
+                    image_id: 2,
+                    category_id: 2,
+                    bbox: [12.0, 2.0, 10.0, 20.0],
+                    score: 0.75
+                },
+                Detection {
+                    image_id: 2,
+                    category_id: 1,
+                    bbox: [12.0, 2.0, 10.0, 20.0],
+                    score: 0.25
+                },
+            ]
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn an_unknown_annotation_or_category_is_named_with_its_line() {
+        for (tag, text, expected) in [
+            (
+                "annotation",
+                "{\"annotation_id\": 11, \"scores\": {}}\n{\"annotation_id\": 99, \"scores\": {}}\n",
+                ":2: annotation 99 is not in the ground truth",
+            ),
+            (
+                "category",
+                "{\"annotation_id\": 11, \"scores\": {\"truck\": 1.0}}\n",
+                ":1: unknown category `truck`",
+            ),
+            ("json", "{\"annotation_id\": 11}\n", ":1: malformed scores"),
+        ] {
+            let path = file(tag, text);
+            let err = read_class_scores(&path, &ground_truth(), &categories())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{tag}: {err}");
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}

@@ -133,3 +133,59 @@ pub fn score_answers(
             .map(|&(id, label)| (answer_is_yes(&answers[&id]), label)),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(tag: &str, text: &str) -> std::path::PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("rgpt-eval-pope-{tag}-{}.jsonl", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn answers_are_read_by_question_and_scored_by_the_scripts_rule() {
+        let path = file(
+            "ok",
+            "{\"question_id\": 1, \"text\": \"Yes, there is.\", \"model\": \"x\"}\n\n\
+             {\"question_id\": 2, \"text\": \"No.\"}\n\
+             {\"question_id\": 3, \"text\": \"There is not a dog.\"}\n",
+        );
+        let answers = read_answers(&path).unwrap();
+        assert_eq!(answers.len(), 3);
+        // Labels yes, yes, no: one true positive, one false negative, one
+        // true negative.
+        let scores = score_answers(&[(1, true), (2, true), (3, false)], &answers, &path).unwrap();
+        assert_eq!(
+            (
+                scores.true_positives,
+                scores.false_negatives,
+                scores.true_negatives
+            ),
+            (1, 1, 1)
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_malformed_line_and_a_missing_answer_are_named() {
+        let path = file(
+            "bad",
+            "{\"question_id\": 1, \"text\": \"yes\"}\n{\"id\": 2}\n",
+        );
+        let err = read_answers(&path).unwrap_err().to_string();
+        assert!(err.contains(":2: malformed answer"), "{err}");
+        std::fs::write(&path, "{\"question_id\": 1, \"text\": \"yes\"}\n").unwrap();
+        let answers = read_answers(&path).unwrap();
+        let err = score_answers(&[(1, true), (7, false), (9, true)], &answers, &path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("2 question(s) have no answer") && err.contains("[7, 9]"),
+            "{err}"
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+}

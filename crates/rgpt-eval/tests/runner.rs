@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 use rgpt_data::format::read_all_samples;
 use rgpt_data::synth::{write_world, SynthConfig};
 use rgpt_data::PromptBank;
+use rgpt_eval::caption::MeteorSource;
 use rgpt_eval::items::{items_of, EvalItem, TaskKind};
 use rgpt_eval::predictions::PredictionStore;
 use rgpt_eval::results::{classification_results, markdown, rec_results};
 use rgpt_eval::runner::Evaluator;
+use rgpt_eval::{evaluate_task, TaskOptions};
 use rgpt_llm::Template;
 use rgpt_model::pipeline::RegionGenerator;
 use tch::{Device, Kind};
@@ -117,4 +119,79 @@ fn classification_and_rec_run_resume_and_report() {
     let results = rec_results(&rec, &store, &dir).unwrap();
     assert_eq!(results["questions"].as_u64(), Some(rec.len() as u64));
     assert!((0.0..=1.0).contains(&results["accuracy"].as_f64().unwrap()));
+}
+
+#[test]
+fn evaluate_task_is_the_items_answered_and_scored_and_refuses_another_task() {
+    let dir = world("task");
+    let generator = RegionGenerator::load(
+        &root().join("tests/fixtures/rgpt-tiny"),
+        Device::Cpu,
+        Kind::Float,
+    )
+    .unwrap();
+    let evaluator = Evaluator {
+        generator: &generator,
+        image_root: dir.clone(),
+        batch_size: 4,
+        max_new_tokens: 4,
+        template: Template::VicunaV1,
+    };
+    let shape_file = dir.join("synth-shape.jsonl");
+    let options = TaskOptions {
+        limit: Some(2),
+        classes: Vec::new(),
+        meteor: MeteorSource::Off,
+    };
+    let mut calls = 0;
+    let scored = evaluate_task(
+        &evaluator,
+        &shape_file,
+        TaskKind::Classification,
+        &options,
+        &dir.join("task-shape.jsonl"),
+        &mut |_, _| calls += 1,
+    )
+    .unwrap();
+    assert!(calls > 0, "no progress reported");
+
+    // The same by hand: the first two samples' questions, the closed set of
+    // their answers, answered and scored.
+    let samples = read_all_samples(&shape_file).unwrap();
+    let items: Vec<EvalItem> = samples[..2]
+        .iter()
+        .flat_map(|s| items_of(s).unwrap())
+        .collect();
+    let classes: Vec<String> = items
+        .iter()
+        .map(|i| i.answer.trim().to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut store = PredictionStore::open(&dir.join("by-hand-shape.jsonl")).unwrap();
+    evaluator
+        .answer(&items, &classes, &mut store, &mut |_, _| {})
+        .unwrap();
+    let by_hand = classification_results(&items, &classes, &store, &dir).unwrap();
+    assert_eq!(scored.task, "synth-shape");
+    assert_eq!(scored.questions, items.len());
+    assert_eq!(scored.results, by_hand);
+
+    // A file of another task is refused before any question is answered.
+    let predictions = dir.join("task-rec-as-shape.jsonl");
+    let err = evaluate_task(
+        &evaluator,
+        &dir.join("synth-rec.jsonl"),
+        TaskKind::Classification,
+        &options,
+        &predictions,
+        &mut |_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("`synth-rec` samples") && err.contains("Classification"),
+        "{err}"
+    );
+    assert!(!predictions.exists(), "answered before the check");
 }
