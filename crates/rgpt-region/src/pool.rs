@@ -106,15 +106,7 @@ pub fn mask_pool(
             })
         }
     }
-    for (region, &image) in image_index.iter().enumerate() {
-        if !(0..batch).contains(&image) {
-            return Err(RegionError::ImageIndex {
-                region,
-                image,
-                batch,
-            });
-        }
-    }
+    check_image_index(image_index, batch)?;
     let device = features.device();
     let weights = masks
         .f_to_kind(Kind::Float)?
@@ -290,15 +282,7 @@ pub fn mask_pool_reference(
             indices: regions,
         });
     }
-    for (region, &image) in image_index.iter().enumerate() {
-        if !(0..batch).contains(&image) {
-            return Err(RegionError::ImageIndex {
-                region,
-                image,
-                batch,
-            });
-        }
-    }
+    check_image_index(image_index, batch)?;
     let kind = features.kind();
     let device = features.device();
     let grid = reference_grid_masks(&masks.f_to_device(device)?, height, width)?.f_to_kind(kind)?;
@@ -328,4 +312,20 @@ pub fn mask_pool_reference(
         out = out.f_index_copy(0, &rows, &pooled)?;
     }
     Ok(out)
+}
+
+/// Errors unless every region's image index names an image of the batch.
+fn check_image_index(image_index: &[i64], batch: i64) -> Result<(), RegionError> {
+    match image_index
+        .iter()
+        .enumerate()
+        .find(|(_, image)| !(0..batch).contains(*image))
+    {
+        Some((region, &image)) => Err(RegionError::ImageIndex {
+            region,
+            image,
+            batch,
+        }),
+        None => Ok(()),
+    }
 }
