@@ -1,6 +1,6 @@
 //! Referring-expression comprehension accuracy (paper Table 5): the answer
 //! names a candidate as `Region [k]` (the task-guided template; case and
-//! spacing tolerated, e.g. "region[2]", "Region [ 2 ]."), and is correct
+//! spacing tolerated, e.g. `region[2]`, `Region [ 2 ].`), and is correct
 //! when that candidate's box has IoU >= 0.5 with the ground truth. An
 //! answer without a parseable index, or with one outside the candidates, is
 //! wrong. Candidates are proposals; when none reaches IoU 0.5 with the
