@@ -103,7 +103,7 @@ pub struct TowerStep {
 pub struct TowerReport {
     pub steps: u64,
     pub seconds: f64,
-    /// (attribute, accuracy) in [`HEADS`] order.
+    /// (attribute, accuracy) in the order of the heads (shape, colour, ...).
     pub accuracy: Vec<(String, f64)>,
 }
 
