@@ -184,22 +184,6 @@ fn print_results(results: &DemoResults, targets: Option<DemoTargets>) {
         );
     }
     println!("| evaluation time | {:.0} s | |", results.eval_seconds);
-    println!(
-        "| tower pre-training time | {:.0} s | |",
-        results.tower.seconds
-    );
-    for stage in &results.stages {
-        let shared = if stage.shared_from.is_some() {
-            " (the main run's)"
-        } else {
-            ""
-        };
-        println!(
-            "| `{}` stage time{shared} | {:.0} s | |",
-            stage.name, stage.seconds
-        );
-    }
-    println!("| evaluation time | {:.0} s | |", results.eval_seconds);
     for (size, scores) in &results.by_size {
         let get = |k: &str| scores.get(k).map_or("-".into(), |v| percent(*v));
         println!(
