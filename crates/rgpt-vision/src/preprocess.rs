@@ -25,6 +25,10 @@
 //! pixels but for JPEG may differ from libjpeg-turbo by a unit here and
 //! there; like LLaVA's `Image.open(..).convert("RGB")` it ignores EXIF
 //! orientation and drops alpha without compositing.
+//!
+//! One job, the image processor, in one file: its config, the transform it
+//! records and the mask that follows the image through it are one path
+//! and change together (the resampler itself is `resample.rs`).
 use std::path::{Path, PathBuf};
 
 pub use image::RgbImage;

@@ -18,6 +18,9 @@
 //! rule; [`Lexer::next_match`] does the same. The scanner is `%caseless`,
 //! which in JFlex affects literal text but not character classes: literals are
 //! wrapped in `(?i:...)` here and classes are left case-sensitive.
+//!
+//! One file, though long: the rule table is one ordered list whose order
+//! decides ties, and it reads best beside the flex source in one piece.
 
 use std::collections::HashMap;
 
