@@ -178,8 +178,7 @@ impl<'g> RegionChat<'g> {
             pooled => Tensor::f_cat(pooled, 0)?,
         };
         let count = self.pooled.len() as i64;
-        let mut embedded = model.embed_regions(&pooled, &[count])?;
-        Ok(embedded.per_prompt.remove(0))
+        model.embed_regions(&pooled, &[count])?.prompt(0)
     }
 
     /// Every region added so far.

@@ -122,11 +122,8 @@ impl RegionGpt {
         let images = self.embed_image_tokens(&tokens);
         let counts: Vec<i64> = prompts.iter().map(|p| p.regions.len() as i64).collect();
         let regions = self.embed_regions(&pooled, &counts)?;
-        regions
-            .per_prompt
-            .into_iter()
-            .enumerate()
-            .map(|(i, regions)| Ok((images.f_get(i as i64)?, regions)))
+        (0..regions.len())
+            .map(|i| Ok((images.f_get(i as i64)?, regions.prompt(i)?)))
             .collect()
     }
 

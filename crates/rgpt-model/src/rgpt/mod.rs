@@ -52,14 +52,44 @@ pub struct RegionGpt {
     template: Template,
 }
 
-/// Regions as the LLM reads them ([`RegionGpt::embed_regions`]).
+/// Regions as the LLM reads them ([`RegionGpt::embed_regions`]): the
+/// connector's output for every prompt's regions, each prompt's numbered
+/// when it is taken ([`RegionEmbeddings::prompt`]), so that a training
+/// batch builds each prompt's graph in its turn, as it always has (the
+/// order in which gradients reach the shared word embeddings is kept, and
+/// with it a run's numbers to the last digit).
 #[derive(Debug)]
-pub struct RegionEmbeddings {
+pub struct RegionEmbeddings<'m> {
+    model: &'m RegionGpt,
     /// [regions, hidden]: the connector's output, every prompt's regions in
     /// order (what the region alignment of training measures).
     pub projected: Tensor,
-    /// Per prompt, [its regions, hidden]: what takes each `<region>`'s place.
-    pub per_prompt: Vec<Tensor>,
+    /// Per prompt, its first row in `projected` and its count.
+    spans: Vec<(i64, i64)>,
+}
+
+impl RegionEmbeddings<'_> {
+    /// How many prompts.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Prompt `p`'s regions [count, hidden], what takes each of its
+    /// `<region>`s' place.
+    pub fn prompt(&self, p: usize) -> Result<Tensor, ModelError> {
+        let (start, count) = *self.spans.get(p).ok_or_else(|| {
+            rgpt_llm::LlmError::InvalidRequest(format!(
+                "prompt {p} of a batch of {}",
+                self.spans.len()
+            ))
+        })?;
+        self.model
+            .number_regions(self.projected.f_narrow(0, start, count)?)
+    }
 }
 
 /// How original-image pixels land on a `grid_w` x `grid_h` feature grid.
@@ -226,7 +256,7 @@ impl RegionGpt {
         &self,
         pooled: &Tensor,
         counts: &[i64],
-    ) -> Result<RegionEmbeddings, ModelError> {
+    ) -> Result<RegionEmbeddings<'_>, ModelError> {
         let total: i64 = counts.iter().sum();
         if total != pooled.size()[0] {
             return Err(rgpt_llm::LlmError::InvalidRequest(format!(
@@ -236,15 +266,15 @@ impl RegionGpt {
             .into());
         }
         let projected = self.llava.connector.forward(pooled);
-        let mut per_prompt = Vec::with_capacity(counts.len());
-        let mut start = 0;
-        for &count in counts {
-            per_prompt.push(self.number_regions(projected.f_narrow(0, start, count)?)?);
-            start += count;
-        }
+        let starts = counts.iter().scan(0, |next, &count| {
+            let start = *next;
+            *next += count;
+            Some((start, count))
+        });
         Ok(RegionEmbeddings {
+            model: self,
             projected,
-            per_prompt,
+            spans: starts.collect(),
         })
     }
 }

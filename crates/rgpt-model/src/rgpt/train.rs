@@ -112,7 +112,7 @@ impl RegionGpt {
         for example in examples {
             let (images, regions) = match (&example.image, &image_embeds, &region_embeds) {
                 (Some(_), Some(tokens), Some(embedded)) => {
-                    let regions = embedded.per_prompt[next_image as usize].shallow_clone();
+                    let regions = embedded.prompt(next_image as usize)?;
                     let image = tokens.f_get(next_image)?;
                     next_image += 1;
                     (vec![image], regions)
