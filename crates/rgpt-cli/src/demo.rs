@@ -13,10 +13,10 @@ pub struct DemoArgs {
     /// Where everything goes (world, checkpoints, model, results.json).
     #[arg(long, default_value = "runs/demo")]
     out: PathBuf,
-    /// The demo's settings.
-    #[arg(long, default_value = "configs/demo-tiny.yaml")]
-    config: PathBuf,
-    /// A smaller, faster run (configs/demo-quick.yaml), for smoke tests.
+    /// The demo's settings (default: configs/demo-tiny.yaml, built in).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A smaller, faster run (configs/demo-quick.yaml, built in), for smoke tests.
     #[arg(long, conflicts_with = "config")]
     quick: bool,
     /// Also train with refiner `none` and `bilinear4` and compare by region
@@ -249,13 +249,11 @@ fn print_ablation(runs: &[DemoResults]) {
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let config_path = if args.quick {
-        PathBuf::from("configs/demo-quick.yaml")
-    } else {
-        args.config.clone()
+    let config = match &args.config {
+        Some(path) => DemoConfig::from_file(path)
+            .with_context(|| format!("while reading the demo config {}", path.display()))?,
+        None => DemoConfig::builtin(args.quick)?,
     };
-    let config = DemoConfig::from_file(&config_path)
-        .with_context(|| format!("while reading the demo config {}", config_path.display()))?;
     let prompts = crate::data::prompts(args.prompts.as_deref())?;
     let curve = args.curve_every.map(|every| CurveOptions {
         every: every.max(1),

@@ -59,7 +59,16 @@ fn the_quick_demo_learns_and_leaves_a_usable_model() {
     let _ = std::fs::remove_dir_all(&dir);
     let run = dir.join("run");
     let run_arg = run.to_str().unwrap();
-    let stdout = ok(&rgpt(&["demo", "--quick", "--out", run_arg]));
+    // Run from a directory outside the repository: the configs and
+    // prompts are built into the binary.
+    let elsewhere = dir.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rgpt"))
+        .current_dir(&elsewhere)
+        .args(["demo", "--quick", "--out", run_arg])
+        .output()
+        .unwrap();
+    let stdout = ok(&out);
     assert!(stdout.contains("held-out results"), "{stdout}");
     assert!(stdout.contains("RGPT:"), "no dialogue printed: {stdout}");
     // The closing table gives each phase's wall time.

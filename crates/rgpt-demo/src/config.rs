@@ -102,13 +102,38 @@ pub struct DemoEval {
     pub max_new_tokens: usize,
 }
 
+/// `configs/demo-tiny.yaml` and `configs/demo-quick.yaml`, built into the
+/// binary so `rgpt demo` runs from any directory.
+const BUILTIN: [(&str, &str); 2] = [
+    (
+        "configs/demo-tiny.yaml",
+        include_str!("../../../configs/demo-tiny.yaml"),
+    ),
+    (
+        "configs/demo-quick.yaml",
+        include_str!("../../../configs/demo-quick.yaml"),
+    ),
+];
+
 impl DemoConfig {
     pub fn from_file(path: &Path) -> Result<Self, DemoError> {
         let text = std::fs::read_to_string(path).map_err(|source| DemoError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        let config: DemoConfig = serde_yaml::from_str(&text).map_err(|e| DemoError::Config {
+        Self::from_yaml(&text, path)
+    }
+
+    /// The committed demo config (`quick`: the smaller one), as built into
+    /// the binary.
+    pub fn builtin(quick: bool) -> Result<Self, DemoError> {
+        let (name, text) = BUILTIN[usize::from(quick)];
+        Self::from_yaml(text, Path::new(name))
+    }
+
+    /// Parses and checks a config; `path` names it in errors.
+    fn from_yaml(text: &str, path: &Path) -> Result<Self, DemoError> {
+        let config: DemoConfig = serde_yaml::from_str(text).map_err(|e| DemoError::Config {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
