@@ -1,7 +1,8 @@
 //! `rgpt chat` driven through its stdin as a user would type: regions are
 //! added with `/region`, answers stream after each question, mistakes get
 //! one `error:` line and the session goes on, `/quit` ends it.
-use std::io::Write;
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -12,26 +13,11 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn chat(script: &str) -> (bool, String, String) {
-    let model = fixture("rgpt-tiny");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rgpt"))
-        .arg("chat")
-        .arg("--model")
-        .arg(&model)
-        .arg("--image")
-        .arg(model.join("image.png"))
-        .args(["--max-new-tokens", "4", "--ignore-eos"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("rgpt runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::chat(
+        &fixture("rgpt-tiny"),
+        &["--max-new-tokens", "4", "--ignore-eos"],
+        script,
+    );
     (
         out.status.success(),
         String::from_utf8(out.stdout).unwrap(),

@@ -6,9 +6,7 @@
 //! un-numbered regions, and no test saw it because the fixture numbers none.
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use rgpt_data::format::Region;
 use rgpt_eval::items::{EvalItem, TaskKind};
@@ -263,7 +261,7 @@ fn numbered_regions_are_the_same_through_every_caller() {
         .map(|v| v.as_i64().unwrap())
         .collect();
     assert_eq!(ids, answer.output.token_ids, "rgpt generate");
-    let printed = chat_binary(
+    let printed = chat_stdout(
         &dir,
         &format!(
             "/region {}\n/region {}\n{QUESTION}\n/quit\n",
@@ -333,31 +331,12 @@ fn chat_numbers_regions_across_turns_and_refuses_more_than_it_numbers() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// `rgpt chat` with `script` on its stdin; its stdout.
-fn chat_binary(model: &Path, script: &str) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rgpt"))
-        .arg("chat")
-        .arg("--model")
-        .arg(model)
-        .arg("--image")
-        .arg(model.join("image.png"))
-        .args(["--max-new-tokens", &NEW_TOKENS.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("rgpt runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+/// What `rgpt chat` prints with `script` on its stdin.
+fn chat_stdout(model: &Path, script: &str) -> String {
+    let out = common::chat(
+        model,
+        &["--max-new-tokens", &NEW_TOKENS.to_string()],
+        script,
     );
-    String::from_utf8(out.stdout).unwrap()
+    common::ok(&out)
 }

@@ -1,8 +1,10 @@
 //! Running the `rgpt` binary from the workspace root, for the CLI tests.
 #![allow(dead_code)] // each test file uses a different subset
 
+use std::io::Write;
+use std::path::Path;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 /// The workspace root, where fixture paths in the tests start.
 pub fn root() -> PathBuf {
@@ -26,4 +28,28 @@ pub fn ok(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout.clone()).expect("stdout is UTF-8")
+}
+
+/// Runs `rgpt chat --model MODEL --image MODEL/image.png ARGS...` with
+/// `script` typed on its stdin.
+pub fn chat(model: &Path, args: &[&str], script: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rgpt"))
+        .arg("chat")
+        .arg("--model")
+        .arg(model)
+        .arg("--image")
+        .arg(model.join("image.png"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rgpt runs");
+    child
+        .stdin
+        .take()
+        .expect("a piped stdin")
+        .write_all(script.as_bytes())
+        .expect("rgpt reads its stdin");
+    child.wait_with_output().expect("rgpt ends")
 }
