@@ -17,7 +17,7 @@ use rgpt_eval::pope::{read_answers, score_answers};
 use rgpt_eval::results::markdown;
 use rgpt_eval::runner::Evaluator;
 use rgpt_eval::{evaluate_task, TaskKind, TaskOptions};
-use rgpt_model::pipeline::RegionGenerator;
+use rgpt_model::chat::RegionGenerator;
 
 use crate::runtime::RuntimeArgs;
 

@@ -15,7 +15,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use rgpt_llm::generation::{GenerationConfig, Sampling};
 use rgpt_llm::{Template, TextGenerator};
-use rgpt_model::pipeline::{RegionChat, RegionGenerator};
+use rgpt_model::chat::{RegionChat, RegionGenerator};
 use rgpt_model::rgpt::RegionGpt;
 use rgpt_model::ModelError;
 use rgpt_region::RegionSpec;

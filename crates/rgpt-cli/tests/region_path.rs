@@ -14,7 +14,7 @@ use rgpt_eval::predictions::PredictionStore;
 use rgpt_eval::runner::Evaluator;
 use rgpt_llm::generation::GenerationConfig;
 use rgpt_llm::{Completion, Conversation, Role};
-use rgpt_model::pipeline::{RegionChat, RegionGenerator};
+use rgpt_model::chat::{RegionChat, RegionGenerator};
 use rgpt_model::rgpt::{ExampleImage, RegionPrompt, TrainingExample};
 use rgpt_model::splice::{segments_from_labelled_ids, IGNORE_INDEX};
 use rgpt_region::RegionSpec;

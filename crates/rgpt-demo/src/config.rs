@@ -6,9 +6,9 @@ use std::path::Path;
 
 use rgpt_data::synth::text::TEXT_TASKS;
 use rgpt_data::synth::SynthConfig;
-use rgpt_train::parts::Stage;
+use rgpt_train::freeze::Stage;
 use rgpt_train::schedule::Schedule;
-use rgpt_train::tiny::TinySpec;
+use rgpt_train::scratch::TinySpec;
 use serde::{Deserialize, Serialize};
 
 use crate::tower_pretrain::TowerPretrainConfig;
@@ -289,7 +289,10 @@ mod tests {
     fn a_words_tokenizer_with_split_punctuation_is_refused_before_any_work() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/demo-tiny.yaml");
         let full = DemoConfig::from_file(&path).unwrap();
-        assert_eq!(full.model.tokenizer, rgpt_train::tiny::TokenizerKind::Words);
+        assert_eq!(
+            full.model.tokenizer,
+            rgpt_train::scratch::TokenizerKind::Words
+        );
         let mut both = full.clone();
         both.model.split_punctuation = true;
         let err = both.validate().unwrap_err().to_string();

@@ -9,7 +9,7 @@ use rgpt_data::synth::ShapeKind;
 use rgpt_eval::caption::MeteorSource;
 use rgpt_eval::runner::Evaluator;
 use rgpt_eval::{evaluate_task, TaskKind, TaskOptions};
-use rgpt_model::pipeline::RegionGenerator;
+use rgpt_model::chat::RegionGenerator;
 use serde_json::Value;
 
 use crate::run_dir::{write_error, write_json};

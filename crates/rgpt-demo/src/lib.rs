@@ -19,8 +19,8 @@ use std::time::Instant;
 
 use rgpt_data::prompts::PromptBank;
 use rgpt_data::synth::{write_world, SynthConfig};
-use rgpt_model::pipeline::RegionGenerator;
-use rgpt_train::tiny::TinySpec;
+use rgpt_model::chat::RegionGenerator;
+use rgpt_train::scratch::TinySpec;
 use rgpt_train::trainer::StepMetrics;
 use rgpt_vision::refiner::RefinerKind;
 use tch::{Device, Kind};

@@ -8,7 +8,7 @@ use std::path::Path;
 use image::{Rgb, RgbImage};
 use rgpt_data::format::{read_samples, Sample, Speaker, REGION_TOKEN};
 use rgpt_data::synth::write::task_file;
-use rgpt_model::pipeline::{RegionChat, RegionGenerator};
+use rgpt_model::chat::{RegionChat, RegionGenerator};
 use rgpt_region::rasterize;
 use serde::{Deserialize, Serialize};
 

@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use rgpt_data::synth::write::{task_file, text_task_file};
 use rgpt_llm::Tokenizer;
-use rgpt_model::pipeline::RegionGenerator;
+use rgpt_model::chat::RegionGenerator;
 use rgpt_train::config::{DataConfig, DataFile, ModelSource, TrainConfig, TrainDtype};
-use rgpt_train::parts::Part;
-use rgpt_train::tiny::TinySpec;
+use rgpt_train::freeze::Part;
+use rgpt_train::scratch::TinySpec;
 use rgpt_train::trainer::Trainer;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -259,7 +259,7 @@ fn last_metric(metrics: &Path, key: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rgpt_train::parts::Stage;
+    use rgpt_train::freeze::Stage;
 
     #[test]
     fn an_ablation_shares_only_the_leading_text_stages_that_train_only_the_llm() {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use rgpt_data::synth::text::TEXT_TASKS;
 use rgpt_data::synth::write::{task_file, text_task_file};
 use rgpt_llm::Tokenizer;
-use rgpt_train::tiny::{build_tiny_with_tokenizer, train_tokenizer, TinySpec};
+use rgpt_train::scratch::{build_tiny_with_tokenizer, train_tokenizer, TinySpec};
 use tch::Tensor;
 
 use crate::run_dir::{read_json, write_error, write_json, RunDirs, TOWER_REPORT, TOWER_WEIGHTS};

@@ -18,8 +18,8 @@ use rgpt_vision::refiner::tokens_to_map;
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Kind, Tensor};
 
+use rgpt_train::freeze::{set_trainable, Part};
 use rgpt_train::optimizer::{AdamW, AdamWConfig};
-use rgpt_train::parts::{set_trainable, Part};
 use rgpt_train::schedule::cosine_with_warmup;
 use rgpt_train::TrainError;
 

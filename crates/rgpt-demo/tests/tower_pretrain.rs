@@ -5,7 +5,7 @@ mod common;
 
 use rgpt_data::synth::{SynthConfig, SynthWorld};
 use rgpt_demo::tower_pretrain::{pretrain_tower, TowerPretrainConfig};
-use rgpt_train::tiny::build_tiny;
+use rgpt_train::scratch::build_tiny;
 
 use common::{small_tiny_spec as spec, snapshot};
 

@@ -14,7 +14,7 @@ use rgpt_eval::results::{classification_results, markdown, rec_results};
 use rgpt_eval::runner::Evaluator;
 use rgpt_eval::{evaluate_task, TaskOptions};
 use rgpt_llm::Template;
-use rgpt_model::pipeline::RegionGenerator;
+use rgpt_model::chat::RegionGenerator;
 use tch::{Device, Kind};
 
 fn root() -> PathBuf {

@@ -3,10 +3,10 @@
 //! replaces `<image>` with image tokens and each `<region>` placeholder with its
 //! region embedding, and the checkpoint layout of a full RGPT model.
 
+pub mod chat;
 mod error;
 pub mod llava;
 pub mod loss;
-pub mod pipeline;
 pub mod prompt;
 pub mod prompt_ids;
 pub mod rgpt;

@@ -22,7 +22,7 @@
 //! (`architectures`, `model_type`) or, failing that, from the weights'
 //! layout; a `"prompt_tokenization"` field in `config.json`
 //! (`"processor"` or `"tokenizer_image_token"`) overrides it, and
-//! [`crate::pipeline::RegionGenerator::prompt_tokenization`] may be set by
+//! [`crate::chat::RegionGenerator::prompt_tokenization`] may be set by
 //! a caller.
 use std::ops::Range;
 use std::path::Path;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use rgpt_llm::generation::GenerationConfig;
 use rgpt_llm::{Conversation, Role, Template};
-use rgpt_model::pipeline::{RegionChat, RegionGenerator};
+use rgpt_model::chat::{RegionChat, RegionGenerator};
 use rgpt_model::rgpt::RegionPrompt;
 use rgpt_region::RegionSpec;
 use rgpt_vision::preprocess::{load_image, RgbImage};

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use rgpt_llm::generation::GenerationConfig;
 use rgpt_llm::{Conversation, Template, Tokenizer};
+use rgpt_model::chat::{RegionChat, RegionGenerator};
 use rgpt_model::llava::Llava;
-use rgpt_model::pipeline::{RegionChat, RegionGenerator};
 use rgpt_model::prompt_ids::{prompt_ids, PromptTokenization};
 use rgpt_region::RegionSpec;
 use rgpt_vision::preprocess::load_image;

@@ -45,7 +45,7 @@ fn threads() -> i32 {
         .unwrap_or(2)
 }
 
-/// The demo's LLaMA, as `tiny.rs` configures and initialises it.
+/// The demo's LLaMA, as `scratch.rs` configures and initialises it.
 fn tiny_llama() -> (Llama, nn::VarStore) {
     let config: LlamaConfig = serde_json::from_value(serde_json::json!({
         "model_type": "llama", "hidden_size": 256, "intermediate_size": 688,
@@ -57,7 +57,7 @@ fn tiny_llama() -> (Llama, nn::VarStore) {
     .expect("valid config");
     let vs = nn::VarStore::new(Device::Cpu);
     let model = Llama::new(&vs.root(), &config).expect("model builds");
-    rgpt_train::tiny::initialise(&vs);
+    rgpt_train::scratch::initialise(&vs);
     (model, vs)
 }
 

@@ -7,8 +7,8 @@ use rgpt_llm::{LlmError, LoraConfig};
 use serde::{Deserialize, Serialize};
 use tch::{Cuda, Device, Kind};
 
+use crate::freeze::{Part, Stage};
 use crate::optimizer::AdamWConfig;
-use crate::parts::{Part, Stage};
 use crate::schedule::Schedule;
 use crate::TrainError;
 
@@ -161,7 +161,7 @@ pub enum ModelSource {
     Pretrained(PathBuf),
     /// A small RGPT trained from nothing, with a tokenizer trained on the
     /// run's data (for machines without pretrained weights: the demo).
-    Tiny(crate::tiny::TinySpec),
+    Tiny(crate::scratch::TinySpec),
     /// A fresh RGPT from a CLIP/SigLIP directory and a LLaMA directory.
     Compose {
         vision: PathBuf,

@@ -5,16 +5,16 @@
 
 pub mod config;
 mod error;
+pub mod freeze;
 pub mod loader;
 pub mod memory;
 pub mod metrics;
 pub mod optimizer;
-pub mod parts;
 pub mod plot;
 pub mod run_dir;
 pub mod schedule;
+pub mod scratch;
 pub mod step;
-pub mod tiny;
 pub mod trainer;
 
 pub use error::TrainError;

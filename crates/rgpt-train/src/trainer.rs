@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::{ModelSource, TrainConfig};
+use crate::freeze::{set_trainable, set_trainable_with_lora};
 use crate::loader::{Loader, LoaderConfig, PromptFormat};
 use crate::optimizer::AdamW;
-use crate::parts::{set_trainable, set_trainable_with_lora};
 use crate::step::{accumulate_gradients, without_region_targets};
 use crate::TrainError;
 use rgpt_model::prompt_ids::PromptTokenization;
@@ -107,7 +107,7 @@ impl Trainer {
             ModelSource::Tiny(spec) => {
                 let files: Vec<&Path> =
                     config.data.files.iter().map(|f| f.path.as_path()).collect();
-                let (model, vs, trained, preprocessor) = crate::tiny::build_tiny(spec, &files)?;
+                let (model, vs, trained, preprocessor) = crate::scratch::build_tiny(spec, &files)?;
                 // The run's own preprocessing and tokenizer, kept so a
                 // resumed run reads exactly what the first one did.
                 let source = config.output_dir.join("source");

@@ -12,7 +12,7 @@ use rgpt_model::prompt::{conversation_segments, Placeholders};
 use rgpt_model::rgpt::{ExampleImage, RegionGpt, TrainingExample};
 use rgpt_region::RegionSpec;
 use rgpt_train::config::TrainConfig;
-use rgpt_train::parts::Part;
+use rgpt_train::freeze::Part;
 use rgpt_train::trainer::Trainer;
 use rgpt_vision::preprocess::{load_image, PreprocessorConfig};
 use tch::{Device, Kind, Tensor};

@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use rgpt_train::tiny::build_tiny;
+use rgpt_train::scratch::build_tiny;
 use tch::Tensor;
 
 use common::{small_tiny_spec, snapshot};

@@ -3,7 +3,7 @@
 //! refuses `split_punctuation`, which only the BPE reads.
 mod common;
 
-use rgpt_train::tiny::{train_tokenizer, TinySpec, TokenizerKind};
+use rgpt_train::scratch::{train_tokenizer, TinySpec, TokenizerKind};
 
 const SAMPLE: &str = r#"{"id":"rec/0","image":"images/0.png","width":64,"height":64,"regions":[{"box":[1.0,1.0,9.0,9.0]},{"box":[20.0,20.0,30.0,30.0]}],"conversations":[{"from":"human","value":"<image>\nFrom the provided masks denoted by <region> and <region>, which one fits \"the red circle\"?"},{"from":"gpt","value":"Region [2]."}]}"#;
 

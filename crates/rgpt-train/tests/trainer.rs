@@ -308,7 +308,7 @@ fn a_tiny_model_trains_from_scratch_on_the_synthetic_world() {
     assert!(losses[9] < losses[0] * 0.8, "{losses:?}");
     let model = trainer.save_model().unwrap();
     let generator =
-        rgpt_model::pipeline::RegionGenerator::load(&model, tch::Device::Cpu, tch::Kind::Float)
+        rgpt_model::chat::RegionGenerator::load(&model, tch::Device::Cpu, tch::Kind::Float)
             .unwrap();
     let image = rgpt_vision::preprocess::load_image(dir.join("world/images/000000.png")).unwrap();
     let region: rgpt_region::RegionSpec = "box:0,0,32,32".parse().unwrap();
@@ -394,7 +394,7 @@ fn numbered_regions_take_the_tokenizers_number_tokens() {
             .unwrap();
         tokenizer
     };
-    let spec = rgpt_train::tiny::TinySpec {
+    let spec = rgpt_train::scratch::TinySpec {
         number_regions: true,
         ..common::small_tiny_spec()
     };
@@ -404,26 +404,27 @@ fn numbered_regions_take_the_tokenizers_number_tokens() {
     tokenizer
         .add_special_tokens(&["\u{2581}[1", "\u{2581}[2", "\u{2581}[3"])
         .unwrap();
-    let (model, _vs, _) = rgpt_train::tiny::build_tiny_with_tokenizer(&spec, &tokenizer).unwrap();
+    let (model, _vs, _) =
+        rgpt_train::scratch::build_tiny_with_tokenizer(&spec, &tokenizer).unwrap();
     let expected: Vec<i64> = (1..=3)
         .map(|k| tokenizer.token_to_id(&format!("\u{2581}[{k}")).unwrap())
         .collect();
     assert_eq!(model.section.extensions.region_index_tokens, expected);
     // Off, the regions carry no number.
     let (plain, _vs, _) =
-        rgpt_train::tiny::build_tiny_with_tokenizer(&common::small_tiny_spec(), &tokenizer)
+        rgpt_train::scratch::build_tiny_with_tokenizer(&common::small_tiny_spec(), &tokenizer)
             .unwrap();
     assert!(plain.section.extensions.region_index_tokens.is_empty());
     // A tokenizer that splits punctuation off writes `[`, `2`, `]`: the
     // bare numbers number the regions.
     let mut split = bare();
     split.add_special_tokens(&["1", "2"]).unwrap();
-    let (model, _vs, _) = rgpt_train::tiny::build_tiny_with_tokenizer(&spec, &split).unwrap();
+    let (model, _vs, _) = rgpt_train::scratch::build_tiny_with_tokenizer(&spec, &split).unwrap();
     let expected: Vec<i64> = ["1", "2"].map(|k| split.token_to_id(k).unwrap()).to_vec();
     assert_eq!(model.section.extensions.region_index_tokens, expected);
 
     // A tokenizer without `▁[1` or `1` cannot number regions.
-    let err = match rgpt_train::tiny::build_tiny_with_tokenizer(&spec, &bare()) {
+    let err = match rgpt_train::scratch::build_tiny_with_tokenizer(&spec, &bare()) {
         Ok(_) => panic!("numbering needs the number tokens"),
         Err(e) => e.to_string(),
     };

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use rgpt_train::tiny::TinySpec;
+use rgpt_train::scratch::TinySpec;
 use tch::Tensor;
 
 /// A from-scratch model small enough to build and train in a test.

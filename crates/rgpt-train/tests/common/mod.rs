@@ -10,7 +10,7 @@ use rgpt_data::builders::classification::{build_classification, ClassificationOp
 use rgpt_data::format::write_samples;
 use rgpt_data::readers::coco::CocoDataset;
 use rgpt_data::PromptBank;
-use rgpt_train::tiny::TinySpec;
+use rgpt_train::scratch::TinySpec;
 use tch::Tensor;
 
 pub fn root() -> PathBuf {
