@@ -4,7 +4,8 @@
 # paper's two stages), scores it on held-out images and prints the table
 # and a few dialogues; everything lands in runs/demo (results.json,
 # samples.png, the model). 11 to 19 minutes on 2 CPU cores, depending on
-# the machine (docs/demo.md); rerunning resumes. Extra arguments go to `rgpt demo` (e.g. --quick, --ablation).
+# the machine (docs/demo.md); rerunning resumes. Extra arguments go to
+# `rgpt demo` (e.g. --quick, --ablation).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
