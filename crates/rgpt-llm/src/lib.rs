@@ -13,6 +13,7 @@ pub mod generation;
 pub mod kv_cache;
 pub mod llama;
 pub mod lora;
+pub mod packing;
 pub mod pipeline;
 mod rope;
 pub mod scoring;
@@ -28,6 +29,7 @@ pub use generation::{
 pub use kv_cache::KvCache;
 pub use llama::Llama;
 pub use lora::LoraConfig;
+pub use packing::Packing;
 pub use pipeline::{stream_completion, Completion, TextGenerator};
 pub use rgpt_weights::LoadProgress;
 pub use tokenizer::{StreamDecoder, Tokenizer};

@@ -16,8 +16,9 @@ use tch::nn::Init;
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::LlamaConfig;
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{KvCache, StepLayout};
 use crate::lora::{LoraAdapter, LoraConfig};
+use crate::packing::Packing;
 use crate::rope::{apply_rotary, RotaryEmbedding};
 use crate::LlmError;
 
@@ -118,7 +119,13 @@ impl Attention {
         }
     }
 
-    fn forward(&self, x: &Tensor, step: &Step, layer: usize, cache: &mut KvCache) -> Tensor {
+    fn forward(
+        &self,
+        x: &Tensor,
+        step: &Step,
+        layer: usize,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor {
         let (b, t, _) = x.size3().expect("hidden states are [batch, seq, hidden]");
         // [batch, heads, seq, head_dim]
         let heads = |y: Tensor, n: i64| y.view([b, t, n, self.head_dim]).transpose(1, 2);
@@ -127,7 +134,10 @@ impl Attention {
         let v = heads(self.v_proj.forward(x), self.num_kv_heads);
         let q = apply_rotary(&q, &step.cos, &step.sin);
         let k = apply_rotary(&k, &step.cos, &step.sin);
-        let (k, v) = cache.update(layer, step.layout.start, &k, &v);
+        let (k, v) = match cache {
+            Some(cache) => cache.update(layer, step.layout.start, &k, &v),
+            None => (k, v),
+        };
         let gqa = self.num_heads != self.num_kv_heads;
         let out = Tensor::scaled_dot_product_attention(
             &q,
@@ -238,7 +248,13 @@ impl DecoderLayer {
         ]
     }
 
-    fn forward(&self, x: &Tensor, step: &Step, layer: usize, cache: &mut KvCache) -> Tensor {
+    fn forward(
+        &self,
+        x: &Tensor,
+        step: &Step,
+        layer: usize,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor {
         let h = x + self
             .self_attn
             .forward(&self.input_layernorm.forward(x), step, layer, cache);
@@ -248,7 +264,7 @@ impl DecoderLayer {
 
 /// Per-forward state shared by all layers.
 struct Step {
-    layout: crate::kv_cache::StepLayout,
+    layout: StepLayout,
     cos: Tensor,
     sin: Tensor,
 }
@@ -500,9 +516,42 @@ impl Llama {
         let step = Step { layout, cos, sin };
         let mut x = embeds.shallow_clone();
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x, &step, i, cache);
+            x = layer.forward(&x, &step, i, Some(&mut *cache));
         }
         cache.commit(t);
+        Ok(self.norm.forward(&x))
+    }
+
+    /// Runs the decoder once over `embeds` [rows, row_len, hidden] that
+    /// hold several sequences per row as `packing` placed them
+    /// ([`Packing::pack`]), without a cache: for training. Returns the
+    /// final-normed hidden states in the same packed layout
+    /// ([`Packing::unpack`] turns them into one row per sequence).
+    pub fn forward_packed(&self, embeds: &Tensor, packing: &Packing) -> Result<Tensor, LlmError> {
+        let (rows, row_len, h) = embeds.size3()?;
+        if h != self.config.hidden_size as i64
+            || rows != packing.rows as i64
+            || row_len != packing.row_len as i64
+        {
+            return Err(LlmError::InvalidRequest(format!(
+                "embeddings of shape [{rows}, {row_len}, {h}] do not fit a packing of {} rows \
+                 of {} with hidden size {}",
+                packing.rows, packing.row_len, self.config.hidden_size
+            )));
+        }
+        let device = embeds.device();
+        let layout = StepLayout {
+            start: 0,
+            position_ids: packing.position_ids(device),
+            attn_mask: Some(packing.attention_mask(device)),
+            is_causal: false,
+        };
+        let (cos, sin) = self.rotary.cos_sin(&layout.position_ids, embeds.kind());
+        let step = Step { layout, cos, sin };
+        let mut x = embeds.shallow_clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(&x, &step, i, None);
+        }
         Ok(self.norm.forward(&x))
     }
 

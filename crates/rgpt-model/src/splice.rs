@@ -198,6 +198,19 @@ pub fn splice(
     })
 }
 
+/// [batch, longest] i64: each prompt's labels, right-padded with
+/// IGNORE_INDEX (what [`pad_batch`] gives, without the embeddings).
+pub fn pad_labels(prompts: &[SplicedPrompt], device: tch::Device) -> Tensor {
+    let longest = prompts.iter().map(|p| p.labels.len()).max().unwrap_or(0);
+    let mut labels = vec![IGNORE_INDEX; prompts.len() * longest];
+    for (row, prompt) in labels.chunks_mut(longest.max(1)).zip(prompts) {
+        row[..prompt.labels.len()].copy_from_slice(&prompt.labels);
+    }
+    Tensor::from_slice(&labels)
+        .view([prompts.len() as i64, longest as i64])
+        .to_device(device)
+}
+
 /// A batch of spliced prompts, padded to one length.
 #[derive(Debug)]
 pub struct PaddedBatch {

@@ -1,13 +1,14 @@
 //! The training forward (paper Sec. 4): a batch of examples through tower,
-//! refiner, pooling and connector at once, spliced, right-padded, and
+//! refiner, pooling and connector at once, spliced, packed into rows, and
 //! next-token cross-entropy on the answer tokens only.
+use rgpt_llm::Packing;
 use rgpt_region::RegionSpec;
 use rgpt_vision::preprocess::ImageTransform;
 use tch::Tensor;
 
 use super::RegionGpt;
 use crate::loss::causal_lm_loss_from_hidden;
-use crate::splice::{pad_batch, splice, Segment};
+use crate::splice::{pad_labels, splice, Segment};
 use crate::ModelError;
 
 /// One training example: a conversation split into labelled segments
@@ -63,7 +64,7 @@ impl RegionGpt {
     /// The training forward (paper Sec. 4): every example's image goes
     /// through tower, refiner and connector in one batch, its regions are
     /// pooled and projected, the splice builds each sequence, sequences are
-    /// right-padded, and the loss is next-token cross-entropy on the answer
+    /// packed into rows (each still seeing only itself), and the loss is next-token cross-entropy on the answer
     /// tokens only. Gradients reach whatever `vs` leaves trainable.
     pub fn forward_train(
         &self,
@@ -132,20 +133,20 @@ impl RegionGpt {
             };
             spliced.push(splice(example.segments, &embed, &images, &regions)?);
         }
-        let batch = pad_batch(&spliced, false)?;
-        let (size, seq, _) = batch.embeds.size3()?;
-        let mut cache = self.llava.llm.new_cache(size, seq);
-        let hidden = self
-            .llava
-            .llm
-            .forward_embeds(&batch.embeds, Some(&batch.mask), &mut cache)?;
+        // Packed, not padded: the same result at every real position
+        // without the padding's work (rgpt_llm::packing).
         let llm = &self.llava.llm;
-        let (loss, target_tokens) =
-            causal_lm_loss_from_hidden(&hidden, &batch.labels, |h| llm.logits(h));
+        let lengths: Vec<usize> = spliced.iter().map(|p| p.labels.len()).collect();
+        let packing = Packing::plan(&lengths, llm.config())?;
+        let embeds: Vec<Tensor> = spliced.iter().map(|p| p.embeds.shallow_clone()).collect();
+        let packed = llm.forward_packed(&packing.pack(&embeds)?, &packing)?;
+        let hidden = packing.unpack(&packed)?;
+        let labels = pad_labels(&spliced, llm.device());
+        let (loss, target_tokens) = causal_lm_loss_from_hidden(&hidden, &labels, |h| llm.logits(h));
         Ok(TrainingOutput {
             loss,
             hidden,
-            labels: batch.labels,
+            labels,
             target_tokens,
             alignment,
         })
