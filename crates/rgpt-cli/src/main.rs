@@ -187,6 +187,9 @@ struct SamplingArgs {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("RGPT_LOG"))
+        // Each span's time when it closes: `RGPT_LOG=rgpt_train=debug`
+        // shows where a training step's time goes.
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
