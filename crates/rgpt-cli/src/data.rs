@@ -13,7 +13,7 @@ use rgpt_data::builders::refcocog::{
 };
 use rgpt_data::builders::vg::{build_vg, VgOptions};
 use rgpt_data::builders::{Built, RegionKind};
-use rgpt_data::format::{read_samples, JsonlWriter};
+use rgpt_data::format::read_samples;
 use rgpt_data::readers::coco::CocoDataset;
 use rgpt_data::readers::refcoco::read_refs;
 use rgpt_data::stats::DatasetStats;
@@ -309,11 +309,7 @@ fn build(kind: BuildKind) -> anyhow::Result<()> {
 }
 
 fn write(built: &Built, out: &Path) -> anyhow::Result<()> {
-    let mut writer = JsonlWriter::create(out)?;
-    for sample in &built.samples {
-        writer.write(sample)?;
-    }
-    let written = writer.finish()?;
+    let written = built.write(out)?;
     println!("wrote {written} samples to {}", out.display());
     eprint!("{}", built.skips);
     if built.skips.is_empty() {

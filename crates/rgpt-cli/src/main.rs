@@ -101,6 +101,9 @@ struct ComposeArgs {
     /// Seed for the fresh refiner and connector weights.
     #[arg(long, default_value_t = 0)]
     seed: i64,
+    /// Replace a checkpoint already in --out.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 #[derive(Args)]
@@ -312,6 +315,12 @@ fn region_stats(annotations: &std::path::Path, json: bool) -> anyhow::Result<()>
 }
 
 fn run_compose(args: ComposeArgs) -> anyhow::Result<()> {
+    if args.out.join("config.json").exists() && !args.overwrite {
+        anyhow::bail!(
+            "{} already holds a checkpoint: pass --overwrite to replace it, or choose another --out",
+            args.out.display()
+        );
+    }
     tch::manual_seed(args.seed);
     let (model, vs, tokenizer) = RegionGpt::compose(
         &args.vision,
@@ -442,15 +451,20 @@ fn run_chat(args: ChatArgs) -> anyhow::Result<()> {
             chat.regions().len()
         );
     }
-    let mut line = String::new();
+    let mut bytes = Vec::new();
     loop {
         if interactive {
             eprint!("> ");
         }
-        line.clear();
-        if stdin.lock().read_line(&mut line)? == 0 {
+        bytes.clear();
+        if stdin.lock().read_until(b'\n', &mut bytes)? == 0 {
             break;
         }
+        // A line that is not UTF-8 costs that line, not the conversation.
+        let Ok(line) = std::str::from_utf8(&bytes) else {
+            eprintln!("error: the line is not UTF-8 text; type it again");
+            continue;
+        };
         let input = line.trim();
         let outcome = match input.split_once(char::is_whitespace).unwrap_or((input, "")) {
             ("", _) => continue,

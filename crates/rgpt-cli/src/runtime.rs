@@ -13,8 +13,8 @@ pub struct RuntimeArgs {
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// libtorch intra-op threads (default: libtorch's choice).
-    #[arg(long)]
+    /// libtorch intra-op threads, at least 1 (default: libtorch's choice).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
     pub threads: Option<i32>,
 }
 

@@ -12,7 +12,7 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn chat(script: &str) -> (bool, String, String) {
+fn chat(script: impl AsRef<[u8]>) -> (bool, String, String) {
     let out = common::chat(
         &fixture("rgpt-tiny"),
         &["--max-new-tokens", "4", "--ignore-eos"],
@@ -60,6 +60,20 @@ fn a_session_with_regions_mistakes_and_reset() {
     assert!(errors[1].contains("/region `box:100,100,200,200`: region 1"));
     assert!(errors[1].contains("outside"));
     assert!(errors[2].contains("unknown command `/frobnicate`"));
+}
+
+#[test]
+fn a_line_that_is_not_utf8_costs_that_line() {
+    // It used to end the session.
+    let (ok, stdout, stderr) =
+        chat(b"/region box:2,3,20,18\n\xff\xfe bad bytes\nWhat is <region>?\n");
+    assert!(ok, "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("not UTF-8"), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "region added, then the answer: {stdout}");
+    assert!(!lines[1].trim().is_empty(), "{stdout}");
 }
 
 #[test]

@@ -118,6 +118,34 @@ fn synth_and_build_from_any_directory() {
     let coco = std::fs::read_to_string(cwd.join("coco.jsonl")).unwrap();
     assert!(coco.contains("Answer the question using COCO-80 category names."));
 
+    // A build that keeps nothing fails and leaves the old output alone
+    // (it used to replace it with an empty file).
+    std::fs::write(
+        cwd.join("no_annotations.json"),
+        r#"{"images": [{"id": 1, "file_name": "a.jpg", "height": 8, "width": 8}],
+            "annotations": [], "categories": [{"id": 1, "name": "cat"}]}"#,
+    )
+    .unwrap();
+    let nothing = run(&[
+        "data",
+        "build",
+        "coco-cls",
+        "--instances",
+        "no_annotations.json",
+        "--out",
+        "coco.jsonl",
+    ]);
+    let stderr = String::from_utf8_lossy(&nothing.stderr);
+    assert!(!nothing.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no samples to write") && stderr.contains("coco.jsonl"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(cwd.join("coco.jsonl")).unwrap(),
+        coco
+    );
+
     // A prompts directory of one's own replaces the built-in variants.
     let prompts = cwd.join("prompts");
     std::fs::create_dir_all(&prompts).unwrap();

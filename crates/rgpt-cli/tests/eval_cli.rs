@@ -62,6 +62,30 @@ fn captions_match_pycocoevalcap_and_missing_ids_are_reported() {
         !out.status.success() && stderr.contains("not-a-reference-id"),
         "{stderr}"
     );
+    // The flag the message names is the one the command takes.
+    assert!(stderr.contains("--allow-missing"), "{stderr}");
+    // Without a METEOR jar anywhere, the scores come without METEOR and
+    // the warning says where it looked (it used to say `searched: `).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rgpt"))
+        .args(["eval", "captions", "--pred"])
+        .arg(&pred)
+        .arg("--refs")
+        .arg(&refs)
+        .current_dir(&dir)
+        .env_remove("RGPT_METEOR_JAR")
+        .env_remove("VIRTUAL_ENV")
+        .env("PATH", dir.join("no-python"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("METEOR unavailable")
+            && stderr.contains("looked in: $RGPT_METEOR_JAR (unset)")
+            && stderr.contains("$VIRTUAL_ENV (unset)")
+            && stderr.contains("not importable"),
+        "{stderr}"
+    );
     std::fs::write(dir.join("bad.json"), b"{\"a\": \"\xff\"}").unwrap();
     let out = rgpt(&[
         "eval",

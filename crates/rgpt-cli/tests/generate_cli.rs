@@ -231,6 +231,14 @@ fn zero_max_new_tokens() {
 }
 
 #[test]
+fn zero_threads() {
+    // It used to panic in libtorch's set_num_threads.
+    let model = fixture("llama-mha-tied");
+    let out = generate(&model, &["--prompt", "hi", "--threads", "0"]);
+    assert_clean_error(&out, "--threads");
+}
+
+#[test]
 fn prompt_longer_than_context() {
     // The fixture's max_position_embeddings is 256.
     let prompt = "the quick brown fox ".repeat(200);
@@ -440,6 +448,52 @@ fn compose_writes_a_loadable_rgpt_checkpoint() {
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["model_type"], "rgpt");
+    // The CLIP fixture ships no image processor; the checkpoint gets the
+    // tower's, so a question about an image runs on it at once.
+    let preprocessor: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("preprocessor_config.json")).unwrap(),
+    )
+    .unwrap();
+    let side = config["vision_config"]["image_size"].clone();
+    assert_eq!(preprocessor["crop_size"]["height"], side);
+    assert_eq!(preprocessor["image_aspect_ratio"], "pad");
+    let image = fixture("rgpt-tiny").join("image.png");
+    let answered = generate(
+        &out,
+        &[
+            "--image",
+            image.to_str().unwrap(),
+            "--region",
+            "box:2,3,20,18",
+            "--prompt",
+            "What is <region>?",
+            "--max-new-tokens",
+            "2",
+        ],
+    );
+    assert!(
+        answered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&answered.stderr)
+    );
+    // A second compose into the same place is refused without --overwrite.
+    let compose_again = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_rgpt"))
+            .args(["compose", "--vision"])
+            .arg(fixture("clip-vision-tiny"))
+            .arg("--llm")
+            .arg(fixture("llama-mha-tied"))
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert_clean_error(
+        &compose_again(&[]),
+        "already holds a checkpoint: pass --overwrite",
+    );
+    assert!(compose_again(&["--overwrite"]).status.success());
     let bad = Command::new(env!("CARGO_BIN_EXE_rgpt"))
         .args(["compose", "--refiner", "cubic", "--vision"])
         .arg(fixture("clip-vision-tiny"))

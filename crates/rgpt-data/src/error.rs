@@ -45,4 +45,11 @@ pub enum DataError {
     },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A build that kept no record: the output is left as it was.
+    #[error(
+        "no samples to write, so {} is left as it was; {}",
+        .out.display(),
+        .skips.trim_end().replace('\n', ";")
+    )]
+    NothingBuilt { out: PathBuf, skips: String },
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 pub enum EvalError {
     #[error(
         "{count} predicted id(s) have no reference captions (first: {}); \
-         score only the ids present in both with `allow_missing`",
+         score only the ids present in both with --allow-missing (`allow_missing` in code)",
         .first.join(", ")
     )]
     MissingReferences { count: usize, first: Vec<String> },
@@ -32,13 +32,14 @@ pub enum EvalError {
 
     #[error(
         "{jar_name} not found; set {env} or install pycocoevalcap==1.2 (scripts/setup.sh does, \
-         into .venv); searched: {}",
-        .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+         into .venv); looked in: {}",
+        .searched.join("; ")
     )]
     JarNotFound {
         jar_name: &'static str,
         env: &'static str,
-        searched: Vec<PathBuf>,
+        /// Each place looked in, or why a place was not there to look in.
+        searched: Vec<String>,
     },
 
     #[error("cannot run {java} (is a Java runtime installed and on PATH?): {source}")]

@@ -21,6 +21,10 @@ pub enum RegionError {
         width: u32,
     },
 
+    /// A box with no width or no height: empty wherever it is.
+    #[error("region {region}: the box is empty (no width or no height); give x2 > x1 and y2 > y1")]
+    EmptyBox { region: String },
+
     /// The region lies entirely outside the image.
     #[error("region {region}: lies entirely outside the {height}x{width} image (x in [0,{width}], y in [0,{height}])")]
     OutsideImage {

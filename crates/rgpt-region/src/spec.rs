@@ -134,6 +134,11 @@ impl RegionSpec {
                         region: self.name(),
                     });
                 }
+                if x2 == x1 || y2 == y1 {
+                    return Err(RegionError::EmptyBox {
+                        region: self.name(),
+                    });
+                }
                 if *x2 <= 0.0 || *y2 <= 0.0 || *x1 >= wf || *y1 >= hf {
                     return Err(self.outside(height, width));
                 }

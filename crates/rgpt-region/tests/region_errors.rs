@@ -124,11 +124,20 @@ fn regions_without_pixels_are_errors() {
     assert!(matches!(e, RegionError::ZeroArea { .. }), "{e:?}");
     assert!(e.to_string().contains("box:3.1,3.1,3.3,3.3"), "{e}");
 
+    // A box with no width or height is empty, wherever it is: not
+    // "outside the image" (issue 25).
     let flat = RegionSpec::from_coco_bbox([2.0, 2.0, 0.0, 3.0]);
     assert!(matches!(
         to_rle_err(&flat, 8, 8),
-        RegionError::ZeroArea { .. }
+        RegionError::EmptyBox { .. }
     ));
+    let origin = RegionSpec::parse("box:0,0,0,0").expect("box");
+    let e = to_rle_err(&origin, 8, 8);
+    assert!(matches!(e, RegionError::EmptyBox { .. }), "{e:?}");
+    assert!(
+        e.to_string().contains("box:0,0,0,0") && e.to_string().contains("empty"),
+        "{e}"
+    );
 
     let sliver = RegionSpec::Polygon(vec![vec![3.1, 3.1, 3.3, 3.1, 3.2, 3.3]]);
     assert!(matches!(

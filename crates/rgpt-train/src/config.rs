@@ -272,7 +272,19 @@ impl TrainConfig {
                 ),
             );
         }
-        if self.steps == Some(0) || (self.steps.is_none() && self.epochs == 0) {
+        if !(self.grad_clip.is_finite() && self.grad_clip >= 0.0) {
+            return invalid(
+                "grad_clip",
+                format!("{} must be 0 (off) or a positive norm", self.grad_clip),
+            );
+        }
+        if self.epochs == 0 {
+            return invalid(
+                "epochs",
+                "0 passes over the data: give at least 1 (`steps`, when set, overrides it)".into(),
+            );
+        }
+        if self.steps == Some(0) {
             return invalid("steps", "the run needs at least one step".into());
         }
         if self.data.files.is_empty() {

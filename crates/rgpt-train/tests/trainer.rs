@@ -253,6 +253,21 @@ fn config_mistakes_are_caught_before_any_work() {
     assert!(align.contains("align_regions"), "{align}");
     let missing = config_error("data", |t| t.replace("coco.jsonl", "nope.jsonl"));
     assert!(missing.contains("nope.jsonl does not exist"), "{missing}");
+    // Accepted silently before issue 25.
+    let clip = config_error("clip", |t| {
+        format!(
+            "{t}grad_clip: -1
+"
+        )
+    });
+    assert!(clip.contains("grad_clip") && clip.contains("-1"), "{clip}");
+    let epochs = config_error("epochs", |t| {
+        format!(
+            "{t}epochs: 0
+"
+        )
+    });
+    assert!(epochs.contains("epochs"), "{epochs}");
 }
 
 /// The paper's configs parse with every field known; they only fail on

@@ -6,6 +6,9 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::clip::{ClipVisionConfig, ClipVisionModel, FeatureSelect};
 use crate::error::VisionError;
+use crate::preprocess::{
+    CropSize, HeightWidth, ImageAspectRatio, PreprocessorConfig, ResizeSize, ShortestEdge,
+};
 use crate::siglip::{SiglipVisionConfig, SiglipVisionModel};
 
 /// The config of either tower.
@@ -52,6 +55,33 @@ impl VisionTowerConfig {
         match self {
             VisionTowerConfig::Clip(c) => c.hidden_size,
             VisionTowerConfig::Siglip(c) => c.hidden_size,
+        }
+    }
+
+    /// The image processor a checkpoint of this tower gets when its source
+    /// shipped none: the processor class's defaults at the tower's input
+    /// size, with LLaVA's `pad` to a square (as RegionGPT prepares images).
+    /// CLIP resizes the shortest edge and centre-crops; SigLIP resizes to
+    /// the square and normalises with mean = std = 0.5.
+    pub fn default_preprocessor(&self) -> PreprocessorConfig {
+        let square = |side: usize| HeightWidth {
+            height: side as u32,
+            width: side as u32,
+        };
+        match self {
+            VisionTowerConfig::Clip(c) => PreprocessorConfig {
+                size: ResizeSize::ShortestEdge(ShortestEdge {
+                    shortest_edge: c.image_size as u32,
+                }),
+                crop_size: CropSize::Exact(square(c.image_size)),
+                image_aspect_ratio: ImageAspectRatio::Pad,
+                ..PreprocessorConfig::default()
+            },
+            VisionTowerConfig::Siglip(c) => PreprocessorConfig {
+                size: ResizeSize::Exact(square(c.image_size)),
+                image_aspect_ratio: ImageAspectRatio::Pad,
+                ..PreprocessorConfig::siglip()
+            },
         }
     }
 

@@ -32,7 +32,7 @@ pub fn ok(out: &Output) -> String {
 
 /// Runs `rgpt chat --model MODEL --image MODEL/image.png ARGS...` with
 /// `script` typed on its stdin.
-pub fn chat(model: &Path, args: &[&str], script: &str) -> Output {
+pub fn chat(model: &Path, args: &[&str], script: impl AsRef<[u8]>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rgpt"))
         .arg("chat")
         .arg("--model")
@@ -49,7 +49,7 @@ pub fn chat(model: &Path, args: &[&str], script: &str) -> Output {
         .stdin
         .take()
         .expect("a piped stdin")
-        .write_all(script.as_bytes())
+        .write_all(script.as_ref())
         .expect("rgpt reads its stdin");
     child.wait_with_output().expect("rgpt ends")
 }

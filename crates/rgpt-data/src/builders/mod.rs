@@ -8,17 +8,34 @@ pub mod mix;
 pub mod refcocog;
 pub mod vg;
 
+use std::path::Path;
+
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::{Sample, Skips};
+use crate::{DataError, Sample, Skips};
 
 /// What a builder produced and what it left out.
 #[derive(Debug, Clone, Default)]
 pub struct Built {
     pub samples: Vec<Sample>,
     pub skips: Skips,
+}
+
+impl Built {
+    /// Writes the samples to `out` atomically and gives their count. A
+    /// build that kept nothing is an error naming why each record was left
+    /// out, and `out` is not touched.
+    pub fn write(&self, out: &Path) -> Result<u64, DataError> {
+        if self.samples.is_empty() {
+            return Err(DataError::NothingBuilt {
+                out: out.to_path_buf(),
+                skips: self.skips.to_string(),
+            });
+        }
+        crate::format::write_samples(out, &self.samples)
+    }
 }
 
 /// Which geometry of an annotation becomes the region.

@@ -53,30 +53,47 @@ pub fn locate_jar(which: ReferenceJar) -> Result<PathBuf, EvalError> {
             Err(EvalError::JarMissing { jar: path })
         };
     }
-    let mut searched = Vec::new();
+    let mut searched = vec![format!("${} (unset)", which.env_var())];
     let mut venvs: Vec<PathBuf> = std::env::var_os("VIRTUAL_ENV")
         .map(PathBuf::from)
         .into_iter()
         .collect();
+    if venvs.is_empty() {
+        searched.push("$VIRTUAL_ENV (unset)".into());
+    }
     if let Ok(cwd) = std::env::current_dir() {
         venvs.extend(cwd.ancestors().map(|dir| dir.join(".venv")));
     }
+    let mut found_venv = false;
     for venv in venvs.iter().filter(|v| v.is_dir()) {
-        for package in packages_in_venv(venv) {
+        found_venv = true;
+        let packages = packages_in_venv(venv);
+        if packages.is_empty() {
+            searched.push(format!("{} (no pycocoevalcap in it)", venv.display()));
+        }
+        for package in packages {
             let jar = package.join(which.path_in_package());
             if jar.is_file() {
                 return Ok(jar);
             }
-            searched.push(jar);
+            searched.push(jar.display().to_string());
         }
-        searched.push(venv.clone());
     }
-    if let Some(package) = python_package_dir() {
-        let jar = package.join(which.path_in_package());
-        if jar.is_file() {
-            return Ok(jar);
+    if !found_venv {
+        let cwd = std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|_| "the working directory".into());
+        searched.push(format!("a .venv in {cwd} or a parent (none there)"));
+    }
+    match python_package_dir() {
+        Some(package) => {
+            let jar = package.join(which.path_in_package());
+            if jar.is_file() {
+                return Ok(jar);
+            }
+            searched.push(jar.display().to_string());
         }
-        searched.push(jar);
+        None => searched.push("python3's pycocoevalcap (not importable)".into()),
     }
     Err(EvalError::JarNotFound {
         jar_name: which.file_name(),

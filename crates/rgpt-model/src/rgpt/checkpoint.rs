@@ -80,6 +80,16 @@ impl RegionGpt {
                 rgpt_weights::save::write_atomic(&out_dir.join(file), &bytes)?;
             }
         }
+        // A tower whose source shipped no image processor gets its class's
+        // defaults, so `rgpt generate --image` runs on what was saved.
+        let preprocessor = out_dir.join("preprocessor_config.json");
+        if !preprocessor.is_file() {
+            let tower = VisionTowerConfig::from_value(&self.llava.config.vision_config)?;
+            let json = serde_json::to_string_pretty(&tower.default_preprocessor())
+                .unwrap_or_default()
+                + "\n";
+            rgpt_weights::save::write_atomic(&preprocessor, json.as_bytes())?;
+        }
         Ok(())
     }
 
