@@ -447,3 +447,52 @@ fn refcocog_rec_with_proposals_adds_the_ground_truth_only_when_missed() {
         assert_eq!(answers(sample), [format!("Region [{target}].")]);
     }
 }
+
+/// pycocotools reads annotations without a `bbox` (only what a task uses
+/// is looked at); so does `CocoDataset::read`, giving each the box of its
+/// segmentation (`maskUtils.toBbox(annToRLE(ann))`). Before issue 25 such
+/// a file was refused (`missing field bbox`).
+#[test]
+fn annotations_without_a_bbox_get_their_masks_box() {
+    let path = data("coco/instances_val2017.json");
+    let original = CocoDataset::read(&path).unwrap();
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut stripped = 0;
+    for ann in json["annotations"].as_array_mut().unwrap() {
+        if ann.get("segmentation").is_some() {
+            ann.as_object_mut().unwrap().remove("bbox");
+            stripped += 1;
+        }
+    }
+    assert!(stripped >= 5, "the fixture's annotations have masks");
+    let dir = std::env::temp_dir().join(format!("rgpt-coco-nobbox-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("instances.json");
+    std::fs::write(&file, json.to_string()).unwrap();
+    let read = CocoDataset::read(&file).unwrap();
+    let sizes: BTreeMap<u64, (u32, u32)> = read
+        .images
+        .iter()
+        .map(|i| (i.id, (i.width, i.height)))
+        .collect();
+    for (ann, given) in read.annotations.iter().zip(&original.annotations) {
+        let (w, h) = sizes[&ann.image_id];
+        let mask_box = given.to_rle(w, h).unwrap().to_bbox();
+        assert_eq!(ann.bbox, mask_box, "annotation {}", ann.id);
+        assert!(ann.bbox[2] > 0.0 || mask_box[2] == 0.0);
+    }
+    // Neither a box nor a mask: an error naming the annotation.
+    let first = &mut json["annotations"][0];
+    first.as_object_mut().unwrap().remove("segmentation");
+    let id = first["id"].clone();
+    std::fs::write(&file, json.to_string()).unwrap();
+    let e = CocoDataset::read(&file).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!(
+            "annotation {id} has neither a bbox nor a segmentation"
+        )),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

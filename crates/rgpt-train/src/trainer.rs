@@ -266,7 +266,38 @@ impl Trainer {
             .collect::<Result<_, rgpt_weights::WeightsError>>()?;
         self.optimizer.load_state(&tensors, saved.optimizer_steps)?;
         self.state = saved.run;
+        self.cut_metrics_to(self.state.step)?;
         Ok(true)
+    }
+
+    /// Drops from `metrics.jsonl` what was logged after step `step` (the
+    /// checkpoint's): those steps run again, and would be logged twice.
+    /// A torn last line goes too. The file is rewritten atomically.
+    fn cut_metrics_to(&self, step: u64) -> Result<(), TrainError> {
+        let path = self.config.output_dir.join("metrics.jsonl");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(()); // nothing logged yet
+        };
+        let logged_at = |line: &str| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v.get("step").and_then(serde_json::Value::as_u64))
+        };
+        let kept: String = text
+            .lines()
+            .filter(|line| logged_at(line).is_some_and(|at| at <= step))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        if kept.len() == text.len() {
+            return Ok(());
+        }
+        let tmp = path.with_extension("jsonl.tmp");
+        let write = |at: &Path| {
+            let at = at.to_path_buf();
+            move |source| TrainError::Write { path: at, source }
+        };
+        std::fs::write(&tmp, kept).map_err(write(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(write(&path))
     }
 
     /// Writes the checkpoint: a new directory, then swapped in.

@@ -53,6 +53,38 @@ fn an_interrupted_run_resumes_to_the_same_weights() {
     assert!(model.join("config.json").is_file() && model.join("tokenizer.json").is_file());
 }
 
+/// Steps logged after the last checkpoint run again on resume; the log
+/// keeps each step once (before issue 25 they were logged twice).
+#[test]
+fn a_resumed_run_logs_each_step_once() {
+    let dir = setup("resume-log", "");
+    let mut config = TrainConfig::from_file(&dir.join("train.yaml")).unwrap();
+    config.checkpoint_every = 2;
+    let mut first = Trainer::new(config.clone()).unwrap();
+    first.run(Some(3), &mut |_| {}).unwrap();
+    drop(first);
+    let log = dir.join("run/metrics.jsonl");
+    // Step 3 was logged, then lost with the interruption; a torn line too.
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().count(), 3);
+    text.push_str("{\"step\": 4, \"lo");
+    std::fs::write(&log, text).unwrap();
+    let mut resumed = Trainer::new(config).unwrap();
+    assert!(resumed.resume().unwrap());
+    assert_eq!(resumed.state.step, 2);
+    resumed.run(None, &mut |_| {}).unwrap();
+    let steps: Vec<u64> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(steps, [1, 2, 3, 4]);
+}
+
 #[test]
 fn the_schedule_sets_each_steps_learning_rate() {
     // 4 steps, warm-up 0.03: one warm-up step at lr 0, then the schedule.

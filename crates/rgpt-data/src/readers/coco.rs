@@ -40,7 +40,10 @@ pub struct CocoAnnotation {
     pub id: u64,
     pub image_id: u64,
     pub category_id: u64,
-    /// `[x, y, w, h]`.
+    /// `[x, y, w, h]`. A file may leave it out where the segmentation is
+    /// given, as pycocotools allows: [`CocoDataset::read`] then fills in
+    /// the mask's box (`maskUtils.toBbox`).
+    #[serde(default = "no_bbox")]
     pub bbox: [f64; 4],
     #[serde(default)]
     pub segmentation: Option<Segmentation>,
@@ -103,9 +106,49 @@ pub struct CocoDataset {
     pub categories: Vec<CocoCategory>,
 }
 
+/// The stand-in for a `bbox` a file left out, until it is filled in.
+fn no_bbox() -> [f64; 4] {
+    [f64::NAN; 4]
+}
+
 impl CocoDataset {
+    /// Reads the file; an annotation without a `bbox` gets its
+    /// segmentation's box on its image.
     pub fn read(path: &Path) -> Result<Self, DataError> {
-        super::read_json(path, "COCO instances JSON")
+        let mut dataset: CocoDataset = super::read_json(path, "COCO instances JSON")?;
+        let sizes: HashMap<u64, (u32, u32)> = dataset
+            .images
+            .iter()
+            .map(|i| (i.id, (i.width, i.height)))
+            .collect();
+        for ann in dataset.annotations.iter_mut() {
+            if !ann.bbox.iter().all(|v| v.is_nan()) {
+                continue;
+            }
+            let malformed = |message: String| DataError::Format {
+                path: path.to_path_buf(),
+                what: "COCO annotation",
+                message,
+            };
+            if ann.segmentation.is_none() {
+                return Err(malformed(format!(
+                    "annotation {} has neither a bbox nor a segmentation; give one",
+                    ann.id
+                )));
+            }
+            let &(width, height) = sizes.get(&ann.image_id).ok_or_else(|| {
+                malformed(format!(
+                    "annotation {} has no bbox and refers to image {}, which the file does \
+                     not list, so its box cannot be computed",
+                    ann.id, ann.image_id
+                ))
+            })?;
+            let rle = ann
+                .to_rle(width, height)
+                .map_err(|e| malformed(format!("annotation {}: {e}", ann.id)))?;
+            ann.bbox = rle.to_bbox();
+        }
+        Ok(dataset)
     }
 
     pub fn images_by_id(&self) -> HashMap<u64, &CocoImage> {
