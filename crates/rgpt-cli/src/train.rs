@@ -29,6 +29,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     };
     claim_output_dir(&config, start, &args.config)?;
     let mut trainer = Trainer::new(config).context("while setting up the run")?;
+    if !trainer.skipped().is_empty() {
+        // Said at the start, where the user can still stop a run on the
+        // wrong data (set data.strict to refuse it instead).
+        eprint!("before training, {}", trainer.skipped());
+    }
     if args.resume && trainer.resume()? {
         eprintln!(
             "resuming at step {} of {}",

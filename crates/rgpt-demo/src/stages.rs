@@ -168,6 +168,7 @@ pub(crate) fn train_stage(
         data: DataConfig {
             files,
             image_root: dirs.world(),
+            strict: true,
         },
         stage: stage.stage.clone(),
         lr: stage.lr,

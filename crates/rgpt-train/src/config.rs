@@ -179,6 +179,11 @@ pub struct DataConfig {
     pub files: Vec<DataFile>,
     /// Image paths are relative to this directory.
     pub image_root: PathBuf,
+    /// Refuse to train on data with a sample that cannot be used (a missing
+    /// image or mask file, placeholders that do not match the regions)
+    /// instead of skipping it; the first is the error.
+    #[serde(default)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use rgpt_data::builders::mix::{mix, MixInput};
 use rgpt_data::format::{read_all_samples, Region, Sample};
+use rgpt_data::Skips;
 use rgpt_llm::Tokenizer;
 use rgpt_model::prompt::Placeholders;
 use rgpt_model::rgpt::RegionGpt;
@@ -71,6 +72,8 @@ pub struct Trainer {
     optimizer: AdamW,
     loader: Loader,
     eval_loader: Option<Loader>,
+    /// The training samples left out before the run, and why.
+    skipped: Skips,
     pub state: RunState,
     pub total_steps: u64,
 }
@@ -212,11 +215,14 @@ impl Trainer {
             })
             .collect();
         let samples = mix(&inputs, config.seed)?.samples;
+        let (samples, skipped) =
+            usable_samples(samples, &config.data.image_root, config.data.strict)?;
         let loader_config = |seed| LoaderConfig {
             image_root: config.data.image_root.clone(),
             batch_size: config.micro_batch,
             workers: config.loader_workers,
             seed,
+            strict: config.data.strict,
             ..LoaderConfig::default()
         };
         let eval_loader = match held_out {
@@ -235,9 +241,18 @@ impl Trainer {
             optimizer,
             loader,
             eval_loader,
+            skipped,
             state: RunState::default(),
             total_steps,
         })
+    }
+
+    /// The training samples left out before any step (a missing image or
+    /// mask file, placeholders that do not match the regions), by reason;
+    /// also in `metrics.jsonl`'s first record. Samples that fail later, as
+    /// they are loaded (an unreadable image), are counted by the loader.
+    pub fn skipped(&self) -> &Skips {
+        &self.skipped
     }
 
     fn checkpoint_dir(&self) -> PathBuf {
@@ -446,7 +461,11 @@ impl Trainer {
                 eval_loss,
                 align_loss: loss.alignment,
             };
-            let mut line = serde_json::to_string(&record).unwrap_or_default() + "\n";
+            let mut json = serde_json::to_value(&record).unwrap_or_default();
+            if record.step == 1 {
+                json["skipped"] = serde_json::to_value(&self.skipped).unwrap_or_default();
+            }
+            let mut line = json.to_string() + "\n";
             if let Some(loss) = eval_loss {
                 let eval =
                     serde_json::json!({"step": record.step, "eval": {"held_out_loss": loss}});
@@ -517,6 +536,57 @@ struct SavedState {
     optimizer_steps: u64,
 }
 
+/// The samples a run can use, and the rest counted by reason (or, with
+/// `strict`, the first as the error): each must be valid as a conversation
+/// and name only files that exist under `image_root`. Checked before the
+/// run, so a user learns at the start, not from a count at the end.
+fn usable_samples(
+    samples: Vec<Sample>,
+    image_root: &Path,
+    strict: bool,
+) -> Result<(Vec<Sample>, Skips), TrainError> {
+    let mut skipped = Skips::new();
+    let mut usable = Vec::with_capacity(samples.len());
+    for sample in samples {
+        let problem = match sample.validate() {
+            Err(e) => Some(("invalid sample", e.to_string())),
+            Ok(()) => sample_files(&sample)
+                .find(|file| !image_root.join(file).is_file())
+                .map(|file| {
+                    let what = if sample.image.as_deref() == Some(file) {
+                        "image missing"
+                    } else {
+                        "region mask missing"
+                    };
+                    (
+                        what,
+                        format!("sample {}: {}", sample.id, image_root.join(file).display()),
+                    )
+                }),
+        };
+        match problem {
+            None => usable.push(sample),
+            Some((_, message)) if strict => {
+                return Err(TrainError::Invalid {
+                    field: "data.strict",
+                    message: format!("{message} (strict: true refuses the run)"),
+                })
+            }
+            Some((reason, message)) => skipped.add(reason, message),
+        }
+    }
+    Ok((usable, skipped))
+}
+
+/// The files a sample names: its image and its regions' mask files.
+fn sample_files(sample: &Sample) -> impl Iterator<Item = &str> {
+    let masks = sample.regions.iter().filter_map(|region| match region {
+        Region::Mask(path) => Some(path.as_str()),
+        _ => None,
+    });
+    sample.image.as_deref().into_iter().chain(masks)
+}
+
 /// Refuses held-out samples whose images are missing before any training,
 /// rather than at the first evaluation: a partial held-out set would also
 /// quietly change what the metric measures.
@@ -525,13 +595,7 @@ fn check_held_out_files(held_out: &[Sample], image_root: &Path) -> Result<(), Tr
     // the sample, minutes into a run.
     let missing: Vec<&str> = held_out
         .iter()
-        .flat_map(|sample| {
-            let masks = sample.regions.iter().filter_map(|region| match region {
-                Region::Mask(path) => Some(path.as_str()),
-                _ => None,
-            });
-            sample.image.as_deref().into_iter().chain(masks)
-        })
+        .flat_map(sample_files)
         .filter(|file| !image_root.join(file).is_file())
         .collect();
     match missing.first() {

@@ -537,3 +537,57 @@ fn aligned_regions_move_towards_their_names_codes() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Unusable samples are counted before the run starts and reported in the
+/// first metrics record (before issue 25 they were counted only as they
+/// failed, and reported only when every sample did); `data.strict` refuses
+/// the run on the first.
+#[test]
+fn unusable_samples_are_reported_at_the_start_or_refused_with_strict() {
+    let dir = setup("skips", "");
+    let coco = dir.join("coco.jsonl");
+    let mut samples = rgpt_data::format::read_all_samples(&coco).unwrap();
+    let usable = samples.len();
+    let mut missing_image = samples[0].clone();
+    missing_image.id = "gone".into();
+    missing_image.image = Some("no_such_image.jpg".into());
+    let mut mismatched = samples[0].clone();
+    mismatched.id = "mismatched".into();
+    mismatched.conversations[0].value = mismatched.conversations[0].value.replace("<image>", "");
+    samples.push(missing_image);
+    samples.push(mismatched);
+    rgpt_data::format::write_samples(&coco, &samples).unwrap();
+
+    let config = TrainConfig::from_file(&dir.join("train.yaml")).unwrap();
+    let mut trainer = Trainer::new(config.clone()).unwrap();
+    let skipped = trainer.skipped().clone();
+    assert_eq!(skipped.total(), 2, "{skipped}");
+    assert_eq!(skipped.count("image missing"), 1, "{skipped}");
+    assert_eq!(skipped.count("invalid sample"), 1, "{skipped}");
+    assert!(
+        skipped.to_string().contains("no_such_image.jpg"),
+        "{skipped}"
+    );
+    trainer.run(Some(1), &mut |_| {}).unwrap();
+    let first = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        first["skipped"]["reasons"]["image missing"]["count"], 1,
+        "{first}"
+    );
+    drop(trainer);
+
+    let mut strict = config;
+    strict.data.strict = true;
+    strict.output_dir = dir.join("strict");
+    let e = Trainer::new(strict)
+        .err()
+        .expect("strict refuses")
+        .to_string();
+    // The first unusable sample in the run's (mixed) order is the error.
+    assert!(
+        e.contains("data.strict") && (e.contains("gone") || e.contains("mismatched")),
+        "{e}"
+    );
+    assert!(usable >= 2);
+}

@@ -77,9 +77,28 @@ pub enum PreprocessError {
         target_width: u32,
         target_height: u32,
     },
+    #[error(
+        "image {} is {width}x{height}, {needed_mib} MiB decoded, over the {limit_mib} MiB \
+         limit: downscale it, or raise the limit with {MAX_IMAGE_MIB_VAR}=N (MiB)",
+        path.display()
+    )]
+    TooLarge {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+        needed_mib: u64,
+        limit_mib: u64,
+    },
     #[error(transparent)]
     Tensor(#[from] tch::TchError),
 }
+
+/// The variable that raises the decoded-size limit of [`load_image`].
+pub const MAX_IMAGE_MIB_VAR: &str = "RGPT_MAX_IMAGE_MIB";
+
+/// The decoded-size limit of [`load_image`] unless the variable says
+/// otherwise: the `image` crate's own default.
+const DEFAULT_MAX_IMAGE_MIB: u64 = 512;
 
 fn one_line(e: &impl std::fmt::Display) -> String {
     e.to_string()
@@ -630,9 +649,38 @@ pub fn load_image(path: impl AsRef<Path>) -> Result<RgbImage, PreprocessError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let img = image::load_from_memory(&bytes).map_err(|source| PreprocessError::Decode {
+    let decode_error = |source| PreprocessError::Decode {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(&bytes))
+            .with_guessed_format()
+            .map_err(|e| decode_error(image::ImageError::IoError(e)))
+    };
+    // Checked before decoding, so a huge image is refused by its header
+    // with the limit and how to raise it, not a bare "Memory limit exceeded".
+    let (width, height) = reader()?.into_dimensions().map_err(decode_error)?;
+    let limit_mib = std::env::var(MAX_IMAGE_MIB_VAR)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(DEFAULT_MAX_IMAGE_MIB);
+    // RGBA at 8 bits is the most a PNG or JPEG decodes to before RGB.
+    let needed = u64::from(width) * u64::from(height) * 4;
+    let limit = limit_mib.saturating_mul(1 << 20);
+    if needed > limit {
+        return Err(PreprocessError::TooLarge {
+            path: path.to_path_buf(),
+            width,
+            height,
+            needed_mib: needed.div_ceil(1 << 20),
+            limit_mib,
+        });
+    }
+    let mut reader = reader()?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(limit.max(needed));
+    reader.limits(limits);
+    let img = reader.decode().map_err(decode_error)?;
     Ok(img.to_rgb8())
 }

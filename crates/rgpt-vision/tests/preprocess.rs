@@ -265,6 +265,60 @@ fn corrupt_and_missing_files_are_one_line_errors_naming_the_file() {
     assert!(err.to_string().contains("cases.json"));
 }
 
+/// A PNG that is only its header (signature and IHDR) for a
+/// `width` x `height` RGB image: enough to read its size, nothing to decode.
+fn png_header(width: u32, height: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    let mut chunk = b"IHDR".to_vec();
+    chunk.extend(width.to_be_bytes());
+    chunk.extend(height.to_be_bytes());
+    chunk.extend([8, 2, 0, 0, 0]); // 8-bit RGB, no interlace
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(13u32.to_be_bytes());
+    png.extend(&chunk);
+    png.extend(crc32(&chunk).to_be_bytes());
+    png
+}
+
+#[test]
+fn an_image_too_large_to_decode_names_the_limit_and_how_to_raise_it() {
+    let dir = std::env::temp_dir().join(format!("rgpt-huge-png-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("huge.png");
+    std::fs::write(&path, png_header(30_000, 30_000)).unwrap();
+    // Before issue 25: "Memory limit exceeded", without the limit or a way out.
+    let err = load_image(&path).expect_err("over the limit");
+    assert!(matches!(err, PreprocessError::TooLarge { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("huge.png")
+            && msg.contains("30000x30000")
+            && msg.contains("3434 MiB decoded")
+            && msg.contains("512 MiB limit")
+            && msg.contains("RGPT_MAX_IMAGE_MIB"),
+        "{msg}"
+    );
+    // Within the limit the header is not refused: decoding then fails on
+    // the missing pixel data, as for any truncated file.
+    std::fs::write(&path, png_header(64, 48)).unwrap();
+    let err = load_image(&path).expect_err("no pixel data");
+    assert!(matches!(err, PreprocessError::Decode { .. }), "{err:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn config_accepts_hf_spellings_and_refuses_what_it_cannot_do() {
     // openai/clip-vit-large-patch14-336's file uses bare integers.
