@@ -40,12 +40,22 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             trainer.state.step, trainer.total_steps
         );
     }
+    // Ctrl-C ends the run after the step in progress, checkpointed; a
+    // second one ends it at once.
+    let interrupt = trainer.interrupt_flag();
+    ctrlc::set_handler(move || {
+        if interrupt.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this step (Ctrl-C again to stop at once)");
+    })
+    .context("cannot install the Ctrl-C handler")?;
     let bar =
         crate::runtime::progress_bar("train", Some(trainer.total_steps), crate::runtime::COUNT);
     bar.set_position(trainer.state.step);
     let plain = bar.is_hidden();
     let every = (trainer.total_steps / 20).max(1);
-    trainer.run(None, &mut |m| {
+    let ran = trainer.run(None, &mut |m| {
         bar.set_position(m.step);
         bar.set_message(format!("loss {:.4} lr {:.2e}", m.loss, m.lr));
         if let Some(held_out) = m.eval_loss {
@@ -58,8 +68,21 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 m.step, m.total_steps, m.loss, m.lr, m.samples_per_s
             );
         }
-    })?;
+    });
     bar.finish_and_clear();
+    if let Err(rgpt_train::TrainError::Interrupted { step, checkpoint }) = &ran {
+        eprintln!(
+            "interrupted after step {step} of {}; checkpoint: {}",
+            trainer.total_steps,
+            checkpoint.display()
+        );
+        eprintln!(
+            "resume with: rgpt train --config {} --resume",
+            args.config.display()
+        );
+        std::process::exit(130);
+    }
+    ran?;
     let model = trainer.save_model()?;
     println!("trained model written to {}", model.display());
     Ok(())

@@ -88,3 +88,85 @@ fn train_resume_and_answer() {
         String::from_utf8_lossy(&answer.stderr)
     );
 }
+
+/// Ctrl-C stops `rgpt train` after the step in progress, checkpointed,
+/// and says how to resume. (Before issue 25 a Ctrl-C killed the run and
+/// lost the steps since the last checkpoint, without a word.)
+#[test]
+fn ctrl_c_checkpoints_and_says_how_to_resume() {
+    let dir = std::env::temp_dir().join(format!("rgpt-train-sigint-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("coco.jsonl");
+    let built = rgpt(&[
+        "data",
+        "build",
+        "coco-cls",
+        "--instances",
+        "tests/fixtures/datasets/coco/instances_val2017.json",
+        "--out",
+        data.to_str().unwrap(),
+    ]);
+    assert!(built.status.success());
+    let config = dir.join("train.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "model: {{pretrained: {}}}\ndata:\n  files: [{{path: coco.jsonl}}]\n  image_root: {}\n\
+             stage: pretrain\nlr: 0.001\nglobal_batch: 2\nmicro_batch: 1\nsteps: 400\n\
+             checkpoint_every: 1000\noutput_dir: run\n",
+            root().join("tests/fixtures/rgpt-tiny").display(),
+            root()
+                .join("tests/fixtures/datasets/coco/val2017")
+                .display()
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_rgpt"))
+        .args(["train", "--config"])
+        .arg(&config)
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = dir.join("run/metrics.jsonl");
+    let logged = || {
+        std::fs::read_to_string(&metrics)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let started = std::time::Instant::now();
+    while logged() < 2 {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "the run logged no steps in 2 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let signal = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signal.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted after step")
+            && stderr.contains(&format!(
+                "resume with: rgpt train --config {} --resume",
+                config.display()
+            )),
+        "{stderr}"
+    );
+    // The checkpoint holds every logged step, though checkpoint_every is
+    // far off.
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("run/checkpoint/state.json")).unwrap(),
+    )
+    .unwrap();
+    let step = state["run"]["step"].as_u64().unwrap();
+    assert!(step >= 2 && step < 400, "{state}");
+    assert_eq!(logged() as u64, step);
+}

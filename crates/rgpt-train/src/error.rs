@@ -24,6 +24,12 @@ pub enum TrainError {
     },
     #[error("step {step}: the loss is {loss}; the run stops and keeps its last good checkpoint")]
     NonFiniteLoss { step: u64, loss: f64 },
+    #[error(
+        "interrupted after step {step}; the checkpoint in {} holds every step so far: \
+         resume the run to go on",
+        .checkpoint.display()
+    )]
+    Interrupted { step: u64, checkpoint: PathBuf },
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
     #[error("{path}, line {line}: {message}")]

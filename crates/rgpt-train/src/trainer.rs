@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use rgpt_data::builders::mix::{mix, MixInput};
@@ -74,6 +76,8 @@ pub struct Trainer {
     eval_loader: Option<Loader>,
     /// The training samples left out before the run, and why.
     skipped: Skips,
+    /// Set (from a signal handler, say) to stop after the current step.
+    interrupt: Arc<AtomicBool>,
     pub state: RunState,
     pub total_steps: u64,
 }
@@ -242,6 +246,7 @@ impl Trainer {
             loader,
             eval_loader,
             skipped,
+            interrupt: Arc::new(AtomicBool::new(false)),
             state: RunState::default(),
             total_steps,
         })
@@ -253,6 +258,13 @@ impl Trainer {
     /// they are loaded (an unreadable image), are counted by the loader.
     pub fn skipped(&self) -> &Skips {
         &self.skipped
+    }
+
+    /// A flag that, once set, ends [`Trainer::run`] after the step in
+    /// progress with a checkpoint of it and [`TrainError::Interrupted`]:
+    /// what a Ctrl-C handler sets, so stopping a run loses no step.
+    pub fn interrupt_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.interrupt)
     }
 
     fn checkpoint_dir(&self) -> PathBuf {
@@ -479,10 +491,18 @@ impl Trainer {
                     source,
                 })?;
             on_step(&record);
+            let interrupted = self.interrupt.load(Ordering::SeqCst);
             if self.state.step % self.config.checkpoint_every.max(1) == 0
                 || self.state.step == self.total_steps
+                || interrupted
             {
                 self.save_checkpoint()?;
+            }
+            if interrupted && self.state.step < self.total_steps {
+                return Err(TrainError::Interrupted {
+                    step: self.state.step,
+                    checkpoint: self.checkpoint_dir(),
+                });
             }
         }
         Ok(())
