@@ -167,6 +167,6 @@ fn ctrl_c_checkpoints_and_says_how_to_resume() {
     )
     .unwrap();
     let step = state["run"]["step"].as_u64().unwrap();
-    assert!(step >= 2 && step < 400, "{state}");
+    assert!((2..400).contains(&step), "{state}");
     assert_eq!(logged() as u64, step);
 }
