@@ -82,6 +82,11 @@ fn greedy_tokens_and_top5_logprobs_match_transformers() {
             for (step, (ours, theirs)) in
                 seq.top_logprobs.iter().zip(&case.top_logprobs).enumerate()
             {
+                assert!(
+                    !theirs.is_empty(),
+                    "{name} step {step}: the fixture has no top-k"
+                );
+                assert_eq!(ours.len(), theirs.len(), "{name} step {step}");
                 for (o, t) in ours.iter().zip(theirs) {
                     assert_eq!(o.id, t.id, "{name} step {step}");
                     assert!(

@@ -120,7 +120,19 @@ fn batched_generation_equals_each_prompt_alone() {
             .unwrap();
             let (b, a) = (&batched.sequences[i], &alone.sequences[0]);
             assert_eq!(b.token_ids, a.token_ids, "{name}: prompt {i}");
+            // A zip of unequal or empty lists would compare nothing.
+            assert_eq!(
+                b.top_logprobs.len(),
+                b.token_ids.len(),
+                "{name}: prompt {i}"
+            );
+            assert_eq!(
+                b.top_logprobs.len(),
+                a.top_logprobs.len(),
+                "{name}: prompt {i}"
+            );
             for (bs, as_) in b.top_logprobs.iter().zip(&a.top_logprobs) {
+                assert_eq!((bs.len(), as_.len()), (5, 5), "{name}: prompt {i}");
                 for (x, y) in bs.iter().zip(as_) {
                     assert_eq!(x.id, y.id);
                     assert!(

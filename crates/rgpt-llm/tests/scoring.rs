@@ -46,6 +46,7 @@ fn batched_scores_equal_each_candidate_alone() {
         ];
         let embeds = model.embed(&Tensor::from_slice(&prompt).unsqueeze(0));
         let scores = score_continuations(&model, &embeds, &candidates).unwrap();
+        assert_eq!(scores.len(), candidates.len(), "{name}");
         for (candidate, score) in candidates.iter().zip(&scores) {
             let expected = alone(&model, &prompt, candidate);
             assert!(
@@ -53,8 +54,16 @@ fn batched_scores_equal_each_candidate_alone() {
                 "{name} {candidate:?}: {score} vs {expected}"
             );
         }
-        // A longer candidate that extends a shorter one scores lower.
-        assert!(scores[1] < scores[0]);
+        // The chain rule: a candidate that extends another scores the
+        // other's log-prob plus its extension's given the longer prefix.
+        let prefix: Vec<i64> = prompt.iter().copied().chain([42]).collect();
+        let extension = alone(&model, &prefix, &[7, 2]);
+        assert!(
+            (scores[1] - (scores[0] + extension)).abs() < 1e-4,
+            "{name}: {} vs {} + {extension}",
+            scores[1],
+            scores[0]
+        );
         assert!(score_continuations(&model, &embeds, &[vec![]]).is_err());
     }
 }

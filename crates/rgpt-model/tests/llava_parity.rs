@@ -113,7 +113,12 @@ fn assert_same(
     top_logprobs: &[Vec<Top>],
 ) {
     assert_eq!(seq.token_ids, tokens);
+    // A zip of unequal or empty lists would compare nothing.
+    assert!(!top_logprobs.is_empty());
+    assert_eq!(seq.top_logprobs.len(), top_logprobs.len());
     for (step, (ours, theirs)) in seq.top_logprobs.iter().zip(top_logprobs).enumerate() {
+        assert!(!theirs.is_empty(), "step {step}: the fixture has no top-k");
+        assert_eq!(ours.len(), theirs.len(), "step {step}");
         for (o, t) in ours.iter().zip(theirs) {
             assert_eq!(o.id, t.id, "step {step}");
             assert!(

@@ -437,6 +437,8 @@ fn a_batch_answers_as_each_prompt_alone_and_scores_match_generation() {
             .generate(p, region_id, &config, None, &mut |_, _| {})
             .unwrap();
         assert_eq!(batched.token_ids, alone.sequences[0].token_ids);
+        assert_eq!(batched.top_logprobs[0].len(), 5);
+        assert_eq!(alone.sequences[0].top_logprobs[0].len(), 5);
         for (a, b) in batched.top_logprobs[0]
             .iter()
             .zip(&alone.sequences[0].top_logprobs[0])
@@ -454,6 +456,7 @@ fn a_batch_answers_as_each_prompt_alone_and_scores_match_generation() {
     let scores = model
         .score_answers(&prompts[1], region_id, &candidates)
         .unwrap();
+    assert_eq!((top.len(), scores.len()), (5, 5));
     for (t, s) in top.iter().zip(&scores) {
         assert!(
             (f64::from(t.logprob) - s).abs() < 1e-4,
