@@ -32,6 +32,7 @@ import connector  # noqa: E402
 import dataset_formats  # noqa: E402
 import eval_metrics  # noqa: E402
 import llava  # noqa: E402
+import lr_schedules  # noqa: E402
 import rgpt  # noqa: E402
 import regiongpt_extractor  # noqa: E402
 import preprocess  # noqa: E402
@@ -219,6 +220,7 @@ def main():
     preprocess.generate(FIXTURES / "preprocess")
     dataset_formats.generate(FIXTURES / "datasets")
     eval_metrics.generate(FIXTURES / "eval_metrics")
+    lr_schedules.main()
     caption_metrics.generate(FIXTURES / "caption_metrics")  # needs java
     # A directory with only tokenizer.model (+ config), as Vicuna ships it.
     tok = transformers.AutoTokenizer.from_pretrained(FIXTURES / "sentencepiece")
