@@ -21,18 +21,17 @@ pub struct Packing {
     pub placements: Vec<(usize, usize)>,
     pub lengths: Vec<usize>,
     pub rows: usize,
-    /// Positions per row: at least the longest sequence's length.
+    /// Positions per row: a multiple of the longest sequence's length.
     pub row_len: usize,
 }
 
 impl Packing {
     /// The cheapest plan for sequences of `lengths` tokens, none empty,
-    /// through `config`'s decoder. Every row length from the longest
-    /// sequence's to eight times it is tried: longer rows waste fewer
-    /// positions, but the mask is dense, so each position's attention
-    /// runs over the whole row. The length with the least work (matrix
-    /// products per position, plus attention over the row) wins, the
-    /// shortest on a tie.
+    /// through `config`'s decoder. Rows are one to eight times as long as
+    /// the longest sequence: longer rows waste fewer positions, but each
+    /// position attends over a longer row, so the length with the least
+    /// work (matrix products per position, plus attention over the row)
+    /// wins, the shortest on a tie.
     pub fn plan(lengths: &[usize], config: &LlamaConfig) -> Result<Self, LlmError> {
         let (hidden, intermediate) = (config.hidden_size as f64, config.intermediate_size as f64);
         let kv = (config.num_key_value_heads() * config.head_dim()) as f64;
@@ -43,10 +42,15 @@ impl Packing {
         let longest = lengths.iter().copied().max().unwrap_or(0);
         let total: usize = lengths.iter().sum();
         let mut best: Option<(f64, Packing)> = None;
-        for row_len in longest..=(8 * longest).min(total.max(longest)) {
+        for k in 1..=8 {
+            let row_len = k * longest;
+            if k > 1 && row_len > total {
+                break;
+            }
             let plan = Self::first_fit(lengths, row_len)?;
             let positions = (plan.rows * row_len) as f64;
-            let work = positions * (per_position + per_attended * row_len as f64);
+            // Causal: a position attends to half the row on average.
+            let work = positions * (per_position + per_attended * row_len as f64 / 2.0);
             if best.as_ref().is_none_or(|(least, _)| work < *least) {
                 best = Some((work, plan));
             }
@@ -242,14 +246,12 @@ mod tests {
         let padded = 32 * 81;
         assert!(plan.row_len > 81, "rows of the longest hold one 43 each");
         assert!(plan.rows * plan.row_len < padded * 2 / 3, "{plan:?}");
-        let real: usize = lengths.iter().sum();
-        assert!(plan.rows * plan.row_len < real * 11 / 10, "{plan:?}");
-        // Where rows of the longest waste nothing, longer rows only cost
-        // attention.
+        // Equal lengths need no longer rows.
         let plan = Packing::plan(&[10; 6], &config(256)).unwrap();
         assert_eq!((plan.rows, plan.row_len), (6, 10));
-        let plan = Packing::plan(&[10, 6, 4, 10], &config(256)).unwrap();
-        assert_eq!((plan.rows, plan.row_len), (3, 10));
+        // Attention over very long rows costs more than the padding saved.
+        let plan = Packing::plan(&[4000, 2100, 2100], &config(64)).unwrap();
+        assert_eq!(plan.row_len, 4000);
     }
 
     #[test]
