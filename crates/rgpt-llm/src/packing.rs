@@ -49,7 +49,9 @@ impl Packing {
             }
             let plan = Self::first_fit(lengths, row_len)?;
             let positions = (plan.rows * row_len) as f64;
-            // Causal: a position attends to half the row on average.
+            // A causal position needs half the row on average. (SDPA's CPU
+            // kernel computes the whole row under a dense mask; counting it
+            // so picks other rows, and the demo was measured with these.)
             let work = positions * (per_position + per_attended * row_len as f64 / 2.0);
             if best.as_ref().is_none_or(|(least, _)| work < *least) {
                 best = Some((work, plan));

@@ -407,3 +407,37 @@ fn an_original_llava_checkpoint_trains_on_llavas_prompt_ids() {
     assert_ne!(llava, processor, "the two ways differ on this prompt");
     assert_eq!(flat, llava);
 }
+
+/// The worker count changes how fast batches come, not what is in them:
+/// the same samples in the same batches, with the same token ids, pixels
+/// and regions, from 1 worker and from 4.
+#[test]
+fn batches_are_the_same_with_one_worker_and_with_four() {
+    // Several epochs' worth, so batches cross epoch boundaries' reshuffles.
+    let samples: Vec<Sample> = coco_samples().into_iter().cycle().take(9).collect();
+    let batches = |workers: usize| {
+        let config = LoaderConfig {
+            workers,
+            seed: Some(5),
+            ..config(2)
+        };
+        let loader = Loader::new(samples.clone(), format(), config).unwrap();
+        (0..3)
+            .flat_map(|epoch| loader.batches(epoch, 0).into_iter().map(Result::unwrap))
+            .collect::<Vec<_>>()
+    };
+    let (one, four) = (batches(1), batches(4));
+    assert_eq!(one.len(), 15, "5 batches of 2 (the last of 1) per epoch");
+    assert_eq!(one.len(), four.len());
+    for (i, (a, b)) in one.iter().zip(&four).enumerate() {
+        assert_eq!(a.next_position, b.next_position, "batch {i}");
+        assert_eq!(a.samples.len(), b.samples.len(), "batch {i}");
+        for (x, y) in a.samples.iter().zip(&b.samples) {
+            assert_eq!((&x.id, x.position), (&y.id, y.position), "batch {i}");
+            assert_eq!(x.segments, y.segments, "batch {i}: {}", x.id);
+            assert_eq!(x.regions, y.regions, "batch {i}: {}", x.id);
+            let (px, py) = (x.image.as_ref().unwrap(), y.image.as_ref().unwrap());
+            assert!(px.0.equal(&py.0), "batch {i}: {}: pixels", x.id);
+        }
+    }
+}
