@@ -496,3 +496,39 @@ fn annotations_without_a_bbox_get_their_masks_box() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Fuzz-style: the RefCOCOg refs pickle cut anywhere, or with random bytes
+/// changed, is read or refused with an error naming the file; never a
+/// panic (issue 25).
+#[test]
+fn truncated_and_mutated_refs_pickles_are_errors_not_panics() {
+    let bytes = std::fs::read(data("refcocog/refs(umd).p")).unwrap();
+    let dir = std::env::temp_dir().join(format!("rgpt-refs-fuzz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("refs.p");
+    let mut state = 0xD1B5_4A32_D192_ED03u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let step = (bytes.len() / 200).max(1);
+    for end in (0..bytes.len()).step_by(step) {
+        std::fs::write(&path, &bytes[..end]).unwrap();
+        let e = refcoco::read_refs(&path).expect_err("a cut pickle is refused");
+        assert!(e.to_string().contains("refs.p"), "{e}");
+    }
+    for _ in 0..500 {
+        let mut mutated = bytes.clone();
+        for _ in 0..1 + next() % 4 {
+            let at = (next() % mutated.len() as u64) as usize;
+            mutated[at] = next() as u8;
+        }
+        std::fs::write(&path, &mutated).unwrap();
+        if let Err(e) = refcoco::read_refs(&path) {
+            assert!(e.to_string().contains("refs.p"), "{e}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -14,7 +14,9 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     f64::try_from((a - b).abs().max()).unwrap()
 }
 
-/// Sequences of `lengths` random embeddings, seeded.
+/// Sequences of `lengths` random embeddings from libtorch's generator. Tests
+/// in one process share it, so each test draws once and gives every path
+/// the same draw.
 fn sequences(model: &Llama, lengths: &[usize]) -> Vec<Tensor> {
     tch::manual_seed(7);
     let hidden = model.config().hidden_size as i64;
@@ -87,10 +89,23 @@ fn packed_gradients_equal_padded_gradients() {
     let (model, _vs) =
         Llama::from_pretrained(&fixture("llama-gqa-theta"), Device::Cpu, Kind::Float).unwrap();
     let lengths = [6, 2, 3, 5];
+    // Drawn once and shared by both paths: tests in one process share
+    // libtorch's generator, so drawing per path could differ.
+    let inputs = sequences(&model, &lengths);
+    let hidden = model.config().hidden_size as i64;
+    let weights = Tensor::randn([4, 6, hidden], (Kind::Float, Device::Cpu));
+    let mask = Tensor::stack(
+        &lengths
+            .iter()
+            .map(|&n| Tensor::arange(6, (Kind::Int64, Device::Cpu)).lt(n as i64))
+            .collect::<Vec<_>>(),
+        0,
+    )
+    .unsqueeze(-1);
     let input_grads = |packed: bool| -> Vec<Tensor> {
-        let seqs: Vec<Tensor> = sequences(&model, &lengths)
-            .into_iter()
-            .map(|s| s.set_requires_grad(true))
+        let seqs: Vec<Tensor> = inputs
+            .iter()
+            .map(|s| s.copy().set_requires_grad(true))
             .collect();
         let hidden = if packed {
             let packing = Packing::plan(&lengths, model.config()).unwrap();
@@ -102,16 +117,7 @@ fn packed_gradients_equal_padded_gradients() {
             padded(&model, &seqs)
         };
         // A loss over real positions only, different at each position.
-        let weights = Tensor::randn(hidden.size(), (Kind::Float, Device::Cpu));
-        let mask = Tensor::stack(
-            &lengths
-                .iter()
-                .map(|&n| Tensor::arange(6, (Kind::Int64, Device::Cpu)).lt(n as i64))
-                .collect::<Vec<_>>(),
-            0,
-        )
-        .unsqueeze(-1);
-        (hidden * weights * mask).sum(Kind::Float).backward();
+        (hidden * &weights * &mask).sum(Kind::Float).backward();
         seqs.iter().map(|s| s.grad()).collect()
     };
     let packed = input_grads(true);

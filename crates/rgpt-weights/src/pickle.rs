@@ -875,6 +875,36 @@ mod tests {
         }
     }
 
+    /// Fuzz-style: every truncation of a real pickle, and thousands of
+    /// random byte changes to it, give a value or an error, never a panic
+    /// or a hang (issue 25).
+    #[test]
+    fn truncated_and_mutated_pickles_never_panic() {
+        // pickle.dumps({"a": [1, -2, 70000, 2**40], "b": (1.5, None, True)}, protocol=2)
+        let data: &[u8] = b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01]q\x02(K\x01J\xfe\xff\xff\xffJp\x11\x01\x00\x8a\x06\x00\x00\x00\x00\x00\x01eX\x01\x00\x00\x00bq\x03G?\xf8\x00\x00\x00\x00\x00\x00N\x88\x87q\x04u.";
+        for end in 0..data.len() {
+            assert!(
+                run(&data[..end]).is_err(),
+                "a pickle cut at {end} has no STOP"
+            );
+        }
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..5000 {
+            let mut bytes = data.to_vec();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() % bytes.len() as u64) as usize;
+                bytes[at] = next() as u8;
+            }
+            let _ = run(&bytes);
+        }
+    }
+
     #[test]
     fn deep_nesting_does_not_overflow_the_stack() {
         let mut data = b"\x80\x02K\x01".to_vec();
