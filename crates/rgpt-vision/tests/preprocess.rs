@@ -265,8 +265,8 @@ fn corrupt_and_missing_files_are_one_line_errors_naming_the_file() {
     assert!(err.to_string().contains("cases.json"));
 }
 
-/// A PNG that is only its header (signature and IHDR) for a
-/// `width` x `height` RGB image: enough to read its size, nothing to decode.
+/// A PNG of a `width` x `height` RGB image without its pixels (IHDR, an
+/// empty IDAT, IEND): enough to read its size, nothing to decode.
 fn png_header(width: u32, height: u32) -> Vec<u8> {
     fn crc32(bytes: &[u8]) -> u32 {
         let mut crc = !0u32;
@@ -282,14 +282,21 @@ fn png_header(width: u32, height: u32) -> Vec<u8> {
         }
         !crc
     }
-    let mut chunk = b"IHDR".to_vec();
-    chunk.extend(width.to_be_bytes());
-    chunk.extend(height.to_be_bytes());
-    chunk.extend([8, 2, 0, 0, 0]); // 8-bit RGB, no interlace
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut body = kind.to_vec();
+        body.extend(data);
+        let mut out = (data.len() as u32).to_be_bytes().to_vec();
+        out.extend(&body);
+        out.extend(crc32(&body).to_be_bytes());
+        out
+    };
+    let mut header = width.to_be_bytes().to_vec();
+    header.extend(height.to_be_bytes());
+    header.extend([8, 2, 0, 0, 0]); // 8-bit RGB, no interlace
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    png.extend(13u32.to_be_bytes());
-    png.extend(&chunk);
-    png.extend(crc32(&chunk).to_be_bytes());
+    png.extend(chunk(b"IHDR", &header));
+    png.extend(chunk(b"IDAT", &[]));
+    png.extend(chunk(b"IEND", &[]));
     png
 }
 
