@@ -11,25 +11,14 @@
 # the pair again (rgpt, PyTorch, rgpt, PyTorch, ...) and reports each
 # round's ratio, so a ratio only ever compares runs minutes apart.
 #
-# Works on a fresh checkout: scripts/setup.sh installs torch into .venv, and
-# transformers is installed there too if missing (pinned below).
+# Works on a fresh checkout: `scripts/setup.sh --bench` installs torch and the
+# pinned transformers into .venv.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 threads=${1:-2}
 rounds=${2:-1}
-scripts/setup.sh
-
-# The reference's version, the one docs/benchmarks.md's numbers used.
-transformers_version=5.23.0
-if ! .venv/bin/python - "$transformers_version" >/dev/null 2>&1 <<'PY'
-import sys, transformers
-sys.exit(transformers.__version__ != sys.argv[1])
-PY
-then
-  echo "bench_train: installing transformers==$transformers_version into .venv" >&2
-  .venv/bin/pip install --quiet --disable-pip-version-check "transformers==$transformers_version"
-fi
+scripts/setup.sh --bench
 
 out=${TMPDIR:-/tmp}/rgpt-bench-train
 rm -rf "$out" && mkdir -p "$out"

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Times HF transformers and `rgpt generate` on the same checkpoints, in one run.
 
-    .venv/bin/python scripts/bench_vs_hf.py [--threads N] [--runs R] [--new-tokens T]
+    scripts/bench_vs_hf.sh [--threads N] [--runs R] [--new-tokens T]
+
+(the script sets up .venv with the pinned transformers, then runs this file).
 
 Both sides run greedy decoding of the same prompt ids on the same checkpoint,
 f32 on CPU, with the same libtorch (torch 2.11.0) and the same intra-op
@@ -13,7 +15,8 @@ Prefill is the time to the first token; per-token decode is the mean time of
 the following steps. HF: `generate(max_new_tokens=1)` gives prefill, and
 `(t(1 + T) - t(1)) / T` per-token decode (generate's own per-call overhead
 cancels). rgpt: the `timing` of `rgpt generate --json`, measured the same
-way inside the process. Medians over R runs after one warm-up.
+way inside the process. Medians over R runs after one warm-up, each with its
+range (fastest-slowest run), so a reader can tell a difference from noise.
 """
 import argparse
 import json
@@ -73,7 +76,7 @@ def time_hf(directory, ids, new_tokens, runs):
         tn = run(new_tokens + 1)
         prefill.append(t1 * 1e3)
         decode.append((tn - t1) / new_tokens * 1e3)
-    return statistics.median(prefill), statistics.median(decode)
+    return prefill, decode
 
 
 def time_rgpt(directory, threads, new_tokens, runs):
@@ -90,7 +93,12 @@ def time_rgpt(directory, threads, new_tokens, runs):
             continue  # warm-up (page cache)
         prefill.append(report["timing"]["prefill_ms"])
         decode.append(1e3 / report["timing"]["decode_tokens_per_s"])
-    return statistics.median(prefill), statistics.median(decode), ids
+    return prefill, decode, ids
+
+
+def spread(values, digits):
+    """`median (fastest-slowest)`."""
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
 def main():
@@ -108,14 +116,15 @@ def main():
     }
     print(f"machine: {platform.processor() or platform.machine()}, {args.threads} threads; "
           f"torch {torch.__version__}, transformers {transformers.__version__}; "
-          f"{args.new_tokens} new tokens, median of {args.runs}")
+          f"{args.new_tokens} new tokens, median of {args.runs} (fastest-slowest)")
     print(f"| model | prompt tokens | HF prefill ms | rgpt prefill ms | HF decode ms/token | rgpt decode ms/token | decode speed-up |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, directory in models.items():
         r_prefill, r_decode, ids = time_rgpt(directory, args.threads, args.new_tokens, args.runs)
         h_prefill, h_decode = time_hf(directory, ids, args.new_tokens, args.runs)
-        print(f"| {name} | {len(ids)} | {h_prefill:.2f} | {r_prefill:.2f} | {h_decode:.3f} | {r_decode:.3f} | "
-              f"{h_decode / r_decode:.2f}x |", flush=True)
+        speedup = statistics.median(h_decode) / statistics.median(r_decode)
+        print(f"| {name} | {len(ids)} | {spread(h_prefill, 2)} | {spread(r_prefill, 2)} | {spread(h_decode, 3)} | "
+              f"{spread(r_decode, 3)} | {speedup:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

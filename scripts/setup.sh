@@ -35,6 +35,20 @@ if [ ! -f .venv/lib/python3*/site-packages/pycocoevalcap/meteor/meteor-1.5.jar ]
   .venv/bin/pip install --quiet --disable-pip-version-check --no-deps "pycocoevalcap==$pycocoevalcap_version"
 fi
 
+# `scripts/setup.sh --bench`: also the reference the benchmarks run beside
+# rgpt, transformers at the version docs/benchmarks.md's numbers used.
+if [ "${1:-}" = "--bench" ]; then
+  transformers_version=5.23.0
+  if ! .venv/bin/python - "$transformers_version" >/dev/null 2>&1 <<'PY'
+import sys, transformers
+sys.exit(transformers.__version__ != sys.argv[1])
+PY
+  then
+    echo "setup: installing transformers==$transformers_version into .venv" >&2
+    .venv/bin/pip install --quiet --disable-pip-version-check "transformers==$transformers_version"
+  fi
+fi
+
 torch_dir=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 cxx11_abi=$(.venv/bin/python -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')
 
