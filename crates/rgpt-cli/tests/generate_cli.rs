@@ -249,7 +249,24 @@ fn prompt_longer_than_context() {
 #[test]
 fn cuda_without_cuda() {
     if rgpt_llm::device::cuda_available() {
-        return; // Covered only where there is no GPU; on a GPU the run must succeed.
+        // Where there is a GPU, the same request must run on it.
+        let out = generate(
+            &fixture("llama-mha-tied"),
+            &[
+                "--prompt",
+                "hi",
+                "--device",
+                "cuda",
+                "--max-new-tokens",
+                "2",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
     }
     let out = generate(
         &fixture("llama-mha-tied"),
