@@ -3,11 +3,16 @@
 //! trained model answering through `rgpt generate`.
 mod common;
 
+use std::path::PathBuf;
+
 use common::{rgpt, root};
 
-#[test]
-fn train_resume_and_answer() {
-    let dir = std::env::temp_dir().join(format!("rgpt-train-cli-{}", std::process::id()));
+/// A fresh directory `rgpt-{tag}-{pid}` under the temp dir with COCO
+/// classification data built by `rgpt data build` and `train.yaml`: a
+/// pre-training run of the tiny fixture into `run/`, ending with the YAML
+/// lines `tail`. Returns the directory and the config's path.
+fn run_dir(tag: &str, tail: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("rgpt-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let data = dir.join("coco.jsonl");
@@ -30,12 +35,20 @@ fn train_resume_and_answer() {
         &config,
         format!(
             "model: {{pretrained: {}}}\ndata:\n  files: [{{path: coco.jsonl}}]\n  image_root: {}\n\
-             stage: pretrain\nlr: 0.001\nglobal_batch: 2\nmicro_batch: 1\nsteps: 3\noutput_dir: run\n",
+             stage: pretrain\nlr: 0.001\nglobal_batch: 2\nmicro_batch: 1\noutput_dir: run\n{tail}",
             root().join("tests/fixtures/rgpt-tiny").display(),
-            root().join("tests/fixtures/datasets/coco/val2017").display()
+            root()
+                .join("tests/fixtures/datasets/coco/val2017")
+                .display()
         ),
     )
     .unwrap();
+    (dir, config)
+}
+
+#[test]
+fn train_resume_and_answer() {
+    let (dir, config) = run_dir("train-cli", "steps: 3\n");
     let config = config.to_str().unwrap();
     let first = rgpt(&["train", "--config", config]);
     let stderr = String::from_utf8_lossy(&first.stderr);
@@ -94,34 +107,7 @@ fn train_resume_and_answer() {
 /// lost the steps since the last checkpoint, without a word.)
 #[test]
 fn ctrl_c_checkpoints_and_says_how_to_resume() {
-    let dir = std::env::temp_dir().join(format!("rgpt-train-sigint-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let data = dir.join("coco.jsonl");
-    let built = rgpt(&[
-        "data",
-        "build",
-        "coco-cls",
-        "--instances",
-        "tests/fixtures/datasets/coco/instances_val2017.json",
-        "--out",
-        data.to_str().unwrap(),
-    ]);
-    assert!(built.status.success());
-    let config = dir.join("train.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "model: {{pretrained: {}}}\ndata:\n  files: [{{path: coco.jsonl}}]\n  image_root: {}\n\
-             stage: pretrain\nlr: 0.001\nglobal_batch: 2\nmicro_batch: 1\nsteps: 400\n\
-             checkpoint_every: 1000\noutput_dir: run\n",
-            root().join("tests/fixtures/rgpt-tiny").display(),
-            root()
-                .join("tests/fixtures/datasets/coco/val2017")
-                .display()
-        ),
-    )
-    .unwrap();
+    let (dir, config) = run_dir("train-sigint", "steps: 400\ncheckpoint_every: 1000\n");
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_rgpt"))
         .args(["train", "--config"])
         .arg(&config)

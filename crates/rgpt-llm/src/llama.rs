@@ -512,14 +512,26 @@ impl Llama {
             )));
         }
         let layout = cache.begin_step(t, mask)?;
+        let hidden = self.decode(embeds, layout, Some(&mut *cache));
+        cache.commit(t);
+        Ok(hidden)
+    }
+
+    /// The layers and the final norm over `embeds` laid out as `layout`
+    /// says, writing keys and values to `cache` when there is one.
+    fn decode(
+        &self,
+        embeds: &Tensor,
+        layout: StepLayout,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor {
         let (cos, sin) = self.rotary.cos_sin(&layout.position_ids, embeds.kind());
         let step = Step { layout, cos, sin };
         let mut x = embeds.shallow_clone();
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x, &step, i, Some(&mut *cache));
+            x = layer.forward(&x, &step, i, cache.as_deref_mut());
         }
-        cache.commit(t);
-        Ok(self.norm.forward(&x))
+        self.norm.forward(&x)
     }
 
     /// Runs the decoder once over `embeds` [rows, row_len, hidden] that
@@ -546,13 +558,7 @@ impl Llama {
             attn_mask: Some(packing.attention_mask(device)),
             is_causal: false,
         };
-        let (cos, sin) = self.rotary.cos_sin(&layout.position_ids, embeds.kind());
-        let step = Step { layout, cos, sin };
-        let mut x = embeds.shallow_clone();
-        for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x, &step, i, None);
-        }
-        Ok(self.norm.forward(&x))
+        Ok(self.decode(embeds, layout, None))
     }
 
     /// LM-head logits of hidden states, in f32 for stable softmax/sampling.

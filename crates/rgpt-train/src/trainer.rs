@@ -318,13 +318,7 @@ impl Trainer {
         if kept.len() == text.len() {
             return Ok(());
         }
-        let tmp = path.with_extension("jsonl.tmp");
-        let write = |at: &Path| {
-            let at = at.to_path_buf();
-            move |source| TrainError::Write { path: at, source }
-        };
-        std::fs::write(&tmp, kept).map_err(write(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(write(&path))
+        Ok(rgpt_weights::save::write_atomic(&path, kept.as_bytes())?)
     }
 
     /// Writes the checkpoint: a new directory, then swapped in.
