@@ -5,6 +5,7 @@ Run once in the project venv (tests never run it):
 
     scripts/setup.sh
     .venv/bin/pip install transformers==5.23.0 tokenizers==0.23.3 sentencepiece==0.2.3 protobuf \
+        peft==0.22.0 \
         pillow==13.0.0 pycocotools==2.0.11 numpy==2.4.6 \
         pycocoevalcap==1.2   # and a Java runtime, for its PTBTokenizer and METEOR jars
     .venv/bin/python scripts/gen_fixtures.py
@@ -32,6 +33,7 @@ import connector  # noqa: E402
 import dataset_formats  # noqa: E402
 import eval_metrics  # noqa: E402
 import llava  # noqa: E402
+import lora_peft  # noqa: E402
 import lr_schedules  # noqa: E402
 import rgpt  # noqa: E402
 import regiongpt_extractor  # noqa: E402
@@ -227,6 +229,8 @@ def main():
     for seed, (name, spec) in enumerate(MODELS.items(), start=1):
         build_model(name, spec, tok, seed)
         print(f"wrote {FIXTURES / name}")
+    # PEFT's LoRA on llama-gqa-theta, once that exists.
+    lora_peft.generate(FIXTURES / "lora_peft")
     # After the tokenizer fixture, which the LLaVA one extends with <image>.
     llava.generate(FIXTURES / "llava-tiny")
     llava.generate_siglip(FIXTURES / "llava-siglip-tiny")
