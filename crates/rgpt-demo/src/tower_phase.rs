@@ -49,8 +49,8 @@ pub(crate) fn ensure_tower(
         .map_err(rgpt_model::ModelError::from)?;
 
     on_event(DemoEvent::Phase("pre-training the vision tower"));
-    tch::manual_seed(config.seed as i64);
-    let (model, vs, preprocessor) = build_tiny_with_tokenizer(&config.model, &tokenizer)?;
+    let (model, vs, preprocessor) =
+        build_tiny_with_tokenizer(&config.model, &tokenizer, config.seed)?;
     let world = rgpt_data::synth::SynthWorld::new(config.world.clone())?;
     let tower_config = TowerPretrainConfig {
         train_images: config.world.images,
@@ -91,8 +91,7 @@ pub(crate) fn build_initial_model(
     out: &Path,
     decoder_from: Option<&Path>,
 ) -> Result<(), DemoError> {
-    tch::manual_seed(config.seed as i64 + 1);
-    let (model, vs, preprocessor) = build_tiny_with_tokenizer(spec, tokenizer)?;
+    let (model, vs, preprocessor) = build_tiny_with_tokenizer(spec, tokenizer, config.seed + 1)?;
     rgpt_weights::Checkpoint::open(dirs.tower().join(TOWER_WEIGHTS))?.load_under(
         &vs,
         "vision_tower.",

@@ -11,8 +11,7 @@ use common::{small_tiny_spec as spec, snapshot};
 
 #[test]
 fn tower_pretraining_trains_only_the_tower_and_learns_colour() {
-    tch::manual_seed(0);
-    let (model, vs, _, preprocessor) = build_tiny(&spec(), &[]).unwrap();
+    let (model, vs, _, preprocessor) = build_tiny(&spec(), &[], 0).unwrap();
     let before = snapshot(&vs);
     let world = SynthWorld::new(SynthConfig {
         image_size: 32,
@@ -68,7 +67,7 @@ fn tower_pretraining_trains_only_the_tower_and_learns_colour() {
 
 #[test]
 fn tower_pretraining_refuses_zero_steps() {
-    let (model, vs, _, preprocessor) = build_tiny(&spec(), &[]).unwrap();
+    let (model, vs, _, preprocessor) = build_tiny(&spec(), &[], 0).unwrap();
     let world = SynthWorld::new(SynthConfig::default()).unwrap();
     let config = TowerPretrainConfig {
         steps: 0,

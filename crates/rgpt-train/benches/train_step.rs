@@ -57,7 +57,7 @@ fn tiny_llama() -> (Llama, nn::VarStore) {
     .expect("valid config");
     let vs = nn::VarStore::new(Device::Cpu);
     let model = Llama::new(&vs.root(), &config).expect("model builds");
-    rgpt_train::scratch::initialise(&vs);
+    rgpt_train::scratch::initialise(&vs, 0);
     (model, vs)
 }
 

@@ -3,7 +3,12 @@
 //! decoder, all freshly initialised as transformers initialises them
 //! (normal(0, 0.02) matrices and embeddings, unit norms, zero biases), and
 //! a tokenizer (BPE or word-level) trained on the run's own conversations.
+use std::collections::HashMap;
 use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
 
 use rgpt_data::format::read_samples;
 use rgpt_llm::conversation::Role;
@@ -224,23 +229,25 @@ fn region_number_tokens(tokenizer: &Tokenizer) -> Option<Vec<i64>> {
     numbers(|k| format!("\u{2581}[{k}")).or_else(|| numbers(|k| k.to_string()))
 }
 
-/// Builds the model, its VarStore (initialised, nothing frozen), its
-/// tokenizer (trained on `data_files`) and its preprocessing.
+/// Builds the model, its VarStore (initialised from `seed` alone, nothing
+/// frozen), its tokenizer (trained on `data_files`) and its preprocessing.
 pub fn build_tiny(
     spec: &TinySpec,
     data_files: &[&Path],
+    seed: u64,
 ) -> Result<(RegionGpt, nn::VarStore, Tokenizer, PreprocessorConfig), TrainError> {
     let tokenizer = train_tokenizer(spec, data_files)?;
-    let (model, vs, preprocessor) = build_tiny_with_tokenizer(spec, &tokenizer)?;
+    let (model, vs, preprocessor) = build_tiny_with_tokenizer(spec, &tokenizer, seed)?;
     Ok((model, vs, tokenizer, preprocessor))
 }
 
 /// Builds the model for an existing tokenizer (one holding `<image>` and
-/// `<region>`), with its VarStore (initialised, nothing frozen) and its
-/// preprocessing.
+/// `<region>`), with its VarStore (initialised from `seed` alone, nothing
+/// frozen) and its preprocessing.
 pub fn build_tiny_with_tokenizer(
     spec: &TinySpec,
     tokenizer: &Tokenizer,
+    seed: u64,
 ) -> Result<(RegionGpt, nn::VarStore, PreprocessorConfig), TrainError> {
     let invalid = |message: String| TrainError::Invalid {
         field: "model.tiny",
@@ -305,7 +312,7 @@ pub fn build_tiny_with_tokenizer(
     };
     let vs = nn::VarStore::new(Device::Cpu);
     let model = RegionGpt::new(&vs.root(), &config, Path::new("model.tiny"))?;
-    initialise(&vs);
+    initialise(&vs, seed);
     let size = spec.image_size as u32;
     let preprocessor = PreprocessorConfig::from_json_str(
         &json!({
@@ -319,34 +326,70 @@ pub fn build_tiny_with_tokenizer(
     Ok((model, vs, preprocessor))
 }
 
-/// transformers' `_init_weights` for CLIP and LLaMA, by variable name; the
-/// refiner and connector keep their own (fresh) initialisation.
-pub fn initialise(vs: &nn::VarStore) {
+/// transformers' `_init_weights` for CLIP and LLaMA, by variable name, and
+/// PyTorch's default (kaiming-uniform, `U(+-1/sqrt(fan_in))`) for the
+/// refiner's and the connector's layers, all drawn from a generator seeded
+/// with `seed` alone. Not libtorch's global generator: tests in one process
+/// build models on parallel threads, and anything else drawing from the
+/// global stream would change the weights, so a seed would not name one set.
+pub fn initialise(vs: &nn::VarStore, seed: u64) {
     let _guard = tch::no_grad_guard();
     // By name: `variables()` is a HashMap whose order changes from one
     // process to the next, and each variable draws its share of the seeded
     // stream in turn, so any other order makes the seed meaningless.
     let mut vars: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let shapes: HashMap<String, Vec<i64>> = vars
+        .iter()
+        .map(|(name, var)| (name.clone(), var.size()))
+        .collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     for (name, mut var) in vars {
-        if name.starts_with("feature_refiner.") || name.starts_with("multi_modal_projector.") {
-            continue;
-        }
         let is_norm = name.contains("norm") || name.contains("layrnorm");
-        if name.contains(".conv_stem.") && name.ends_with(".weight") {
+        let fresh_module =
+            name.starts_with("feature_refiner.") || name.starts_with("multi_modal_projector.");
+        let values = if is_norm {
+            let _ = if name.ends_with(".weight") {
+                var.fill_(1.0)
+            } else {
+                var.zero_()
+            };
+            continue;
+        } else if fresh_module {
+            // A bias takes its weight's bound, as nn.Linear and
+            // nn.ConvTranspose2d draw it; fan_in is the product of the
+            // weight's dimensions after the first for both ([out, in] and
+            // [in, out, kh, kw]).
+            let weight = name
+                .strip_suffix(".bias")
+                .map(|stem| format!("{stem}.weight"));
+            let Some(shape) = shapes.get(weight.as_ref().unwrap_or(&name)) else {
+                continue;
+            };
+            let fan_in: i64 = shape[1..].iter().product();
+            let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+            draw(&mut rng, var.numel(), |rng| rng.random_range(-bound..bound))
+        } else if name.ends_with(".bias") {
+            let _ = var.zero_();
+            continue;
+        } else if name.contains(".conv_stem.") && name.ends_with(".weight") {
             // He initialisation: GELU convs from scratch need unit-scale
             // activations, which 0.02 would shrink layer by layer.
             let fan_in: i64 = var.size()[1..].iter().product();
-            let normal = tch::Tensor::randn(var.size(), (var.kind(), var.device()))
-                * (2.0 / fan_in as f64).sqrt();
-            var.copy_(&normal);
-        } else if is_norm && name.ends_with(".weight") {
-            let _ = var.fill_(1.0);
-        } else if name.ends_with(".bias") {
-            let _ = var.zero_();
+            let std = (2.0 / fan_in as f64).sqrt();
+            draw(&mut rng, var.numel(), |rng| {
+                std * rng.sample::<f64, _>(StandardNormal)
+            })
         } else {
-            let normal = tch::Tensor::randn(var.size(), (var.kind(), var.device())) * 0.02;
-            var.copy_(&normal);
-        }
+            draw(&mut rng, var.numel(), |rng| {
+                0.02 * rng.sample::<f64, _>(StandardNormal)
+            })
+        };
+        let drawn = tch::Tensor::from_slice(&values).view(var.size().as_slice());
+        var.copy_(&drawn.to_kind(var.kind()).to_device(var.device()));
     }
+}
+
+fn draw(rng: &mut ChaCha8Rng, n: usize, mut value: impl FnMut(&mut ChaCha8Rng) -> f64) -> Vec<f32> {
+    (0..n).map(|_| value(rng) as f32).collect()
 }

@@ -478,26 +478,26 @@ fn numbered_regions_take_the_tokenizers_number_tokens() {
         .add_special_tokens(&["\u{2581}[1", "\u{2581}[2", "\u{2581}[3"])
         .unwrap();
     let (model, _vs, _) =
-        rgpt_train::scratch::build_tiny_with_tokenizer(&spec, &tokenizer).unwrap();
+        rgpt_train::scratch::build_tiny_with_tokenizer(&spec, &tokenizer, 0).unwrap();
     let expected: Vec<i64> = (1..=3)
         .map(|k| tokenizer.token_to_id(&format!("\u{2581}[{k}")).unwrap())
         .collect();
     assert_eq!(model.section.extensions.region_index_tokens, expected);
     // Off, the regions carry no number.
     let (plain, _vs, _) =
-        rgpt_train::scratch::build_tiny_with_tokenizer(&common::small_tiny_spec(), &tokenizer)
+        rgpt_train::scratch::build_tiny_with_tokenizer(&common::small_tiny_spec(), &tokenizer, 0)
             .unwrap();
     assert!(plain.section.extensions.region_index_tokens.is_empty());
     // A tokenizer that splits punctuation off writes `[`, `2`, `]`: the
     // bare numbers number the regions.
     let mut split = bare();
     split.add_special_tokens(&["1", "2"]).unwrap();
-    let (model, _vs, _) = rgpt_train::scratch::build_tiny_with_tokenizer(&spec, &split).unwrap();
+    let (model, _vs, _) = rgpt_train::scratch::build_tiny_with_tokenizer(&spec, &split, 0).unwrap();
     let expected: Vec<i64> = ["1", "2"].map(|k| split.token_to_id(k).unwrap()).to_vec();
     assert_eq!(model.section.extensions.region_index_tokens, expected);
 
     // A tokenizer without `▁[1` or `1` cannot number regions.
-    let err = match rgpt_train::scratch::build_tiny_with_tokenizer(&spec, &bare()) {
+    let err = match rgpt_train::scratch::build_tiny_with_tokenizer(&spec, &bare(), 0) {
         Ok(_) => panic!("numbering needs the number tokens"),
         Err(e) => e.to_string(),
     };
