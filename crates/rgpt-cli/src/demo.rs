@@ -162,6 +162,10 @@ fn print_results(results: &DemoResults, targets: Option<DemoTargets>) {
         percent(results.region_cls_generated_acc)
     );
     println!(
+        "| region classification, regions shuffled between questions (control) | {} | |",
+        percent(results.region_cls_shuffled_acc)
+    );
+    println!(
         "| REC accuracy | {} | {} |",
         percent(results.rec_acc),
         verdict(results.rec_acc, targets.map(|t| t.rec_acc))

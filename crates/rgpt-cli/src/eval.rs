@@ -265,6 +265,7 @@ fn run_samples(args: RunArgs, kind: TaskKind, meteor: Option<MeteorSource>) -> a
         limit: None,
         classes: args.classes.clone(),
         meteor: meteor.unwrap_or_default(),
+        shuffle_regions: false,
     };
     let root = default_image_root(&args.data);
     let name = args

@@ -1,7 +1,8 @@
 //! `rgpt demo`: a bad config is refused before any work starts, and
-//! `--quick` trains a tiny RGPT from nothing and shows it learned: the
-//! pre-trained tower reads shape and colour off held-out regions well above
-//! chance and every stage's loss falls. It writes what the issue lists,
+//! `--quick` trains a tiny RGPT from nothing and shows it learned: it
+//! classifies held-out regions far better than with the regions shuffled
+//! between questions, the pre-trained tower reads shape and colour off
+//! held-out regions well above chance, and every stage's loss falls. It writes what the issue lists,
 //! leaves a model `rgpt generate` can use, and on a rerun retrains nothing.
 mod common;
 
@@ -98,12 +99,19 @@ fn the_quick_demo_learns_and_leaves_a_usable_model() {
             "results.json lacks by_size.{size}"
         );
     }
-    // Six shapes and six colours: chance is 1/6 for each. In its three minutes
-    // the quick run's decoder does not yet answer shape questions above chance
-    // (that takes the full demo's 200-300 steps of stage 2,
-    // docs/experiments/demo-journal.md), so learning is judged on the tower's
-    // held-out regions and on the stages' losses. `tower.accuracy` is [head,
-    // accuracy] pairs.
+    // The decoder reads its regions: held-out shape classification beats
+    // the same questions asked about other questions' regions (the demo's
+    // control, `region_cls_shuffled_acc`) by a clear margin. A decoder
+    // that ignores regions scores the same on both, whatever it learned
+    // from the image and the question.
+    let shape = |key: &str| results[key].as_f64().unwrap_or_else(|| panic!("no {key}"));
+    let (cls, shuffled) = (shape("region_cls_acc"), shape("region_cls_shuffled_acc"));
+    assert!(
+        cls >= 0.6 && cls >= shuffled + 0.3,
+        "shape {cls:.3} against {shuffled:.3} with the regions shuffled"
+    );
+    // Six shapes and six colours: chance is 1/6 for each. `tower.accuracy`
+    // is [head, accuracy] pairs, on held-out regions.
     let tower: std::collections::HashMap<String, f64> = results["tower"]["accuracy"]
         .as_array()
         .unwrap()
@@ -125,7 +133,11 @@ fn the_quick_demo_learns_and_leaves_a_usable_model() {
         "tower colour accuracy {}",
         tower["color"]
     );
-    for stage in STAGES {
+    // Losses, as means over a stage's first and last tenth of steps (one
+    // batch is noisy): the language stage, from random weights, more than
+    // halves its loss; the image stages, which start from trained parts,
+    // still lower theirs by over a tenth.
+    for (stage, factor) in [("language", 0.5), ("pretrain", 0.9), ("finetune", 0.9)] {
         let losses: Vec<f64> = std::fs::read_to_string(run.join(stage).join("metrics.jsonl"))
             .unwrap()
             .lines()
@@ -134,8 +146,13 @@ fn the_quick_demo_learns_and_leaves_a_usable_model() {
                 step["loss"].as_f64().unwrap()
             })
             .collect();
-        let (first, last) = (losses[0], losses[losses.len() - 1]);
-        assert!(last < first / 2.0, "{stage}: loss {first} -> {last}");
+        let tenth = (losses.len() / 10).max(1);
+        let mean = |window: &[f64]| window.iter().sum::<f64>() / window.len() as f64;
+        let (first, last) = (
+            mean(&losses[..tenth]),
+            mean(&losses[losses.len() - tenth..]),
+        );
+        assert!(last < first * factor, "{stage}: loss {first} -> {last}");
     }
 
     let png = std::fs::read(run.join("samples.png")).unwrap();

@@ -16,7 +16,9 @@ use crate::run_dir::{write_error, write_json};
 use crate::{DemoConfig, DemoError, DemoEvent};
 
 /// Scores the held-out world: shape classification, REC and region
-/// captions, answers kept under `out` so a rerun resumes.
+/// captions, and shape classification again with every question asked
+/// about another question's regions (the control, [`SHUFFLED`]); answers
+/// kept under `out` so a rerun resumes.
 pub(crate) fn evaluate(
     config: &DemoConfig,
     generator: &RegionGenerator,
@@ -28,13 +30,19 @@ pub(crate) fn evaluate(
         ("synth-shape", config.eval.images),
         ("synth-rec", config.eval.images),
         ("synth-caption", config.eval.caption_images),
+        (SHUFFLED, config.eval.images),
     ];
     let results = score_tasks(config, generator, test_world, &tasks, out, on_event)?;
     write_json(&out.join("results.json"), &results)?;
     Ok(results)
 }
 
-/// Answers and scores the first `images` test samples of each task.
+/// The control's name in the results: `synth-shape` with the regions
+/// shuffled between questions ([`rgpt_eval::items::shuffle_regions`]).
+pub(crate) const SHUFFLED: &str = "synth-shape-shuffled-regions";
+
+/// Answers and scores the first `images` test samples of each task (the
+/// control [`SHUFFLED`] among them).
 pub(crate) fn score_tasks(
     config: &DemoConfig,
     generator: &RegionGenerator,
@@ -56,7 +64,9 @@ pub(crate) fn score_tasks(
         .map(|s| s.name().to_string())
         .collect();
     let mut results = BTreeMap::new();
-    for &(task, images) in tasks {
+    for &(name, images) in tasks {
+        let shuffle_regions = name == SHUFFLED;
+        let task = if shuffle_regions { "synth-shape" } else { name };
         let kind = TaskKind::of(task).ok_or_else(|| DemoError::Invalid {
             field: "eval",
             message: format!("`{task}` is not a task the demo can score"),
@@ -69,16 +79,17 @@ pub(crate) fn score_tasks(
                 Vec::new()
             },
             meteor: MeteorSource::Off,
+            shuffle_regions,
         };
         let scored = evaluate_task(
             &evaluator,
             &task_file(test_world, task),
             kind,
             &options,
-            &out.join(format!("{task}.jsonl")),
-            &mut |done, total| on_event(DemoEvent::Eval(task, done, total)),
+            &out.join(format!("{name}.jsonl")),
+            &mut |done, total| on_event(DemoEvent::Eval(name, done, total)),
         )?;
-        results.insert(task.to_string(), scored.results);
+        results.insert(name.to_string(), scored.results);
     }
     Ok(results)
 }

@@ -19,6 +19,11 @@ pub struct DemoResults {
     pub region_cls_acc: f64,
     /// The same, reading the generated answer.
     pub region_cls_generated_acc: f64,
+    /// The control: shape classification with each question asked about
+    /// another question's regions. A model that reads its regions scores
+    /// far below `region_cls_acc` here; one that ignores them, the same.
+    #[serde(default)]
+    pub region_cls_shuffled_acc: f64,
     pub rec_acc: f64,
     pub caption_cider: f64,
     /// Tower pre-training and every stage, in seconds of work.
@@ -62,6 +67,10 @@ pub(crate) fn summarise(
         refiner,
         region_cls_acc: number("synth-shape", "accuracy"),
         region_cls_generated_acc: number("synth-shape", "generated_accuracy"),
+        region_cls_shuffled_acc: eval
+            .get(crate::evaluate::SHUFFLED)
+            .and_then(|scores| scores["accuracy"].as_f64())
+            .unwrap_or(f64::NAN),
         rec_acc: number("synth-rec", "accuracy"),
         caption_cider: number("synth-caption", "CIDEr"),
         train_seconds,

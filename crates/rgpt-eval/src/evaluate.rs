@@ -12,7 +12,7 @@ use rgpt_data::format::read_samples;
 use serde_json::Value;
 
 use crate::caption::MeteorSource;
-use crate::items::{items_of, EvalItem};
+use crate::items::{items_of, shuffle_regions, EvalItem};
 use crate::predictions::PredictionStore;
 use crate::results::{caption_results, classification_results, pope_results, rec_results};
 use crate::runner::Evaluator;
@@ -28,6 +28,10 @@ pub struct TaskOptions {
     pub classes: Vec<String>,
     /// Captioning: where METEOR comes from.
     pub meteor: MeteorSource,
+    /// Ask each question with another question's regions
+    /// ([`crate::items::shuffle_regions`]): the control that shows how
+    /// much of a score the regions carry.
+    pub shuffle_regions: bool,
 }
 
 /// The scores of one task.
@@ -73,7 +77,10 @@ pub fn evaluate_task(
     predictions: &Path,
     on_progress: &mut dyn FnMut(usize, usize),
 ) -> Result<TaskResults, EvalError> {
-    let items = task_items(path, kind, options.limit)?;
+    let mut items = task_items(path, kind, options.limit)?;
+    if options.shuffle_regions {
+        shuffle_regions(&mut items);
+    }
     evaluate_items(evaluator, &items, kind, options, predictions, on_progress)
 }
 

@@ -2,6 +2,8 @@
 //! conversation format becomes one question, asked with the gold
 //! conversation before it (the image given once, at the start, as in
 //! training) and scored against that answer and the sample's `meta`.
+use std::collections::BTreeMap;
+
 use rgpt_data::format::{Speaker, REGION_TOKEN};
 use rgpt_data::{Region, Sample};
 use serde_json::Value;
@@ -108,6 +110,35 @@ pub fn items_of(sample: &Sample) -> Result<Vec<EvalItem>, EvalError> {
     Ok(items)
 }
 
+/// The control for "does the model read its regions?": each question is
+/// asked with the regions of the next question that has as many regions,
+/// on an image of the same size (its own image, history and question
+/// kept), so a model that ignores regions answers exactly as before and one
+/// that reads them mostly does not. A question alone in its group keeps its
+/// regions; the number of such questions is returned.
+pub fn shuffle_regions(items: &mut [EvalItem]) -> usize {
+    let mut groups: BTreeMap<(usize, Option<u32>, Option<u32>), Vec<usize>> = BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
+        groups
+            .entry((item.regions.len(), item.width, item.height))
+            .or_default()
+            .push(i);
+    }
+    let mut alone = 0;
+    for members in groups.values() {
+        if members.len() < 2 {
+            alone += members.len();
+            continue;
+        }
+        let first = items[members[0]].regions.clone();
+        for pair in members.windows(2) {
+            items[pair[0]].regions = items[pair[1]].regions.clone();
+        }
+        items[members[members.len() - 1]].regions = first;
+    }
+    alone
+}
+
 /// POPE questions as evaluation items: the question after the image,
 /// answered yes or no.
 pub fn pope_items(
@@ -133,4 +164,60 @@ pub fn pope_items(
             size: None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(id: usize, regions: usize, width: u32) -> EvalItem {
+        EvalItem {
+            id: format!("{id}#0"),
+            task: "synth-shape".into(),
+            kind: TaskKind::Classification,
+            image: Some(format!("{id}.png")),
+            width: Some(width),
+            height: Some(width),
+            history: Vec::new(),
+            question: "What is <region>?".into(),
+            regions: (0..regions)
+                .map(|k| Region::Box([id as f64, k as f64, 10.0, 10.0]))
+                .collect(),
+            answer: "circle".into(),
+            references: vec!["circle".into()],
+            target: None,
+            ground_truth: None,
+            size: None,
+        }
+    }
+
+    #[test]
+    fn every_question_takes_another_questions_regions_of_its_kind() {
+        let mut items = vec![
+            item(0, 1, 64),
+            item(1, 2, 64),
+            item(2, 1, 64),
+            item(3, 1, 64),
+            item(4, 2, 64),
+            item(5, 1, 32),
+        ];
+        let before = items.clone();
+        assert_eq!(shuffle_regions(&mut items), 1);
+        let owner = |regions: &[Region]| match regions[0] {
+            Region::Box([x, ..]) => x as usize,
+            _ => unreachable!(),
+        };
+        let owners: Vec<usize> = items.iter().map(|i| owner(&i.regions)).collect();
+        // 1-region questions on 64 px rotate among themselves, 2-region
+        // ones swap, the lone 32 px one keeps its own.
+        assert_eq!(owners, [2, 4, 3, 0, 1, 5]);
+        for (now, was) in items.iter().zip(&before) {
+            assert_eq!(now.regions.len(), was.regions.len());
+            assert_eq!((&now.image, &now.question), (&was.image, &was.question));
+        }
+        // Every region list is still used once.
+        let mut sorted = owners.clone();
+        sorted.sort();
+        assert_eq!(sorted, [0, 1, 2, 3, 4, 5]);
+    }
 }

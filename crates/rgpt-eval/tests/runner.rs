@@ -173,6 +173,7 @@ fn evaluate_task_is_the_items_answered_and_scored_and_refuses_another_task() {
         limit: Some(2),
         classes: Vec::new(),
         meteor: MeteorSource::Off,
+        shuffle_regions: false,
     };
     let mut calls = 0;
     let scored = evaluate_task(
