@@ -63,6 +63,10 @@ pub struct StepMetrics {
     /// it (`align_regions`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub align_loss: Option<f64>,
+    /// The samples the run skips (each reason, its count and first
+    /// example), in the first step's record only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<Skips>,
 }
 
 pub struct Trainer {
@@ -100,6 +104,9 @@ impl Trainer {
             }
             None => None,
         };
+        // A tiny model draws from its own generator seeded with `seed`;
+        // libtorch's global one still initialises what a pretrained
+        // checkpoint lacks (a composed model's fresh refiner and connector).
         tch::manual_seed(config.seed as i64);
         let device = config.device()?;
         let kind = config.dtype.kind(device);
@@ -114,7 +121,8 @@ impl Trainer {
             ModelSource::Tiny(spec) => {
                 let files: Vec<&Path> =
                     config.data.files.iter().map(|f| f.path.as_path()).collect();
-                let (model, vs, trained, preprocessor) = crate::scratch::build_tiny(spec, &files)?;
+                let (model, vs, trained, preprocessor) =
+                    crate::scratch::build_tiny(spec, &files, config.seed)?;
                 // The run's own preprocessing and tokenizer, kept so a
                 // resumed run reads exactly what the first one did.
                 let source = config.output_dir.join("source");
@@ -466,12 +474,9 @@ impl Trainer {
                 memory_mb: crate::memory::resident_set_mib(),
                 eval_loss,
                 align_loss: loss.alignment,
+                skipped: (self.state.step == 1).then(|| self.skipped.clone()),
             };
-            let mut json = serde_json::to_value(&record).unwrap_or_default();
-            if record.step == 1 {
-                json["skipped"] = serde_json::to_value(&self.skipped).unwrap_or_default();
-            }
-            let mut line = json.to_string() + "\n";
+            let mut line = serde_json::to_string(&record).unwrap_or_default() + "\n";
             if let Some(loss) = eval_loss {
                 let eval =
                     serde_json::json!({"step": record.step, "eval": {"held_out_loss": loss}});

@@ -31,6 +31,7 @@
 //! and change together (the resampler itself is `resample.rs`).
 use std::path::{Path, PathBuf};
 
+use image::ImageDecoder;
 pub use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
@@ -653,14 +654,14 @@ pub fn load_image(path: impl AsRef<Path>) -> Result<RgbImage, PreprocessError> {
         path: path.to_path_buf(),
         source,
     };
-    let reader = || {
-        image::ImageReader::new(std::io::Cursor::new(&bytes))
-            .with_guessed_format()
-            .map_err(|e| decode_error(image::ImageError::IoError(e)))
-    };
+    let mut decoder = image::ImageReader::new(std::io::Cursor::new(&bytes))
+        .with_guessed_format()
+        .map_err(|e| decode_error(image::ImageError::IoError(e)))?
+        .into_decoder()
+        .map_err(decode_error)?;
     // Checked before decoding, so a huge image is refused by its header
     // with the limit and how to raise it, not a bare "Memory limit exceeded".
-    let (width, height) = reader()?.into_dimensions().map_err(decode_error)?;
+    let (width, height) = decoder.dimensions();
     let limit_mib = std::env::var(MAX_IMAGE_MIB_VAR)
         .ok()
         .and_then(|v| v.trim().parse::<u64>().ok())
@@ -677,10 +678,9 @@ pub fn load_image(path: impl AsRef<Path>) -> Result<RgbImage, PreprocessError> {
             limit_mib,
         });
     }
-    let mut reader = reader()?;
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(limit.max(needed));
-    reader.limits(limits);
-    let img = reader.decode().map_err(decode_error)?;
+    decoder.set_limits(limits).map_err(decode_error)?;
+    let img = image::DynamicImage::from_decoder(decoder).map_err(decode_error)?;
     Ok(img.to_rgb8())
 }
