@@ -103,11 +103,14 @@ fn train_resume_and_answer() {
 }
 
 /// Ctrl-C stops `rgpt train` after the step in progress, checkpointed,
-/// and says how to resume. (Before issue 25 a Ctrl-C killed the run and
+/// and says how to resume; resuming gives the uninterrupted run's losses,
+/// checkpoint and model, bit for bit. (Before issue 25 a Ctrl-C killed the run and
 /// lost the steps since the last checkpoint, without a word.)
 #[test]
-fn ctrl_c_checkpoints_and_says_how_to_resume() {
-    let (dir, config) = run_dir("train-sigint", "steps: 400\ncheckpoint_every: 1000\n");
+fn ctrl_c_checkpoints_and_says_how_to_resume_exactly() {
+    const STEPS: u64 = 400;
+    let tail = format!("steps: {STEPS}\ncheckpoint_every: 1000\n");
+    let (dir, config) = run_dir("train-sigint", &tail);
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_rgpt"))
         .args(["train", "--config"])
         .arg(&config)
@@ -153,6 +156,54 @@ fn ctrl_c_checkpoints_and_says_how_to_resume() {
     )
     .unwrap();
     let step = state["run"]["step"].as_u64().unwrap();
-    assert!((2..400).contains(&step), "{state}");
+    assert!((2..STEPS).contains(&step), "{state}");
     assert_eq!(logged() as u64, step);
+
+    // `rgpt train --resume` finishes it as if it had never stopped: the
+    // same losses at every step, and the same checkpoint (weights, every
+    // optimiser tensor, state.json) and model, byte for byte, as a run
+    // that was not interrupted.
+    let resumed = rgpt(&["train", "--config", config.to_str().unwrap(), "--resume"]);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let (whole_dir, whole_config) = run_dir("train-whole", &tail);
+    let whole = rgpt(&["train", "--config", whole_config.to_str().unwrap()]);
+    assert!(
+        whole.status.success(),
+        "{}",
+        String::from_utf8_lossy(&whole.stderr)
+    );
+    let losses = |run: &std::path::Path| -> Vec<(u64, f64)> {
+        std::fs::read_to_string(run.join("run/metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|line| {
+                let record: serde_json::Value = serde_json::from_str(line).unwrap();
+                (
+                    record["step"].as_u64().unwrap(),
+                    record["loss"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (cut, uncut) = (losses(&dir), losses(&whole_dir));
+    assert_eq!(cut.len() as u64, STEPS);
+    assert_eq!(cut, uncut, "the losses differ after resuming");
+    for file in [
+        "checkpoint/model.safetensors",
+        "checkpoint/optimizer.safetensors",
+        "checkpoint/state.json",
+        "model/model.safetensors",
+    ] {
+        let read = |run: &std::path::Path| std::fs::read(run.join("run").join(file)).unwrap();
+        assert!(
+            read(&dir) == read(&whole_dir),
+            "run/{file} differs after resuming"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&whole_dir);
+    let _ = std::fs::remove_dir_all(&dir);
 }
