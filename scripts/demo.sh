@@ -3,7 +3,7 @@
 # tiny RGPT from nothing (vision tower pre-trained on the world, then the
 # paper's two stages), scores it on held-out images and prints the table
 # and a few dialogues; everything lands in runs/demo (results.json,
-# samples.png, the model). About 14 minutes on 2 CPU cores, more or less by
+# samples.png, the model). About 13-14 minutes on 2 CPU cores, more or less by
 # the machine (docs/demo.md); rerunning resumes. Extra arguments go to
 # `rgpt demo` (e.g. --quick, --ablation).
 set -euo pipefail
