@@ -5,7 +5,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{rgpt, root};
+use common::{ok, rgpt, root};
 
 /// A fresh directory `rgpt-{tag}-{pid}` under the temp dir with COCO
 /// classification data built by `rgpt data build` and `train.yaml`: a
@@ -25,11 +25,7 @@ fn run_dir(tag: &str, tail: &str) -> (PathBuf, PathBuf) {
         "--out",
         data.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     let config = dir.join("train.yaml");
     std::fs::write(
         &config,
@@ -72,11 +68,7 @@ fn train_resume_and_answer() {
         "{stderr}"
     );
     let resumed = rgpt(&["train", "--config", config, "--resume"]);
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
+    ok(&resumed);
     assert!(String::from_utf8_lossy(&resumed.stderr).contains("resuming at step 3 of 3"));
 
     let model = dir.join("run/model");
@@ -95,11 +87,7 @@ fn train_resume_and_answer() {
         "--device",
         "cpu",
     ]);
-    assert!(
-        answer.status.success(),
-        "{}",
-        String::from_utf8_lossy(&answer.stderr)
-    );
+    ok(&answer);
 }
 
 /// Ctrl-C stops `rgpt train` after the step in progress, checkpointed,
@@ -164,18 +152,10 @@ fn ctrl_c_checkpoints_and_says_how_to_resume_exactly() {
     // optimiser tensor, state.json) and model, byte for byte, as a run
     // that was not interrupted.
     let resumed = rgpt(&["train", "--config", config.to_str().unwrap(), "--resume"]);
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
+    ok(&resumed);
     let (whole_dir, whole_config) = run_dir("train-whole", &tail);
     let whole = rgpt(&["train", "--config", whole_config.to_str().unwrap()]);
-    assert!(
-        whole.status.success(),
-        "{}",
-        String::from_utf8_lossy(&whole.stderr)
-    );
+    ok(&whole);
     let losses = |run: &std::path::Path| -> Vec<(u64, f64)> {
         std::fs::read_to_string(run.join("run/metrics.jsonl"))
             .unwrap()

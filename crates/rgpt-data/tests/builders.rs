@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use rgpt_data::builders::classification::{build_classification, ClassificationOptions};
 use rgpt_data::builders::llava::build_llava;
 use rgpt_data::builders::mix::{mix, MixInput};
@@ -506,13 +508,7 @@ fn truncated_and_mutated_refs_pickles_are_errors_not_panics() {
     let dir = std::env::temp_dir().join(format!("rgpt-refs-fuzz-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("refs.p");
-    let mut state = 0xD1B5_4A32_D192_ED03u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = ChaCha8Rng::seed_from_u64(26);
     let step = (bytes.len() / 200).max(1);
     for end in (0..bytes.len()).step_by(step) {
         std::fs::write(&path, &bytes[..end]).unwrap();
@@ -521,9 +517,9 @@ fn truncated_and_mutated_refs_pickles_are_errors_not_panics() {
     }
     for _ in 0..500 {
         let mut mutated = bytes.clone();
-        for _ in 0..1 + next() % 4 {
-            let at = (next() % mutated.len() as u64) as usize;
-            mutated[at] = next() as u8;
+        for _ in 0..rng.random_range(1..=4) {
+            let at = rng.random_range(0..mutated.len());
+            mutated[at] = rng.random();
         }
         std::fs::write(&path, &mutated).unwrap();
         if let Err(e) = refcoco::read_refs(&path) {

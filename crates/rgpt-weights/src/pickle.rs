@@ -762,6 +762,9 @@ fn opcode_name(op: u8) -> String {
 
 #[cfg(test)]
 mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
     use super::*;
 
     /// A host that accepts one global, `m.f`, whose call returns its
@@ -888,18 +891,12 @@ mod tests {
                 "a pickle cut at {end} has no STOP"
             );
         }
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = ChaCha8Rng::seed_from_u64(25);
         for _ in 0..5000 {
             let mut bytes = data.to_vec();
-            for _ in 0..1 + next() % 4 {
-                let at = (next() % bytes.len() as u64) as usize;
-                bytes[at] = next() as u8;
+            for _ in 0..rng.random_range(1..=4) {
+                let at = rng.random_range(0..bytes.len());
+                bytes[at] = rng.random();
             }
             let _ = run(&bytes);
         }
