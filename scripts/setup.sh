@@ -25,6 +25,25 @@ then
   .venv/bin/pip install --quiet --disable-pip-version-check "torch==$torch_version"
 fi
 
+# rgpt-dist compiles a C++ shim over libtorch's c10d. Gloo's headers are not
+# in the wheel (its library is, inside libtorch_cpu): Debian's libgloo-dev
+# has them. The NCCL path compiles against the wheel's nccl.h and CUDA
+# runtime headers, which include the `crt/` and `nv/` headers of two more
+# parts of the same CUDA toolkit release (no GPU needed to compile).
+if [ ! -f /usr/include/gloo/config.h ]; then
+  echo "setup: installing libgloo-dev (Gloo's headers, for rgpt-dist)" >&2
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libgloo-dev >&2
+fi
+cuda_toolkit_version=13.0.2
+if ! ls .venv/lib/python3*/site-packages/nvidia/cu13/include/crt/host_config.h >/dev/null 2>&1 ||
+  ! ls -d .venv/lib/python3*/site-packages/nvidia/cu13/include/nv/target >/dev/null 2>&1; then
+  echo "setup: installing the CUDA crt and cccl headers (cuda-toolkit==$cuda_toolkit_version) into .venv" >&2
+  .venv/bin/pip install --quiet --disable-pip-version-check "cuda-toolkit[crt,cccl]==$cuda_toolkit_version"
+fi
+
 # The caption metrics are checked against pycocoevalcap, whose wheel carries
 # the METEOR 1.5 and Stanford PTBTokenizer jars that `rgpt eval` drives (Java
 # runs them); installed without its dependencies, which only its Python
