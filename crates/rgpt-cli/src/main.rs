@@ -3,6 +3,7 @@
 mod data;
 mod demo;
 mod eval;
+mod launch;
 mod plot;
 mod runtime;
 mod train;
@@ -50,6 +51,9 @@ enum Command {
     },
     /// Train an RGPT from a YAML config (resumable).
     Train(train::TrainArgs),
+    /// Start this machine's ranks of a distributed run, as torchrun does:
+    /// `rgpt launch --nproc 2 -- train --config F`.
+    Launch(launch::LaunchArgs),
     /// Train a tiny RGPT from nothing on a synthetic world of shapes and
     /// score it on held-out images (resumable).
     Demo(demo::DemoArgs),
@@ -203,6 +207,7 @@ fn main() -> ExitCode {
         Command::Eval { command } => eval::run(command),
         Command::Plot(args) => plot::run(args),
         Command::Train(args) => train::run(args),
+        Command::Launch(args) => launch::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Region { command } => match command {
             RegionCommand::Stats { annotations, json } => region_stats(&annotations, json),

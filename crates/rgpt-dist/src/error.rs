@@ -19,6 +19,8 @@ pub enum DistError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("rank {rank} failed ({status}); the other ranks were stopped")]
+    RankFailed { rank: usize, status: String },
 }
 
 pub type Result<T> = std::result::Result<T, DistError>;

@@ -4,16 +4,18 @@
 //! (`shim/`, built by `build.rs` like tch's own wrapper). Every collective is
 //! bounded by the group's timeout and returns an error, never hangs, when a
 //! peer is gone. [`DistEnv`] reads the launcher's variables (torchrun,
-//! Slurm, `rgpt launch`).
+//! Slurm, `rgpt launch`); [`launch`] is `rgpt launch` itself.
 mod env;
 mod error;
 mod ffi;
 mod group;
+mod launch;
 mod store;
 
 pub use env::{first_host, DistEnv, DEFAULT_PORT};
 pub use error::{DistError, Result};
 pub use group::{Backend, ProcessGroup, ReduceOp};
+pub use launch::{launch, LaunchConfig, Stream};
 pub use store::TcpStore;
 
 /// Whether this build has the NCCL backend (libtorch with CUDA and the

@@ -93,6 +93,50 @@ pub struct TrainConfig {
     /// Absent: no evaluation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval: Option<EvalConfig>,
+    /// Data-parallel training over the processes a launcher started
+    /// (`rgpt launch`, torchrun, srun): `{backend: auto, bucket_mb: 25,
+    /// timeout_s: 1800}` or `{}` for those defaults. `micro_batch` is per
+    /// process and `global_batch` is over all of them. Absent: one process
+    /// (a launched run without it is refused, so ranks never write over
+    /// each other). See docs/distributed.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distributed: Option<DistributedConfig>,
+}
+
+/// The `distributed` section of a config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistributedConfig {
+    /// `nccl`, `gloo` or `auto` (NCCL when CUDA is available).
+    #[serde(default = "default_backend")]
+    pub backend: String,
+    /// Gradients are all-reduced in buckets of at most this many MiB.
+    #[serde(default = "default_bucket_mb")]
+    pub bucket_mb: f64,
+    /// How long a collective (or the rendezvous) may wait for the other
+    /// ranks before the run fails with an error naming it.
+    #[serde(default = "default_timeout_s")]
+    pub timeout_s: u64,
+}
+
+fn default_backend() -> String {
+    "auto".into()
+}
+fn default_bucket_mb() -> f64 {
+    25.0
+}
+fn default_timeout_s() -> u64 {
+    1800
+}
+
+impl Default for DistributedConfig {
+    fn default() -> Self {
+        DistributedConfig {
+            backend: default_backend(),
+            bucket_mb: default_bucket_mb(),
+            timeout_s: default_timeout_s(),
+        }
+    }
 }
 
 /// Held-out loss during training (`eval` in the config).
@@ -291,6 +335,20 @@ impl TrainConfig {
         }
         if self.steps == Some(0) {
             return invalid("steps", "the run needs at least one step".into());
+        }
+        if let Some(dist) = &self.distributed {
+            if let Err(e) = dist.backend.parse::<rgpt_dist::Backend>() {
+                return invalid("distributed.backend", e.to_string());
+            }
+            if !(dist.bucket_mb.is_finite() && dist.bucket_mb > 0.0) {
+                return invalid(
+                    "distributed.bucket_mb",
+                    format!("{} must be a positive size in MiB", dist.bucket_mb),
+                );
+            }
+            if dist.timeout_s == 0 {
+                return invalid("distributed.timeout_s", "must be at least 1 second".into());
+            }
         }
         if self.data.files.is_empty() {
             return invalid("data.files", "list at least one conversation file".into());

@@ -46,6 +46,8 @@ pub enum TrainError {
     Data(#[from] rgpt_data::DataError),
     #[error(transparent)]
     Weights(#[from] rgpt_weights::WeightsError),
+    #[error("distributed: {0}")]
+    Dist(#[from] rgpt_dist::DistError),
     #[error("torch error: {0}")]
     Torch(#[from] tch::TchError),
 }

@@ -4,6 +4,7 @@
 //! checkpoints and metrics.
 
 pub mod config;
+pub mod data_parallel;
 mod error;
 pub mod freeze;
 pub mod loader;

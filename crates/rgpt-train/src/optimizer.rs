@@ -97,6 +97,14 @@ impl AdamW {
         self.slots.keys().map(String::as_str)
     }
 
+    /// The variables it updates, in name order.
+    pub fn params(&self) -> Vec<Tensor> {
+        self.slots
+            .values()
+            .map(|s| s.param.shallow_clone())
+            .collect()
+    }
+
     pub fn zero_grad(&mut self) {
         for slot in self.slots.values_mut() {
             let mut grad = slot.param.grad();

@@ -55,6 +55,24 @@ pub struct StepLoss {
     pub alignment: Option<f64>,
 }
 
+/// What a step's losses are means over: its answer tokens and its named
+/// regions, on every rank of a data-parallel run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepTotals {
+    pub target_tokens: usize,
+    pub aligned_regions: usize,
+}
+
+impl StepTotals {
+    /// The totals of these micro-batches alone (one process).
+    pub fn of(micro_batches: &[Vec<TrainingExample<'_>>]) -> Self {
+        StepTotals {
+            target_tokens: micro_batches.iter().flatten().map(target_tokens).sum(),
+            aligned_regions: micro_batches.iter().flatten().map(aligned_regions).sum(),
+        }
+    }
+}
+
 /// Runs forward and backward over `micro_batches`, adding to the
 /// variables' gradients: of the answers' loss, plus `align_weight` times
 /// the regions' alignment (when above 0). Both are means over the whole
@@ -64,8 +82,22 @@ pub fn accumulate_gradients(
     micro_batches: &[Vec<TrainingExample<'_>>],
     align_weight: f64,
 ) -> Result<StepLoss, TrainError> {
-    let total: usize = micro_batches.iter().flatten().map(target_tokens).sum();
-    let total_aligned: usize = micro_batches.iter().flatten().map(aligned_regions).sum();
+    let totals = StepTotals::of(micro_batches);
+    accumulate_share(model, micro_batches, align_weight, totals)
+}
+
+/// [`accumulate_gradients`] for one rank's share of a step whose `totals`
+/// count every rank's micro-batches: each loss is weighted by its share of
+/// those, so the gradients summed over the ranks are the step's, and so
+/// are the losses returned (summed over the ranks).
+pub fn accumulate_share(
+    model: &RegionGpt,
+    micro_batches: &[Vec<TrainingExample<'_>>],
+    align_weight: f64,
+    totals: StepTotals,
+) -> Result<StepLoss, TrainError> {
+    let total = totals.target_tokens;
+    let total_aligned = totals.aligned_regions;
     let mut loss = 0.0;
     let mut alignment = None;
     for batch in micro_batches.iter().filter(|b| !b.is_empty()) {

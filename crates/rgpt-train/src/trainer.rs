@@ -23,10 +23,11 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::{ModelSource, TrainConfig};
+use crate::data_parallel::DataParallel;
 use crate::freeze::{set_trainable, set_trainable_with_lora};
 use crate::loader::{Loader, LoaderConfig, PromptFormat};
 use crate::optimizer::AdamW;
-use crate::step::{accumulate_gradients, without_region_targets};
+use crate::step::{accumulate_share, without_region_targets, StepTotals};
 use crate::TrainError;
 use rgpt_model::prompt_ids::PromptTokenization;
 
@@ -67,6 +68,10 @@ pub struct StepMetrics {
     /// example), in the first step's record only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<Skips>,
+    /// Seconds the step spent summing gradients across the ranks of a
+    /// data-parallel run (absent in one process).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub all_reduce_s: Option<f64>,
 }
 
 pub struct Trainer {
@@ -84,6 +89,8 @@ pub struct Trainer {
     interrupt: Arc<AtomicBool>,
     pub state: RunState,
     pub total_steps: u64,
+    /// The process group of a data-parallel run.
+    dist: Option<DataParallel>,
 }
 
 const CHECKPOINT: &str = "checkpoint";
@@ -91,7 +98,26 @@ const CHECKPOINT: &str = "checkpoint";
 impl Trainer {
     /// Loads the model and data the config names; starts at step 0.
     pub fn new(config: TrainConfig) -> Result<Self, TrainError> {
+        Self::in_group(config, None)
+    }
+
+    /// [`Trainer::new`] as one rank of a data-parallel run
+    /// ([`DataParallel::join`]); `None` is one process.
+    pub fn in_group(config: TrainConfig, dist: Option<DataParallel>) -> Result<Self, TrainError> {
         config.validate()?;
+        let (rank, world) = dist.as_ref().map_or((0, 1), |d| (d.rank(), d.world_size()));
+        if let Some(dist) = &dist {
+            dist.check_same_config(&config)?;
+            if config.global_batch % (config.micro_batch * world) != 0 {
+                return Err(TrainError::Invalid {
+                    field: "global_batch",
+                    message: format!(
+                        "{} is not a multiple of micro_batch {} times the {world} ranks",
+                        config.global_batch, config.micro_batch
+                    ),
+                });
+            }
+        }
         let held_out = match &config.eval {
             Some(eval) => {
                 let mut held_out = Vec::new();
@@ -108,7 +134,11 @@ impl Trainer {
         // libtorch's global one still initialises what a pretrained
         // checkpoint lacks (a composed model's fresh refiner and connector).
         tch::manual_seed(config.seed as i64);
-        let device = config.device()?;
+        let device = match &dist {
+            // Each rank of an NCCL run trains on its own GPU.
+            Some(dist) if dist.device().is_cuda() => dist.device(),
+            _ => config.device()?,
+        };
         let kind = config.dtype.kind(device);
         // How prompts become ids: the way a pretrained checkpoint was
         // trained (LLaVA's original checkpoints: `tokenizer_image_token`),
@@ -130,25 +160,37 @@ impl Trainer {
                     path: source.clone(),
                     source: e,
                 })?;
+                // Rank 0 writes them; every rank trained the same ones.
                 let saved = source.join("tokenizer.json");
                 let tokenizer = if saved.is_file() {
                     Tokenizer::from_dir(&source).map_err(rgpt_model::ModelError::from)?
                 } else {
-                    trained.save(&saved).map_err(rgpt_model::ModelError::from)?;
+                    if rank == 0 {
+                        trained.save(&saved).map_err(rgpt_model::ModelError::from)?;
+                    }
                     trained
                 };
-                let json = serde_json::to_string_pretty(&preprocessor).unwrap_or_default();
-                rgpt_weights::save::write_atomic(
-                    &source.join("preprocessor_config.json"),
-                    json.as_bytes(),
-                )?;
+                if rank == 0 {
+                    let json = serde_json::to_string_pretty(&preprocessor).unwrap_or_default();
+                    rgpt_weights::save::write_atomic(
+                        &source.join("preprocessor_config.json"),
+                        json.as_bytes(),
+                    )?;
+                }
+                if let Some(dist) = &dist {
+                    // The others read the source directory next.
+                    dist.barrier()?;
+                }
                 if (device, kind) == (Device::Cpu, Kind::Float) {
                     (model, vs, tokenizer, vec![source])
                 } else {
                     // Built on the CPU in f32; saved and loaded again so
                     // every buffer, not only the variables, takes the run's
                     // device and dtype.
-                    let init = config.output_dir.join("init");
+                    let init = match rank {
+                        0 => config.output_dir.join("init"),
+                        r => config.output_dir.join(format!("init.rank{r}")),
+                    };
                     model.save_pretrained(&vs, &tokenizer, &[&source], &init, None)?;
                     let (model, vs) = RegionGpt::from_pretrained(&init, device, kind)?;
                     (model, vs, tokenizer, vec![source])
@@ -189,6 +231,13 @@ impl Trainer {
             });
         }
         let vars = vs.variables();
+        if let Some(dist) = &dist {
+            // Every rank starts from rank 0's weights, as DDP does.
+            let mut names: Vec<&String> = vars.keys().collect();
+            names.sort();
+            let values: Vec<Tensor> = names.iter().map(|n| vars[*n].shallow_clone()).collect();
+            dist.broadcast(&values)?;
+        }
         let optimizer = AdamW::new(
             trainable
                 .iter()
@@ -229,20 +278,25 @@ impl Trainer {
         let samples = mix(&inputs, config.seed)?.samples;
         let (samples, skipped) =
             usable_samples(samples, &config.data.image_root, config.data.strict)?;
+        // Each rank takes every `world`-th sample of the order, so the
+        // ranks' shares of a step are together the samples one process
+        // with the same global batch would take.
         let loader_config = |seed| LoaderConfig {
             image_root: config.data.image_root.clone(),
             batch_size: config.micro_batch,
             workers: config.loader_workers,
             seed,
             strict: config.data.strict,
+            rank,
+            world_size: world,
             ..LoaderConfig::default()
         };
         let eval_loader = match held_out {
             Some(held_out) => Some(Loader::new(held_out, format.clone(), loader_config(None))?),
             None => None,
         };
+        let per_epoch = (samples.len() / config.global_batch).max(1) as u64;
         let loader = Loader::new(samples, format, loader_config(Some(config.seed)))?;
-        let per_epoch = (loader.len() / config.global_batch).max(1) as u64;
         let total_steps = config.steps.unwrap_or(per_epoch * config.epochs);
         Ok(Trainer {
             config,
@@ -257,6 +311,7 @@ impl Trainer {
             interrupt: Arc::new(AtomicBool::new(false)),
             state: RunState::default(),
             total_steps,
+            dist,
         })
     }
 
@@ -273,6 +328,17 @@ impl Trainer {
     /// what a Ctrl-C handler sets, so stopping a run loses no step.
     pub fn interrupt_flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.interrupt)
+    }
+
+    /// Whether this process writes the run's files: the only one, or rank 0.
+    pub fn is_main(&self) -> bool {
+        self.dist.as_ref().is_none_or(|d| d.rank() == 0)
+    }
+
+    /// Micro-batches each rank takes per optimiser step.
+    fn accumulation(&self) -> usize {
+        let world = self.dist.as_ref().map_or(1, DataParallel::world_size);
+        self.config.global_batch / (self.config.micro_batch * world)
     }
 
     fn checkpoint_dir(&self) -> PathBuf {
@@ -301,7 +367,23 @@ impl Trainer {
             .collect::<Result<_, rgpt_weights::WeightsError>>()?;
         self.optimizer.load_state(&tensors, saved.optimizer_steps)?;
         self.state = saved.run;
-        self.cut_metrics_to(self.state.step)?;
+        // Each rank resumes at its own place in its share of the order; a
+        // run resumed on another number of ranks at the same share of the
+        // epoch.
+        let (rank, world) = self
+            .dist
+            .as_ref()
+            .map_or((0, 1), |d| (d.rank(), d.world_size()));
+        self.state.position = if saved.rank_positions.len() == world {
+            saved.rank_positions[rank]
+        } else if saved.rank_positions.is_empty() {
+            saved.run.position / world
+        } else {
+            saved.rank_positions.iter().sum::<usize>() / world
+        };
+        if self.is_main() {
+            self.cut_metrics_to(self.state.step)?;
+        }
         Ok(true)
     }
 
@@ -329,8 +411,17 @@ impl Trainer {
         Ok(rgpt_weights::save::write_atomic(&path, kept.as_bytes())?)
     }
 
-    /// Writes the checkpoint: a new directory, then swapped in.
+    /// Writes the checkpoint: a new directory, then swapped in. In a
+    /// data-parallel run every rank calls it (their data positions are
+    /// gathered) and rank 0 writes.
     pub fn save_checkpoint(&self) -> Result<(), TrainError> {
+        let rank_positions = match &self.dist {
+            Some(dist) => dist.gather(self.state.position)?,
+            None => Vec::new(),
+        };
+        if !self.is_main() {
+            return Ok(());
+        }
         let dir = self.checkpoint_dir();
         let fresh = self.config.output_dir.join("checkpoint.new");
         let old = self.config.output_dir.join("checkpoint.old");
@@ -347,6 +438,7 @@ impl Trainer {
         let state = SavedState {
             run: self.state,
             optimizer_steps,
+            rank_positions,
         };
         let text = serde_json::to_string_pretty(&state).unwrap_or_default();
         std::fs::write(fresh.join("state.json"), text).map_err(io(&fresh))?;
@@ -371,14 +463,19 @@ impl Trainer {
             source,
         })?;
         let metrics_path = self.config.output_dir.join("metrics.jsonl");
-        let mut metrics = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&metrics_path)
-            .map_err(|source| TrainError::Write {
-                path: metrics_path.clone(),
-                source,
-            })?;
+        let mut metrics = if self.is_main() {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&metrics_path)
+                .map_err(|source| TrainError::Write {
+                    path: metrics_path.clone(),
+                    source,
+                })?;
+            Some(file)
+        } else {
+            None
+        };
         let started = Instant::now();
         let mut batches = self.loader.batches(self.state.epoch, self.state.position);
         let mut taken = 0u64;
@@ -387,8 +484,8 @@ impl Trainer {
             let step_started = Instant::now();
             let _step = tracing::info_span!("train_step", step = self.state.step + 1).entered();
             let data_wait = tracing::debug_span!("data_wait").entered();
-            let mut micro = Vec::with_capacity(self.config.accumulation());
-            while micro.len() < self.config.accumulation() {
+            let mut micro = Vec::with_capacity(self.accumulation());
+            while micro.len() < self.accumulation() {
                 match batches.recv() {
                     Ok(batch) => {
                         let batch = batch?;
@@ -416,7 +513,7 @@ impl Trainer {
             }
             drop(data_wait);
             let examples: Vec<Vec<_>> = micro.iter().map(|b| b.examples()).collect();
-            let samples: usize = micro.iter().map(|b| b.samples.len()).sum();
+            let mut samples: usize = micro.iter().map(|b| b.samples.len()).sum();
             self.optimizer.zero_grad();
             if self.config.align_regions > 0.0 {
                 let unnamed = micro.iter().flat_map(|b| &b.samples).find(|s| {
@@ -434,7 +531,33 @@ impl Trainer {
                     });
                 }
             }
-            let loss = accumulate_gradients(&self.model, &examples, self.config.align_regions)?;
+            let mut totals = StepTotals::of(&examples);
+            if let Some(dist) = &self.dist {
+                let sums =
+                    dist.sum(&[totals.target_tokens as f64, totals.aligned_regions as f64])?;
+                totals = StepTotals {
+                    target_tokens: sums[0] as usize,
+                    aligned_regions: sums[1] as usize,
+                };
+            }
+            let mut loss =
+                accumulate_share(&self.model, &examples, self.config.align_regions, totals)?;
+            let mut all_reduce_s = None;
+            if let Some(dist) = &self.dist {
+                let _span = tracing::debug_span!("all_reduce").entered();
+                let started = Instant::now();
+                dist.all_reduce_gradients(&self.optimizer.params())?;
+                all_reduce_s = Some(started.elapsed().as_secs_f64());
+                let sums = dist.sum(&[
+                    loss.loss,
+                    loss.alignment.unwrap_or(0.0),
+                    f64::from(u8::from(loss.alignment.is_some())),
+                    samples as f64,
+                ])?;
+                loss.loss = sums[0];
+                loss.alignment = (sums[2] > 0.0).then_some(sums[1]);
+                samples = sums[3] as usize;
+            }
             if !loss.loss.is_finite() {
                 return Err(TrainError::NonFiniteLoss {
                     step: self.state.step + 1,
@@ -475,6 +598,7 @@ impl Trainer {
                 eval_loss,
                 align_loss: loss.alignment,
                 skipped: (self.state.step == 1).then(|| self.skipped.clone()),
+                all_reduce_s,
             };
             let mut line = serde_json::to_string(&record).unwrap_or_default() + "\n";
             if let Some(loss) = eval_loss {
@@ -482,15 +606,21 @@ impl Trainer {
                     serde_json::json!({"step": record.step, "eval": {"held_out_loss": loss}});
                 line += &(eval.to_string() + "\n");
             }
-            metrics
-                .write_all(line.as_bytes())
-                .and_then(|()| metrics.flush())
-                .map_err(|source| TrainError::Write {
-                    path: metrics_path.clone(),
-                    source,
-                })?;
+            if let Some(metrics) = &mut metrics {
+                metrics
+                    .write_all(line.as_bytes())
+                    .and_then(|()| metrics.flush())
+                    .map_err(|source| TrainError::Write {
+                        path: metrics_path.clone(),
+                        source,
+                    })?;
+            }
             on_step(&record);
-            let interrupted = self.interrupt.load(Ordering::SeqCst);
+            // Every rank stops after the same step.
+            let interrupted = match &self.dist {
+                Some(dist) => dist.any(self.interrupt.load(Ordering::SeqCst))?,
+                None => self.interrupt.load(Ordering::SeqCst),
+            };
             if self.state.step % self.config.checkpoint_every.max(1) == 0
                 || self.state.step == self.total_steps
                 || interrupted
@@ -523,6 +653,11 @@ impl Trainer {
             sum += f64::try_from(&out.loss)? * out.target_tokens as f64;
             tokens += out.target_tokens;
         }
+        if let Some(dist) = &self.dist {
+            // Each rank scored its share of the held-out samples.
+            let sums = dist.sum(&[sum, tokens as f64])?;
+            (sum, tokens) = (sums[0], sums[1] as i64);
+        }
         if tokens == 0 {
             return Err(TrainError::Invalid {
                 field: "eval.files",
@@ -537,8 +672,13 @@ impl Trainer {
 
     /// Saves the trained model in RGPT's format under `output_dir/model`,
     /// LoRA adapters merged into the LLM (training keeps them unmerged).
+    /// In a data-parallel run rank 0 writes it (the ranks hold the same
+    /// weights).
     pub fn save_model(&self) -> Result<PathBuf, TrainError> {
         let out = self.config.output_dir.join("model");
+        if !self.is_main() {
+            return Ok(out);
+        }
         let sources: Vec<&Path> = self.source_dirs.iter().map(PathBuf::as_path).collect();
         let llm = &self.model.llava.llm;
         let merged = llm.has_lora().then(|| llm.merged_var_store(&self.vs));
@@ -553,6 +693,10 @@ impl Trainer {
 struct SavedState {
     run: RunState,
     optimizer_steps: u64,
+    /// Each rank's position in its share of the epoch's order (a
+    /// data-parallel run; `run.position` is rank 0's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    rank_positions: Vec<usize>,
 }
 
 /// The samples a run can use, and the rest counted by reason (or, with
