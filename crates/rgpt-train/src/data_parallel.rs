@@ -17,11 +17,18 @@ use crate::TrainError;
 pub struct DataParallel {
     group: ProcessGroup,
     bucket_bytes: usize,
-    /// The run's launcher variables.
-    pub env: DistEnv,
 }
 
 impl DataParallel {
+    /// Data parallelism over `group`, reducing gradients in buckets of at
+    /// most `bucket_mb` MiB.
+    pub fn new(group: ProcessGroup, bucket_mb: f64) -> Self {
+        DataParallel {
+            group,
+            bucket_bytes: (bucket_mb * 1024.0 * 1024.0) as usize,
+        }
+    }
+
     /// Joins the process group when a launcher started this process and
     /// the config has a `distributed` section; `None` for one process. A
     /// launched run without the section is refused: its ranks would each
@@ -45,11 +52,7 @@ impl DataParallel {
         };
         let backend: Backend = settings.backend.parse()?;
         let group = ProcessGroup::init(&env, backend, Duration::from_secs(settings.timeout_s))?;
-        Ok(Some(DataParallel {
-            group,
-            bucket_bytes: (settings.bucket_mb * 1024.0 * 1024.0) as usize,
-            env,
-        }))
+        Ok(Some(DataParallel::new(group, settings.bucket_mb)))
     }
 
     pub fn rank(&self) -> usize {
