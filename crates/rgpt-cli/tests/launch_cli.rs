@@ -137,65 +137,67 @@ fn wait_for_steps(run: &Path, steps: usize, child: &mut Child) {
     }
 }
 
-#[test]
-fn two_ranks_take_the_steps_of_one_process() {
-    let dir = world("same");
-    let distributed = "steps: 8\ndistributed: {backend: gloo, timeout_s: 120}\n";
-    // One process, micro-batches of 2; two ranks, micro-batches of 1 each
-    // (global batch 4 both times).
-    let one = config(&dir, "one", 2, "steps: 8\n");
-    let two = config(&dir, "two", 1, distributed);
-    ok(&command(&["train", "--config", one.to_str().unwrap()])
-        .output()
-        .unwrap());
-    let launched = launch(&two, &[]).output().unwrap();
-    let out = ok(&launched);
-    // Rank 0 reports; each line carries its rank.
-    assert!(out.contains("[rank 0] trained model written to"), "{out}");
-    assert!(!out.contains("[rank 1]"), "{out}");
-    assert!(stderr(&launched).contains("[rank 0] step 8/8: loss"));
-
-    let (a, b) = (losses(&dir.join("run-one")), losses(&dir.join("run-two")));
-    assert_eq!(a.len(), 8);
-    assert_eq!(b.len(), 8);
-    for (step, (a, b)) in a.iter().zip(&b).enumerate() {
+/// Asserts two runs logged the same losses (within 1e-5 relative) and
+/// saved the same weights (within 1e-5).
+fn assert_same_run(a: &Path, b: &Path) {
+    let (la, lb) = (losses(a), losses(b));
+    assert_eq!(la.len(), lb.len());
+    for (step, (x, y)) in la.iter().zip(&lb).enumerate() {
         assert!(
-            (a - b).abs() <= 1e-5 * a.abs(),
-            "step {}: one process {a}, two ranks {b}",
-            step + 1
+            (x - y).abs() <= 1e-5 * x.abs(),
+            "step {}: {} {x}, {} {y}",
+            step + 1,
+            a.display(),
+            b.display()
         );
     }
-    let (a, b) = (
-        weights(&dir.join("run-one/model")),
-        weights(&dir.join("run-two/model")),
-    );
-    assert_eq!(a.len(), b.len());
-    for ((name, a), (other, b)) in a.iter().zip(&b) {
+    let (wa, wb) = (weights(&a.join("model")), weights(&b.join("model")));
+    assert_eq!(wa.len(), wb.len());
+    for ((name, x), (other, y)) in wa.iter().zip(&wb) {
         assert_eq!(name, other);
-        let diff = f64::try_from((a - b).abs().max()).unwrap();
+        let diff = f64::try_from((x - y).abs().max()).unwrap();
         assert!(diff <= 1e-5, "{name}: weights differ by {diff}");
     }
-    // The second rank wrote nothing of the run's.
-    let entries: Vec<String> = std::fs::read_dir(dir.join("run-two"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert!(!entries.iter().any(|e| e.contains("rank1")), "{entries:?}");
 }
 
 #[test]
-fn a_two_rank_run_resumed_after_ctrl_c_equals_an_uninterrupted_one() {
-    let dir = world("resume");
-    let tail = "steps: 60\ncheckpoint_every: 1000\n\
-                distributed: {backend: gloo, timeout_s: 120}\n";
-    let whole = config(&dir, "whole", 1, tail);
-    let cut = config(&dir, "cut", 1, tail);
-    ok(&launch(&whole, &[]).output().unwrap());
+fn two_ranks_take_the_steps_of_one_process() {
+    let dir = world("same");
+    // One process, micro-batches of 2; two ranks, micro-batches of 1 each
+    // (global batch 4 both times), with AdamW on every rank (DDP) and with
+    // its state sharded (ZeRO-1).
+    let one = config(&dir, "one", 2, "steps: 8\n");
+    ok(&command(&["train", "--config", one.to_str().unwrap()])
+        .output()
+        .unwrap());
+    assert_eq!(losses(&dir.join("run-one")).len(), 8);
+    for zero in [0, 1] {
+        let name = format!("zero{zero}");
+        let tail =
+            format!("steps: 8\ndistributed: {{backend: gloo, timeout_s: 120, zero: {zero}}}\n");
+        let two = config(&dir, &name, 1, &tail);
+        let launched = launch(&two, &[]).output().unwrap();
+        let out = ok(&launched);
+        // Rank 0 reports; each line carries its rank.
+        assert!(out.contains("[rank 0] trained model written to"), "{out}");
+        assert!(!out.contains("[rank 1]"), "{out}");
+        assert!(stderr(&launched).contains("[rank 0] step 8/8: loss"));
+        assert_same_run(&dir.join("run-one"), &dir.join(format!("run-{name}")));
+        // The second rank wrote nothing of the run's.
+        let entries: Vec<String> = std::fs::read_dir(dir.join(format!("run-{name}")))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!entries.iter().any(|e| e.contains("rank1")), "{entries:?}");
+    }
+}
 
-    // Ctrl-C in a terminal reaches the launcher and every rank: its own
-    // process group here.
-    let mut child = launch(&cut, &[]).process_group(0).spawn().unwrap();
-    wait_for_steps(&dir.join("run-cut"), 2, &mut child);
+/// Interrupts `rgpt launch --nproc 2 -- train --config CONFIG` as Ctrl-C in
+/// a terminal would (the launcher and every rank get SIGINT) after at least
+/// two steps; returns how many steps were logged.
+fn interrupt(config: &Path, run: &Path) -> usize {
+    let mut child = launch(config, &[]).process_group(0).spawn().unwrap();
+    wait_for_steps(run, 2, &mut child);
     let group = format!("-{}", child.id());
     assert!(Command::new("kill")
         .args(["-INT", "--", &group])
@@ -210,7 +212,19 @@ fn a_two_rank_run_resumed_after_ctrl_c_equals_an_uninterrupted_one() {
         "{message}"
     );
     assert!(message.contains("--resume"), "{message}");
-    let logged = losses(&dir.join("run-cut")).len();
+    losses(run).len()
+}
+
+#[test]
+fn a_two_rank_run_resumed_after_ctrl_c_equals_an_uninterrupted_one() {
+    let dir = world("resume");
+    let tail = "steps: 60\ncheckpoint_every: 1000\n\
+                distributed: {backend: gloo, timeout_s: 120}\n";
+    let whole = config(&dir, "whole", 1, tail);
+    let cut = config(&dir, "cut", 1, tail);
+    ok(&launch(&whole, &[]).output().unwrap());
+
+    let logged = interrupt(&cut, &dir.join("run-cut"));
     assert!((2..60).contains(&logged), "{logged} steps before the stop");
 
     let resumed = launch(&cut, &["--resume"]).output().unwrap();
@@ -227,6 +241,37 @@ fn a_two_rank_run_resumed_after_ctrl_c_equals_an_uninterrupted_one() {
     {
         assert!(a.equal(b), "{name} differs after the resume");
     }
+}
+
+/// ZeRO-1's checkpoint holds the whole optimiser state: a 2-rank run
+/// stopped part way continues in one process as if it had been one
+/// process all along.
+#[test]
+fn a_zero_1_run_resumes_in_one_process() {
+    let dir = world("zero-resume");
+    let one = config(&dir, "one", 2, "steps: 60\ncheckpoint_every: 1000\n");
+    ok(&command(&["train", "--config", one.to_str().unwrap()])
+        .output()
+        .unwrap());
+    let tail = "steps: 60\ncheckpoint_every: 1000\n\
+                distributed: {backend: gloo, timeout_s: 120, zero: 1}\n";
+    let sharded = config(&dir, "sharded", 1, tail);
+    let logged = interrupt(&sharded, &dir.join("run-sharded"));
+    assert!((2..60).contains(&logged), "{logged} steps before the stop");
+    let alone = dir.join("alone.yaml");
+    let text = std::fs::read_to_string(&sharded).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("distributed:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&alone, text).unwrap();
+    let resumed = command(&["train", "--config", alone.to_str().unwrap(), "--resume"])
+        .output()
+        .unwrap();
+    ok(&resumed);
+    assert!(stderr(&resumed).contains(&format!("resuming at step {logged} of 60")));
+    assert_same_run(&dir.join("run-one"), &dir.join("run-sharded"));
 }
 
 #[test]

@@ -95,7 +95,7 @@ pub struct TrainConfig {
     pub eval: Option<EvalConfig>,
     /// Data-parallel training over the processes a launcher started
     /// (`rgpt launch`, torchrun, srun): `{backend: auto, bucket_mb: 25,
-    /// timeout_s: 1800}` or `{}` for those defaults. `micro_batch` is per
+    /// timeout_s: 1800, zero: 0}` or `{}` for those defaults. `micro_batch` is per
     /// process and `global_batch` is over all of them. Absent: one process
     /// (a launched run without it is refused, so ranks never write over
     /// each other). See docs/distributed.md.
@@ -117,6 +117,10 @@ pub struct DistributedConfig {
     /// ranks before the run fails with an error naming it.
     #[serde(default = "default_timeout_s")]
     pub timeout_s: u64,
+    /// ZeRO stage: 0 (every rank holds the whole optimiser state, as DDP)
+    /// or 1 (the state is sharded across the ranks; see `zero.rs`).
+    #[serde(default)]
+    pub zero: u8,
 }
 
 fn default_backend() -> String {
@@ -135,6 +139,7 @@ impl Default for DistributedConfig {
             backend: default_backend(),
             bucket_mb: default_bucket_mb(),
             timeout_s: default_timeout_s(),
+            zero: 0,
         }
     }
 }
@@ -344,6 +349,12 @@ impl TrainConfig {
                 return invalid(
                     "distributed.bucket_mb",
                     format!("{} must be a positive size in MiB", dist.bucket_mb),
+                );
+            }
+            if dist.zero > 1 {
+                return invalid(
+                    "distributed.zero",
+                    format!("stage {} is not supported; use 0 or 1", dist.zero),
                 );
             }
             if dist.timeout_s == 0 {

@@ -202,6 +202,20 @@ impl DataParallel {
         Ok(())
     }
 
+    /// Sums a flat `[world * n]` vector over the ranks and gives this rank
+    /// its `n` entries (`[rank * n, (rank + 1) * n)`).
+    pub fn reduce_scatter_sum(&self, flat: &Tensor) -> Result<Tensor, TrainError> {
+        Ok(self
+            .group
+            .reduce_scatter(&self.to_group(flat), ReduceOp::Sum)?)
+    }
+
+    /// Every rank's `[n]` shard end to end: `[world * n]`.
+    pub fn all_gather_flat(&self, shard: &Tensor) -> Result<Tensor, TrainError> {
+        let shards = self.group.all_gather(&self.to_group(shard))?;
+        Ok(Tensor::cat(&shards, 0))
+    }
+
     /// `tensor` on the group's device (Gloo works on the CPU), contiguous.
     fn to_group(&self, tensor: &Tensor) -> Tensor {
         tensor.to_device(self.group.device()).contiguous()

@@ -17,5 +17,6 @@ pub mod schedule;
 pub mod scratch;
 pub mod step;
 pub mod trainer;
+pub mod zero;
 
 pub use error::TrainError;

@@ -28,6 +28,7 @@ use crate::freeze::{set_trainable, set_trainable_with_lora};
 use crate::loader::{Loader, LoaderConfig, PromptFormat};
 use crate::optimizer::AdamW;
 use crate::step::{accumulate_share, without_region_targets, StepTotals};
+use crate::zero::ShardedAdamW;
 use crate::TrainError;
 use rgpt_model::prompt_ids::PromptTokenization;
 
@@ -68,10 +69,19 @@ pub struct StepMetrics {
     /// example), in the first step's record only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<Skips>,
-    /// Seconds the step spent summing gradients across the ranks of a
-    /// data-parallel run (absent in one process).
+    /// Seconds the step spent on gradients across the ranks of a
+    /// data-parallel run: the all-reduce, or with ZeRO-1 the
+    /// reduce-scatter, sharded update and all-gather (absent in one
+    /// process).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub all_reduce_s: Option<f64>,
+    pub comm_s: Option<f64>,
+}
+
+/// The run's optimiser: AdamW on every rank (one process, or DDP), or
+/// sharded across the ranks (ZeRO-1).
+enum Optimizer {
+    Replicated(AdamW),
+    Sharded(ShardedAdamW),
 }
 
 pub struct Trainer {
@@ -80,7 +90,7 @@ pub struct Trainer {
     pub vs: nn::VarStore,
     tokenizer: Tokenizer,
     source_dirs: Vec<PathBuf>,
-    optimizer: AdamW,
+    optimizer: Optimizer,
     loader: Loader,
     eval_loader: Option<Loader>,
     /// The training samples left out before the run, and why.
@@ -238,13 +248,17 @@ impl Trainer {
             let values: Vec<Tensor> = names.iter().map(|n| vars[*n].shallow_clone()).collect();
             dist.broadcast(&values)?;
         }
-        let optimizer = AdamW::new(
-            trainable
-                .iter()
-                .map(|n| (n.clone(), vars[n].shallow_clone()))
-                .collect(),
-            config.optimizer,
-        );
+        let params: Vec<(String, Tensor)> = trainable
+            .iter()
+            .map(|n| (n.clone(), vars[n].shallow_clone()))
+            .collect();
+        let zero = config.distributed.as_ref().is_some_and(|d| d.zero == 1);
+        let optimizer = match &dist {
+            Some(dist) if zero => {
+                Optimizer::Sharded(ShardedAdamW::new(params, config.optimizer, dist))
+            }
+            _ => Optimizer::Replicated(AdamW::new(params, config.optimizer)),
+        };
         let preprocessor = source_dirs
             .iter()
             .map(|d| d.join("preprocessor_config.json"))
@@ -365,7 +379,10 @@ impl Trainer {
             .names()
             .map(|n| Ok((n.to_string(), moments.tensor(n)?)))
             .collect::<Result<_, rgpt_weights::WeightsError>>()?;
-        self.optimizer.load_state(&tensors, saved.optimizer_steps)?;
+        match &mut self.optimizer {
+            Optimizer::Replicated(adamw) => adamw.load_state(&tensors, saved.optimizer_steps)?,
+            Optimizer::Sharded(sharded) => sharded.load_state(&tensors, saved.optimizer_steps)?,
+        }
         self.state = saved.run;
         // Each rank resumes at its own place in its share of the order; a
         // run resumed on another number of ranks at the same share of the
@@ -419,6 +436,11 @@ impl Trainer {
             Some(dist) => dist.gather(self.state.position)?,
             None => Vec::new(),
         };
+        let (moments, optimizer_steps) = match (&self.optimizer, &self.dist) {
+            (Optimizer::Sharded(sharded), Some(dist)) => sharded.state(dist)?,
+            (Optimizer::Replicated(adamw), _) => adamw.state(),
+            (Optimizer::Sharded(_), None) => return Err(no_group()),
+        };
         if !self.is_main() {
             return Ok(());
         }
@@ -433,7 +455,6 @@ impl Trainer {
         std::fs::create_dir_all(&fresh).map_err(io(&fresh))?;
         let weights: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
         Tensor::write_safetensors(&weights, fresh.join("model.safetensors"))?;
-        let (moments, optimizer_steps) = self.optimizer.state();
         Tensor::write_safetensors(&moments, fresh.join("optimizer.safetensors"))?;
         let state = SavedState {
             run: self.state,
@@ -514,7 +535,10 @@ impl Trainer {
             drop(data_wait);
             let examples: Vec<Vec<_>> = micro.iter().map(|b| b.examples()).collect();
             let mut samples: usize = micro.iter().map(|b| b.samples.len()).sum();
-            self.optimizer.zero_grad();
+            match &mut self.optimizer {
+                Optimizer::Replicated(adamw) => adamw.zero_grad(),
+                Optimizer::Sharded(sharded) => sharded.zero_grad(),
+            }
             if self.config.align_regions > 0.0 {
                 let unnamed = micro.iter().flat_map(|b| &b.samples).find(|s| {
                     s.image.is_some() && !s.regions.is_empty() && s.region_targets.is_empty()
@@ -542,12 +566,7 @@ impl Trainer {
             }
             let mut loss =
                 accumulate_share(&self.model, &examples, self.config.align_regions, totals)?;
-            let mut all_reduce_s = None;
             if let Some(dist) = &self.dist {
-                let _span = tracing::debug_span!("all_reduce").entered();
-                let started = Instant::now();
-                dist.all_reduce_gradients(&self.optimizer.params())?;
-                all_reduce_s = Some(started.elapsed().as_secs_f64());
                 let sums = dist.sum(&[
                     loss.loss,
                     loss.alignment.unwrap_or(0.0),
@@ -564,20 +583,13 @@ impl Trainer {
                     loss: loss.loss,
                 });
             }
-            let optimizer = tracing::debug_span!("optimizer").entered();
-            let grad_norm = if self.config.grad_clip > 0.0 {
-                self.optimizer.clip_grad_norm(self.config.grad_clip)
-            } else {
-                0.0
-            };
             let lr = self.config.schedule.lr(
                 self.config.lr,
                 self.state.step,
                 self.total_steps,
                 self.config.warmup_ratio,
             );
-            self.optimizer.step(lr);
-            drop(optimizer);
+            let (grad_norm, comm_s) = self.update(lr)?;
             self.state.step += 1;
             taken += 1;
             let seconds = step_started.elapsed().as_secs_f64().max(1e-9);
@@ -598,7 +610,7 @@ impl Trainer {
                 eval_loss,
                 align_loss: loss.alignment,
                 skipped: (self.state.step == 1).then(|| self.skipped.clone()),
-                all_reduce_s,
+                comm_s,
             };
             let mut line = serde_json::to_string(&record).unwrap_or_default() + "\n";
             if let Some(loss) = eval_loss {
@@ -635,6 +647,39 @@ impl Trainer {
             }
         }
         Ok(())
+    }
+
+    /// Sums the gradients over the ranks, clips them and takes the
+    /// optimiser step; returns the gradients' norm (0 without clipping)
+    /// and the seconds spent on the ranks' gradients together.
+    fn update(&mut self, lr: f64) -> Result<(f64, Option<f64>), TrainError> {
+        let _span = tracing::debug_span!("optimizer").entered();
+        let clip = self.config.grad_clip;
+        let started = Instant::now();
+        match (&mut self.optimizer, &self.dist) {
+            (Optimizer::Sharded(sharded), Some(dist)) => {
+                let norm = sharded.step(dist, lr, clip)?;
+                Ok((norm, Some(started.elapsed().as_secs_f64())))
+            }
+            (Optimizer::Replicated(adamw), dist) => {
+                let comm_s = match dist {
+                    Some(dist) => {
+                        let _span = tracing::debug_span!("all_reduce").entered();
+                        dist.all_reduce_gradients(&adamw.params())?;
+                        Some(started.elapsed().as_secs_f64())
+                    }
+                    None => None,
+                };
+                let norm = if clip > 0.0 {
+                    adamw.clip_grad_norm(clip)
+                } else {
+                    0.0
+                };
+                adamw.step(lr);
+                Ok((norm, comm_s))
+            }
+            (Optimizer::Sharded(_), None) => Err(no_group()),
+        }
     }
 
     /// The mean loss over the answer tokens of the config's held-out
@@ -686,6 +731,14 @@ impl Trainer {
         self.model
             .save_pretrained(vs, &self.tokenizer, &sources, &out, None)?;
         Ok(out)
+    }
+}
+
+/// A sharded optimiser without its group: not built by `Trainer::in_group`.
+fn no_group() -> TrainError {
+    TrainError::Invalid {
+        field: "distributed.zero",
+        message: "ZeRO-1 needs the run's process group".into(),
     }
 }
 
