@@ -39,7 +39,7 @@ const LAYERS: &[(&str, &[&str], &[&str])] = &[
         &["rgpt-train", "rgpt-eval", "rgpt-data", "rgpt-model"],
         &[],
     ),
-    ("rgpt-train", &["rgpt-data", "rgpt-model"], &[]),
+    ("rgpt-train", &["rgpt-data", "rgpt-model", "rgpt-dist"], &[]),
     ("rgpt-serve", &["rgpt-model"], &[]),
     ("rgpt-eval", &["rgpt-region"], &["rgpt-model", "rgpt-data"]),
     ("rgpt-data", &["rgpt-region"], &[]),
@@ -54,12 +54,13 @@ const LAYERS: &[(&str, &[&str], &[&str])] = &[
         ],
         &[],
     ),
-    ("rgpt-vision", &["rgpt-weights"], &[]),
-    ("rgpt-llm", &["rgpt-weights"], &[]),
+    ("rgpt-vision", &["rgpt-weights", "rgpt-autograd"], &[]),
+    ("rgpt-llm", &["rgpt-weights", "rgpt-autograd"], &[]),
     ("rgpt-connector", &["rgpt-weights"], &[]),
     ("rgpt-region", &[], &[]),
     ("rgpt-weights", &[], &[]),
     ("rgpt-dist", &[], &[]),
+    ("rgpt-autograd", &[], &[]),
 ];
 
 /// Crates that stand alone: without their default features they need

@@ -191,6 +191,7 @@ pub(crate) fn train_stage(
         output_dir: out.to_path_buf(),
         loader_workers: 1,
         eval: None,
+        activation_checkpointing: false,
         distributed: None,
     };
     let started = Instant::now();

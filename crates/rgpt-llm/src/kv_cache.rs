@@ -28,6 +28,17 @@ pub struct StepLayout {
     pub is_causal: bool,
 }
 
+impl StepLayout {
+    pub fn shallow_clone(&self) -> Self {
+        StepLayout {
+            start: self.start,
+            position_ids: self.position_ids.shallow_clone(),
+            attn_mask: self.attn_mask.as_ref().map(Tensor::shallow_clone),
+            is_causal: self.is_causal,
+        }
+    }
+}
+
 impl KvCache {
     pub fn new(
         config: &LlamaConfig,

@@ -40,6 +40,21 @@ impl Linear {
         }
     }
 
+    fn trains(&self) -> bool {
+        self.weight.requires_grad()
+            || self.bias.as_ref().is_some_and(Tensor::requires_grad)
+            || self.lora.as_ref().is_some_and(LoraAdapter::trains)
+    }
+
+    /// The same layer, sharing its tensors.
+    fn shallow_clone(&self) -> Self {
+        Linear {
+            weight: self.weight.shallow_clone(),
+            bias: self.bias.as_ref().map(Tensor::shallow_clone),
+            lora: self.lora.as_ref().map(LoraAdapter::shallow_clone),
+        }
+    }
+
     fn forward(&self, x: &Tensor) -> Tensor {
         let y = x.linear(&self.weight, self.bias.as_ref());
         match &self.lora {
@@ -77,6 +92,13 @@ struct RmsNorm {
 }
 
 impl RmsNorm {
+    fn shallow_clone(&self) -> Self {
+        RmsNorm {
+            weight: self.weight.shallow_clone(),
+            eps: self.eps,
+        }
+    }
+
     fn new(vs: nn::Path, dim: usize, eps: f64) -> Self {
         RmsNorm {
             weight: vs.var("weight", &[dim as i64], Init::Const(1.0)),
@@ -189,6 +211,28 @@ struct DecoderLayer {
 }
 
 impl DecoderLayer {
+    /// The same layer, sharing its tensors: what a checkpointed segment
+    /// owns to run the layer again in the backward pass.
+    fn shallow_clone(&self) -> Self {
+        let (attn, mlp) = (&self.self_attn, &self.mlp);
+        DecoderLayer {
+            self_attn: Attention {
+                q_proj: attn.q_proj.shallow_clone(),
+                k_proj: attn.k_proj.shallow_clone(),
+                v_proj: attn.v_proj.shallow_clone(),
+                o_proj: attn.o_proj.shallow_clone(),
+                ..*attn
+            },
+            mlp: Mlp {
+                gate_proj: mlp.gate_proj.shallow_clone(),
+                up_proj: mlp.up_proj.shallow_clone(),
+                down_proj: mlp.down_proj.shallow_clone(),
+            },
+            input_layernorm: self.input_layernorm.shallow_clone(),
+            post_attention_layernorm: self.post_attention_layernorm.shallow_clone(),
+        }
+    }
+
     fn new(vs: nn::Path, cfg: &LlamaConfig) -> Self {
         DecoderLayer {
             self_attn: Attention::new(&vs / "self_attn", cfg),
@@ -220,6 +264,12 @@ impl DecoderLayer {
             "down_proj" => ("mlp", &mut mlp.down_proj),
             _ => return None,
         })
+    }
+
+    /// Whether any of the layer's variables is trained.
+    fn trains(&self) -> bool {
+        let norms = [&self.input_layernorm, &self.post_attention_layernorm];
+        self.linears().iter().any(|l| l.trains()) || norms.iter().any(|n| n.weight.requires_grad())
     }
 
     fn linears(&self) -> [&Linear; 7] {
@@ -269,6 +319,16 @@ struct Step {
     sin: Tensor,
 }
 
+impl Step {
+    fn shallow_clone(&self) -> Self {
+        Step {
+            layout: self.layout.shallow_clone(),
+            cos: self.cos.shallow_clone(),
+            sin: self.sin.shallow_clone(),
+        }
+    }
+}
+
 /// `LlamaForCausalLM`.
 #[derive(Debug)]
 pub struct Llama {
@@ -278,6 +338,9 @@ pub struct Llama {
     lm_head: Tensor, // [vocab, hidden]; the embedding matrix when tied
     rotary: RotaryEmbedding,
     config: LlamaConfig,
+    /// Recompute each layer in the backward pass instead of keeping its
+    /// activations (training without a cache only).
+    activation_checkpointing: bool,
 }
 
 impl Llama {
@@ -315,6 +378,7 @@ impl Llama {
             lm_head,
             rotary: RotaryEmbedding::new(config, &scaling, vs.device()),
             config: config.clone(),
+            activation_checkpointing: false,
         })
     }
 
@@ -529,9 +593,26 @@ impl Llama {
         let step = Step { layout, cos, sin };
         let mut x = embeds.shallow_clone();
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x, &step, i, cache.as_deref_mut());
+            x = match cache.as_deref_mut() {
+                // A frozen layer over an input that needs no gradient has no
+                // backward to save memory for.
+                None if self.activation_checkpointing && (x.requires_grad() || layer.trains()) => {
+                    let (layer, step) = (layer.shallow_clone(), step.shallow_clone());
+                    rgpt_autograd::checkpoint(&x, move |x| layer.forward(x, &step, i, None))
+                }
+                cache => layer.forward(&x, &step, i, cache),
+            };
         }
         self.norm.forward(&x)
+    }
+
+    /// Activation checkpointing (`torch.utils.checkpoint` per decoder
+    /// layer): a forward pass without a cache keeps only each layer's
+    /// input, and the backward pass runs the layer again. Same gradients,
+    /// about one layer's activations of memory instead of all of them, and
+    /// one more forward of compute.
+    pub fn set_activation_checkpointing(&mut self, on: bool) {
+        self.activation_checkpointing = on;
     }
 
     /// Runs the decoder once over `embeds` [rows, row_len, hidden] that

@@ -104,6 +104,22 @@ pub(crate) struct LoraAdapter {
 }
 
 impl LoraAdapter {
+    pub(crate) fn trains(&self) -> bool {
+        self.a.requires_grad() || self.b.requires_grad()
+    }
+
+    /// The same adapter, sharing its tensors.
+    pub(crate) fn shallow_clone(&self) -> Self {
+        LoraAdapter {
+            a: self.a.shallow_clone(),
+            b: self.b.shallow_clone(),
+            scaling: self.scaling,
+            base_name: self.base_name.clone(),
+            a_name: self.a_name.clone(),
+            b_name: self.b_name.clone(),
+        }
+    }
+
     /// Declares `lora_A` and `lora_B` under `vs`, the adapted layer's path,
     /// in the VarStore's kind and device, as trainable variables; `lora_A`'s
     /// values come from `rng`.

@@ -139,6 +139,14 @@ pub struct Llava {
 }
 
 impl Llava {
+    /// Activation checkpointing of the vision tower's and the LLM's
+    /// layers for training: each layer's activations are recomputed in the
+    /// backward pass instead of kept (`rgpt_autograd::checkpoint`).
+    pub fn set_activation_checkpointing(&mut self, on: bool) {
+        self.vision.set_activation_checkpointing(on);
+        self.llm.set_activation_checkpointing(on);
+    }
+
     pub fn new(vs: &nn::Path, config: &LlavaConfig, path: &Path) -> Result<Self, ModelError> {
         let invalid = |message: String| ModelError::Config {
             path: path.to_path_buf(),

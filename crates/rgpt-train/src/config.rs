@@ -93,6 +93,14 @@ pub struct TrainConfig {
     /// Absent: no evaluation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval: Option<EvalConfig>,
+    /// Recompute the vision tower's and the LLM's layers in the backward
+    /// pass instead of keeping their activations (PyTorch's activation
+    /// checkpointing): the same gradients for about one more forward pass
+    /// of compute, and activations of one layer instead of all of them.
+    /// Fine-tuning the 7B LLM at the paper's lengths needs it
+    /// (docs/distributed.md).
+    #[serde(default)]
+    pub activation_checkpointing: bool,
     /// Data-parallel training over the processes a launcher started
     /// (`rgpt launch`, torchrun, srun): `{backend: auto, bucket_mb: 25,
     /// timeout_s: 1800, zero: 0}` or `{}` for those defaults. `micro_batch` is per

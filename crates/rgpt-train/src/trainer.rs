@@ -222,6 +222,9 @@ impl Trainer {
             }
         };
         vs.unfreeze();
+        model
+            .llava
+            .set_activation_checkpointing(config.activation_checkpointing);
         let trainable = match &config.lora {
             Some(lora) => {
                 let llm = vs.root() / "language_model";

@@ -111,6 +111,13 @@ impl Linear {
     pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
         x.linear(&self.weight, Some(&self.bias))
     }
+
+    fn shallow_clone(&self) -> Self {
+        Linear {
+            weight: self.weight.shallow_clone(),
+            bias: self.bias.shallow_clone(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -128,6 +135,14 @@ impl LayerNorm {
             bias: vs.var("bias", &[dim as i64], Init::Const(0.0)),
             eps,
             dim: dim as i64,
+        }
+    }
+
+    fn shallow_clone(&self) -> Self {
+        LayerNorm {
+            weight: self.weight.shallow_clone(),
+            bias: self.bias.shallow_clone(),
+            ..*self
         }
     }
 
@@ -226,6 +241,48 @@ struct EncoderLayer {
 }
 
 impl EncoderLayer {
+    /// Whether any of the layer's variables is trained.
+    fn trains(&self) -> bool {
+        let (attn, mlp) = (&self.self_attn, &self.mlp);
+        let linears = [
+            &attn.q_proj,
+            &attn.k_proj,
+            &attn.v_proj,
+            &attn.out_proj,
+            &mlp.fc1,
+            &mlp.fc2,
+        ];
+        let norms = [&self.layer_norm1, &self.layer_norm2];
+        linears
+            .iter()
+            .any(|l| l.weight.requires_grad() || l.bias.requires_grad())
+            || norms
+                .iter()
+                .any(|n| n.weight.requires_grad() || n.bias.requires_grad())
+    }
+
+    /// The same layer, sharing its tensors: what a checkpointed segment
+    /// owns to run the layer again in the backward pass.
+    fn shallow_clone(&self) -> Self {
+        let (attn, mlp) = (&self.self_attn, &self.mlp);
+        EncoderLayer {
+            self_attn: Attention {
+                q_proj: attn.q_proj.shallow_clone(),
+                k_proj: attn.k_proj.shallow_clone(),
+                v_proj: attn.v_proj.shallow_clone(),
+                out_proj: attn.out_proj.shallow_clone(),
+                ..*attn
+            },
+            layer_norm1: self.layer_norm1.shallow_clone(),
+            mlp: Mlp {
+                fc1: mlp.fc1.shallow_clone(),
+                fc2: mlp.fc2.shallow_clone(),
+                act: mlp.act,
+            },
+            layer_norm2: self.layer_norm2.shallow_clone(),
+        }
+    }
+
     fn forward(&self, x: &Tensor) -> Tensor {
         let h = x + self.self_attn.forward(&self.layer_norm1.forward(x));
         &h + self.mlp.forward(&self.layer_norm2.forward(&h))
@@ -236,6 +293,9 @@ impl EncoderLayer {
 #[derive(Debug)]
 pub(crate) struct Encoder {
     layers: Vec<EncoderLayer>,
+    /// Recompute each layer in the backward pass instead of keeping its
+    /// activations (`rgpt_autograd::checkpoint`).
+    pub(crate) activation_checkpointing: bool,
 }
 
 /// The encoder sizes CLIP and SigLIP configs share.
@@ -261,7 +321,10 @@ impl Encoder {
                 }
             })
             .collect();
-        Encoder { layers }
+        Encoder {
+            layers,
+            activation_checkpointing: false,
+        }
     }
 
     /// Runs every layer over `x`; returns `x` followed by each layer's
@@ -270,7 +333,15 @@ impl Encoder {
         let mut states = Vec::with_capacity(self.layers.len() + 1);
         states.push(x);
         for layer in &self.layers {
-            let next = layer.forward(&states[states.len() - 1]);
+            let x = &states[states.len() - 1];
+            // A frozen layer over an input that needs no gradient has no
+            // backward to save memory for.
+            let next = if self.activation_checkpointing && (x.requires_grad() || layer.trains()) {
+                let layer = layer.shallow_clone();
+                rgpt_autograd::checkpoint(x, move |x| layer.forward(x))
+            } else {
+                layer.forward(x)
+            };
             states.push(next);
         }
         states

@@ -323,6 +323,12 @@ pub struct SiglipVisionModel {
 }
 
 impl SiglipVisionModel {
+    /// Activation checkpointing of the encoder layers (see
+    /// `rgpt_llm::Llama::set_activation_checkpointing`).
+    pub fn set_activation_checkpointing(&mut self, on: bool) {
+        self.encoder.activation_checkpointing = on;
+    }
+
     /// Declares the variables under `vs`, which must be the path of the
     /// vision model itself: `vs.root()` for a checkpoint saved by
     /// transformers 5 (`embeddings.patch_embedding.weight`, ...), or

@@ -112,6 +112,15 @@ impl VisionTower {
         })
     }
 
+    /// Activation checkpointing of the encoder layers: a training forward
+    /// keeps each layer's input only and recomputes the layer in backward.
+    pub fn set_activation_checkpointing(&mut self, on: bool) {
+        match self {
+            VisionTower::Clip(m) => m.set_activation_checkpointing(on),
+            VisionTower::Siglip(m) => m.set_activation_checkpointing(on),
+        }
+    }
+
     pub fn config(&self) -> VisionTowerConfig {
         match self {
             VisionTower::Clip(m) => VisionTowerConfig::Clip(m.config().clone()),
