@@ -55,6 +55,11 @@ impl DataParallel {
         Ok(Some(DataParallel::new(group, settings.bucket_mb)))
     }
 
+    /// The most bytes reduced in one collective.
+    pub fn bucket_bytes(&self) -> usize {
+        self.bucket_bytes
+    }
+
     pub fn rank(&self) -> usize {
         self.group.rank()
     }

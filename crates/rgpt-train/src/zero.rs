@@ -1,13 +1,16 @@
 //! ZeRO stage 1 (Rajbhandari et al., "ZeRO: Memory Optimizations Toward
 //! Training Trillion Parameter Models", SC 2020): AdamW with its state
 //! sharded across the ranks of a data-parallel run. The trainable
-//! variables are laid end to end as one f32 vector, cut into one equal
-//! shard per rank; each step the gradients are reduce-scattered (each
-//! rank receives the sum of its shard), each rank updates its shard's f32
-//! weights and moments, and the updated shards are all-gathered into every
-//! rank's variables. Per rank, the optimiser holds 12 bytes per trained
-//! weight divided by the world size, instead of 8 (f32) or 12 (bf16, with
-//! its master copy).
+//! variables are laid end to end as one vector, cut into buckets of the
+//! run's bucket size, and each bucket into one equal chunk per rank; a rank
+//! owns its chunk of every bucket. Each step the gradients are
+//! reduce-scattered bucket by bucket (each rank receives the sum of its
+//! chunks), each rank updates its chunks' f32 weights and moments, and the
+//! updated chunks are all-gathered bucket by bucket into every rank's
+//! variables. Per rank, the optimiser holds 12 bytes (f32 weights and two
+//! moments) plus 4 (the summed gradient) per trained weight divided by the
+//! world size, and one bucket at a time in flight, instead of 8 (f32
+//! weights) or 12 (bf16 weights, with their f32 master copy).
 //!
 //! The update is `optimizer::AdamW`'s, operation for operation, so a
 //! sharded run takes the steps a replicated one takes (to the rounding of
@@ -22,20 +25,33 @@ use crate::data_parallel::DataParallel;
 use crate::optimizer::AdamWConfig;
 use crate::TrainError;
 
+/// Part of a variable inside a bucket.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    param: usize,
+    /// Where the piece starts in the variable (flattened) and in the bucket.
+    in_param: i64,
+    in_bucket: i64,
+    len: i64,
+}
+
+/// A stretch of the flat vector, its length a multiple of the world size.
+#[derive(Debug)]
+struct Bucket {
+    len: i64,
+    pieces: Vec<Piece>,
+    /// Where this rank's chunk of the bucket sits in the rank's shard.
+    in_shard: i64,
+}
+
 pub struct ShardedAdamW {
     config: AdamWConfig,
-    /// The trained variables, in name order, and where each starts in the
-    /// flat vector.
+    /// The trained variables, in name order.
     params: Vec<(String, Tensor)>,
-    offsets: Vec<i64>,
-    /// Weights in all variables, and the flat length (a multiple of the
-    /// world size).
-    total: i64,
-    padded: i64,
-    /// This rank's shard: `[start, start + shard)` of the flat vector, on
-    /// the group's device.
-    start: i64,
-    shard: i64,
+    buckets: Vec<Bucket>,
+    rank: i64,
+    world: i64,
+    /// This rank's chunks end to end, on the group's device.
     device: Device,
     master: Tensor,
     exp_avg: Tensor,
@@ -47,31 +63,55 @@ impl ShardedAdamW {
     /// Takes this rank's shard of the variables' current values (the same
     /// on every rank: rank 0's, broadcast at the start).
     pub fn new(params: Vec<(String, Tensor)>, config: AdamWConfig, dist: &DataParallel) -> Self {
-        let mut offsets = Vec::with_capacity(params.len());
-        let mut total = 0;
-        for (_, param) in &params {
-            offsets.push(total);
-            total += param.numel() as i64;
-        }
         let world = dist.world_size() as i64;
+        let per_bucket = ((dist.bucket_bytes() / 4) as i64 / world).max(1) * world;
+        let total: i64 = params.iter().map(|(_, p)| p.numel() as i64).sum();
         let padded = (total + world - 1) / world * world;
-        let shard = padded / world;
+        let mut buckets = Vec::new();
+        let (mut start, mut in_shard) = (0, 0);
+        let (mut param, mut in_param) = (0, 0);
+        while start < padded {
+            let len = per_bucket.min(padded - start);
+            let mut pieces = Vec::new();
+            let mut filled = 0;
+            while filled < len && param < params.len() {
+                let left = params[param].1.numel() as i64 - in_param;
+                let take = left.min(len - filled);
+                pieces.push(Piece {
+                    param,
+                    in_param,
+                    in_bucket: filled,
+                    len: take,
+                });
+                filled += take;
+                in_param += take;
+                if in_param == params[param].1.numel() as i64 {
+                    (param, in_param) = (param + 1, 0);
+                }
+            }
+            buckets.push(Bucket {
+                len,
+                pieces,
+                in_shard,
+            });
+            start += len;
+            in_shard += len / world;
+        }
         let device = dist.device();
+        let zeros = || Tensor::zeros([in_shard], (Kind::Float, device));
         let mut optimizer = ShardedAdamW {
             config,
-            offsets,
-            total,
-            padded,
-            start: dist.rank() as i64 * shard,
-            shard,
-            device,
-            master: Tensor::zeros([shard], (Kind::Float, device)),
-            exp_avg: Tensor::zeros([shard], (Kind::Float, device)),
-            exp_avg_sq: Tensor::zeros([shard], (Kind::Float, device)),
             params,
+            buckets,
+            rank: dist.rank() as i64,
+            world,
+            device,
+            master: zeros(),
+            exp_avg: zeros(),
+            exp_avg_sq: zeros(),
             step: 0,
         };
-        optimizer.master = optimizer.my_shard(&optimizer.flat(|p| p.detach()));
+        optimizer.master = optimizer.my_chunks(|_, p| p.detach());
         optimizer
     }
 
@@ -91,8 +131,7 @@ impl ShardedAdamW {
 
     /// One step at `lr`, gradients summed over the ranks and clipped to
     /// `max_norm` (0: no clipping) first; returns their norm (0 without
-    /// clipping, as `AdamW::clip_grad_norm` is not called then). Every
-    /// rank must call it.
+    /// clipping). Every rank must call it.
     pub fn step(&mut self, dist: &DataParallel, lr: f64, max_norm: f64) -> Result<f64, TrainError> {
         let _guard = tch::no_grad_guard();
         // A variable no rank used this step is left alone, as AdamW skips
@@ -102,16 +141,21 @@ impl ShardedAdamW {
             .iter()
             .map(|(_, p)| f64::from(u8::from(p.grad().defined())))
             .collect();
-        let used = dist.sum(&defined)?;
-        let grads = self.flat(|p| {
-            let grad = p.grad();
-            if grad.defined() {
-                grad
-            } else {
-                p.zeros_like()
-            }
-        });
-        let mut grad = dist.reduce_scatter_sum(&grads)?;
+        let used: Vec<bool> = dist.sum(&defined)?.iter().map(|&n| n > 0.0).collect();
+        let mut grad = Tensor::zeros_like(&self.master);
+        for bucket in &self.buckets {
+            let flat = self.bucket_of(bucket, |_, p| {
+                let g = p.grad();
+                if g.defined() {
+                    g
+                } else {
+                    p.zeros_like()
+                }
+            });
+            let mine = dist.reduce_scatter_sum(&flat)?;
+            grad.narrow(0, bucket.in_shard, bucket.len / self.world)
+                .copy_(&mine);
+        }
         let mut norm = 0.0;
         if max_norm > 0.0 {
             let square = f64::try_from(grad.square().sum(Kind::Double))?;
@@ -121,21 +165,6 @@ impl ShardedAdamW {
                 grad *= coef;
             }
         }
-        let mask = self.my_shard(&Tensor::cat(
-            &self
-                .params
-                .iter()
-                .zip(&used)
-                .map(|((_, p), &used)| {
-                    Tensor::full(
-                        [p.numel() as i64],
-                        i64::from(used > 0.0),
-                        (Kind::Bool, Device::Cpu),
-                    )
-                })
-                .collect::<Vec<_>>(),
-            0,
-        ));
 
         self.step += 1;
         let c = self.config;
@@ -154,39 +183,84 @@ impl ShardedAdamW {
         let denom = exp_avg_sq.sqrt() / bias2.sqrt() + c.eps;
         let update = (&exp_avg / denom) * (lr / bias1);
         let _ = weights.g_sub_(&update);
-        self.master = weights.where_self(&mask, &self.master);
-        self.exp_avg = exp_avg.where_self(&mask, &self.exp_avg);
-        self.exp_avg_sq = exp_avg_sq.where_self(&mask, &self.exp_avg_sq);
-
-        let whole = dist.all_gather_flat(&self.master)?;
-        for ((_, param), &offset) in self.params.iter().zip(&self.offsets) {
-            let values = whole
-                .narrow(0, offset, param.numel() as i64)
-                .view(param.size().as_slice());
-            param.shallow_clone().copy_(&values);
+        if used.iter().all(|&u| u) {
+            (self.master, self.exp_avg, self.exp_avg_sq) = (weights, exp_avg, exp_avg_sq);
+        } else {
+            let mask = self
+                .my_chunks(|i, p| {
+                    Tensor::full(
+                        p.size().as_slice(),
+                        f64::from(u8::from(used[i])),
+                        (Kind::Float, p.device()),
+                    )
+                })
+                .to_kind(Kind::Bool);
+            self.master = weights.where_self(&mask, &self.master);
+            self.exp_avg = exp_avg.where_self(&mask, &self.exp_avg);
+            self.exp_avg_sq = exp_avg_sq.where_self(&mask, &self.exp_avg_sq);
+        }
+        for bucket in &self.buckets {
+            let chunk = self
+                .master
+                .narrow(0, bucket.in_shard, bucket.len / self.world);
+            let whole = dist.all_gather_flat(&chunk.contiguous())?;
+            for piece in &bucket.pieces {
+                let param = &self.params[piece.param].1;
+                let values = whole.narrow(0, piece.in_bucket, piece.len);
+                param
+                    .view([-1])
+                    .narrow(0, piece.in_param, piece.len)
+                    .copy_(&values);
+            }
         }
         Ok(norm)
     }
 
-    /// The whole state in `AdamW::state`'s names (gathered from every
-    /// rank; every rank must call it) and the step count.
+    /// The whole state in `AdamW::state`'s names, gathered from every rank
+    /// bucket by bucket (every rank must call it), on the CPU of rank 0,
+    /// which writes checkpoints; the others get no tensors. And the step
+    /// count.
     pub fn state(&self, dist: &DataParallel) -> Result<(Vec<(String, Tensor)>, u64), TrainError> {
-        let exp_avg = dist.all_gather_flat(&self.exp_avg)?.to_device(Device::Cpu);
-        let exp_avg_sq = dist
-            .all_gather_flat(&self.exp_avg_sq)?
-            .to_device(Device::Cpu);
-        let master = dist.all_gather_flat(&self.master)?.to_device(Device::Cpu);
-        let mut tensors = Vec::with_capacity(self.params.len() * 2);
-        for ((name, param), &offset) in self.params.iter().zip(&self.offsets) {
-            let piece = |flat: &Tensor| {
-                flat.narrow(0, offset, param.numel() as i64)
-                    .view(param.size().as_slice())
-                    .copy()
-            };
-            tensors.push((format!("exp_avg.{name}"), piece(&exp_avg)));
-            tensors.push((format!("exp_avg_sq.{name}"), piece(&exp_avg_sq)));
+        let keep = self.rank == 0;
+        let gather = |shard: &Tensor| -> Result<Vec<Tensor>, TrainError> {
+            let whole: Vec<Tensor> = self
+                .params
+                .iter()
+                .filter(|_| keep)
+                .map(|(_, p)| Tensor::zeros(p.size().as_slice(), (Kind::Float, Device::Cpu)))
+                .collect();
+            for bucket in &self.buckets {
+                let chunk = shard.narrow(0, bucket.in_shard, bucket.len / self.world);
+                let values = dist.all_gather_flat(&chunk.contiguous())?;
+                if !keep {
+                    continue;
+                }
+                let values = values.to_device(Device::Cpu);
+                for piece in &bucket.pieces {
+                    whole[piece.param]
+                        .view([-1])
+                        .narrow(0, piece.in_param, piece.len)
+                        .copy_(&values.narrow(0, piece.in_bucket, piece.len));
+                }
+            }
+            Ok(whole)
+        };
+        let (exp_avg, exp_avg_sq, master) = (
+            gather(&self.exp_avg)?,
+            gather(&self.exp_avg_sq)?,
+            gather(&self.master)?,
+        );
+        let mut tensors = Vec::with_capacity(self.params.len() * 3);
+        for (i, ((name, param), (m, v))) in self
+            .params
+            .iter()
+            .zip(exp_avg.into_iter().zip(exp_avg_sq))
+            .enumerate()
+        {
+            tensors.push((format!("exp_avg.{name}"), m));
+            tensors.push((format!("exp_avg_sq.{name}"), v));
             if param.kind() != Kind::Float {
-                tensors.push((format!("master.{name}"), piece(&master)));
+                tensors.push((format!("master.{name}"), master[i].shallow_clone()));
             }
         }
         Ok((tensors, self.step))
@@ -201,42 +275,40 @@ impl ShardedAdamW {
         step: u64,
     ) -> Result<(), TrainError> {
         let _guard = tch::no_grad_guard();
-        let get = |key: String| {
-            tensors.get(&key).ok_or_else(|| TrainError::Checkpoint {
-                path: Default::default(),
-                message: format!("optimizer state has no `{key}`"),
-            })
+        let get = |key: String, message: String| {
+            tensors
+                .get(&key)
+                .map(Tensor::shallow_clone)
+                .ok_or(TrainError::Checkpoint {
+                    path: Default::default(),
+                    message,
+                })
         };
-        let mut moments = Vec::new();
-        let mut squares = Vec::new();
-        let mut masters = Vec::new();
+        let mut saved: BTreeMap<String, Tensor> = BTreeMap::new();
         for (name, param) in &self.params {
-            moments.push(
-                get(format!("exp_avg.{name}"))?
-                    .to_kind(Kind::Float)
-                    .flatten(0, -1),
-            );
-            squares.push(
-                get(format!("exp_avg_sq.{name}"))?
-                    .to_kind(Kind::Float)
-                    .flatten(0, -1),
-            );
+            for prefix in ["exp_avg", "exp_avg_sq"] {
+                let key = format!("{prefix}.{name}");
+                let value = get(key.clone(), format!("optimizer state has no `{key}`"))?;
+                saved.insert(key, value);
+            }
+            let key = format!("master.{name}");
             let master = match param.kind() {
-                Kind::Float => param.detach().to_device(Device::Cpu),
-                _ => get(format!("master.{name}"))
-                    .map_err(|_| TrainError::Checkpoint {
-                        path: Default::default(),
-                        message: format!(
-                            "optimizer state has no `master.{name}`: it was saved by an f32 \
-                             run; resume with dtype f32"
-                        ),
-                    })?
-                    .shallow_clone(),
+                Kind::Float => param.detach(),
+                _ => get(
+                    key.clone(),
+                    format!(
+                        "optimizer state has no `{key}`: it was saved by an f32 run; resume \
+                         with dtype f32"
+                    ),
+                )?,
             };
-            masters.push(master.to_kind(Kind::Float).flatten(0, -1));
+            saved.insert(key, master);
         }
-        let shard = |pieces: Vec<Tensor>| self.my_shard(&Tensor::cat(&pieces, 0));
-        let (exp_avg, exp_avg_sq, master) = (shard(moments), shard(squares), shard(masters));
+        let shard = |prefix: &str| {
+            self.my_chunks(|i, _| saved[&format!("{prefix}.{}", self.params[i].0)].shallow_clone())
+        };
+        let (exp_avg, exp_avg_sq, master) =
+            (shard("exp_avg"), shard("exp_avg_sq"), shard("master"));
         (self.exp_avg, self.exp_avg_sq, self.master) = (exp_avg, exp_avg_sq, master);
         self.step = step;
         Ok(())
@@ -247,35 +319,40 @@ impl ShardedAdamW {
         self.params.iter().map(|(_, p)| p.shallow_clone()).collect()
     }
 
-    /// `f` of every variable, in f32, end to end and padded: `[padded]` on
-    /// the group's device.
-    fn flat(&self, f: impl Fn(&Tensor) -> Tensor) -> Tensor {
-        let mut pieces: Vec<Tensor> = self
-            .params
+    /// A bucket of `f` of the variables, in f32: `[bucket.len]` on the
+    /// group's device, zero past the last variable.
+    fn bucket_of(&self, bucket: &Bucket, f: impl Fn(usize, &Tensor) -> Tensor) -> Tensor {
+        let mut parts: Vec<Tensor> = bucket
+            .pieces
             .iter()
-            .map(|(_, p)| {
-                f(p).to_kind(Kind::Float)
-                    .flatten(0, -1)
+            .map(|piece| {
+                f(piece.param, &self.params[piece.param].1)
+                    .to_kind(Kind::Float)
+                    .reshape([-1])
+                    .narrow(0, piece.in_param, piece.len)
                     .to_device(self.device)
             })
             .collect();
-        pieces.push(Tensor::zeros(
-            [self.padded - self.total],
-            (Kind::Float, self.device),
-        ));
-        Tensor::cat(&pieces, 0)
+        let filled: i64 = bucket.pieces.iter().map(|p| p.len).sum();
+        if filled < bucket.len {
+            parts.push(Tensor::zeros(
+                [bucket.len - filled],
+                (Kind::Float, self.device),
+            ));
+        }
+        Tensor::cat(&parts, 0)
     }
 
-    /// This rank's part of a flat vector of `total` (or `padded`) entries.
-    fn my_shard(&self, flat: &Tensor) -> Tensor {
-        let flat = flat.to_device(self.device);
-        let have = flat.size()[0];
-        let flat = if have < self.padded {
-            let pad = Tensor::zeros([self.padded - have], (flat.kind(), self.device));
-            Tensor::cat(&[flat, pad], 0)
-        } else {
-            flat
-        };
-        flat.narrow(0, self.start, self.shard).contiguous()
+    /// This rank's chunks of `f` of the variables, end to end (its shard).
+    fn my_chunks(&self, f: impl Fn(usize, &Tensor) -> Tensor) -> Tensor {
+        let chunks: Vec<Tensor> = self
+            .buckets
+            .iter()
+            .map(|bucket| {
+                let size = bucket.len / self.world;
+                self.bucket_of(bucket, &f).narrow(0, self.rank * size, size)
+            })
+            .collect();
+        Tensor::cat(&chunks, 0).contiguous()
     }
 }
