@@ -73,6 +73,10 @@ pub struct Common {
     /// ones built into rgpt (the project's configs/prompts).
     #[arg(long)]
     prompts: Option<PathBuf>,
+    /// Prefixed to every sample's image path (e.g. coco/train2017/), so
+    /// the files of several datasets can share one `data.image_root`.
+    #[arg(long, default_value = "")]
+    image_prefix: String,
 }
 
 #[derive(Subcommand)]
@@ -133,9 +137,6 @@ pub enum BuildKind {
         regions: PathBuf,
         #[arg(long, default_value_t = 10)]
         max_regions: usize,
-        /// Prefixed to `{image_id}.jpg`, e.g. VG_100K/.
-        #[arg(long, default_value = "")]
-        image_prefix: String,
         #[command(flatten)]
         common: Common,
     },
@@ -283,12 +284,12 @@ fn build(kind: BuildKind) -> anyhow::Result<()> {
         BuildKind::Vg {
             regions,
             max_regions,
-            image_prefix,
-            common,
+            mut common,
         } => {
+            // The builder puts the prefix before `{image_id}.jpg` itself.
             let options = VgOptions {
                 max_regions,
-                image_prefix,
+                image_prefix: std::mem::take(&mut common.image_prefix),
                 seed: common.seed,
             };
             (
@@ -305,7 +306,7 @@ fn build(kind: BuildKind) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    write(&built, &common.out)
+    write(&built.with_image_prefix(&common.image_prefix), &common.out)
 }
 
 fn write(built: &Built, out: &Path) -> anyhow::Result<()> {

@@ -262,16 +262,18 @@ impl Trainer {
             }
             _ => Optimizer::Replicated(AdamW::new(params, config.optimizer)),
         };
-        let preprocessor = source_dirs
+        // The checkpoint's image processor, or (a tower that shipped none)
+        // its class's defaults, which the saved model then carries too.
+        let preprocessor = match source_dirs
             .iter()
             .map(|d| d.join("preprocessor_config.json"))
             .find(|p| p.is_file())
-            .ok_or_else(|| TrainError::Invalid {
-                field: "model",
-                message: "no preprocessor_config.json in the model's directories".into(),
-            })?;
-        let preprocessor =
-            PreprocessorConfig::from_file(&preprocessor).map_err(rgpt_model::ModelError::from)?;
+        {
+            Some(path) => {
+                PreprocessorConfig::from_file(&path).map_err(rgpt_model::ModelError::from)?
+            }
+            None => model.default_preprocessor()?,
+        };
         let region = model.region_token_id(&tokenizer)?;
         let format = PromptFormat {
             tokenizer: tokenizer.clone(),

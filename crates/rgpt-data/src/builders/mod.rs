@@ -36,6 +36,20 @@ impl Built {
         }
         crate::format::write_samples(out, &self.samples)
     }
+
+    /// Every sample's image path with `prefix` before it (`coco/train2017/`
+    /// and `000000000139.jpg` give `coco/train2017/000000000139.jpg`), so
+    /// the files of several datasets can share one image root.
+    pub fn with_image_prefix(mut self, prefix: &str) -> Self {
+        if !prefix.is_empty() {
+            for sample in &mut self.samples {
+                if let Some(image) = &mut sample.image {
+                    image.insert_str(0, prefix);
+                }
+            }
+        }
+        self
+    }
 }
 
 /// Which geometry of an annotation becomes the region.

@@ -5,6 +5,7 @@ use std::path::Path;
 use rgpt_region::MaskPoolKind;
 use rgpt_vision::clip::FeatureSelect;
 use rgpt_vision::refiner::RefinerKind;
+use rgpt_vision::preprocess::PreprocessorConfig;
 use rgpt_vision::tower::VisionTowerConfig;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -84,13 +85,19 @@ impl RegionGpt {
         // defaults, so `rgpt generate --image` runs on what was saved.
         let preprocessor = out_dir.join("preprocessor_config.json");
         if !preprocessor.is_file() {
-            let tower = VisionTowerConfig::from_value(&self.llava.config.vision_config)?;
-            let json = serde_json::to_string_pretty(&tower.default_preprocessor())
+            let json = serde_json::to_string_pretty(&self.default_preprocessor()?)
                 .unwrap_or_default()
                 + "\n";
             rgpt_weights::save::write_atomic(&preprocessor, json.as_bytes())?;
         }
         Ok(())
+    }
+
+    /// The image processor of the tower's class at its size (CLIP's or
+    /// SigLIP's defaults, padded to square as LLaVA does): what a
+    /// checkpoint whose tower shipped no `preprocessor_config.json` uses.
+    pub fn default_preprocessor(&self) -> Result<PreprocessorConfig, ModelError> {
+        Ok(VisionTowerConfig::from_value(&self.llava.config.vision_config)?.default_preprocessor())
     }
 
     /// A fresh RGPT from a CLIP or SigLIP directory (`CLIPVisionModel`,
