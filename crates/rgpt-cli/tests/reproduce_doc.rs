@@ -214,7 +214,10 @@ fn every_command_of_the_recipe_runs() {
         let metrics = std::fs::read_to_string(work.join("runs").join(run).join("metrics.jsonl"));
         let first: Value = serde_json::from_str(metrics.unwrap().lines().next().unwrap()).unwrap();
         let reasons = &first["skipped"]["reasons"];
-        assert!(reasons.as_object().is_some_and(|r| r.is_empty()), "{run}: {first}");
+        assert!(
+            reasons.as_object().is_some_and(|r| r.is_empty()),
+            "{run}: {first}"
+        );
     }
     let _ = std::fs::remove_dir_all(&work);
 }

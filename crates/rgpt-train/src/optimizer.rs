@@ -156,20 +156,17 @@ impl AdamW {
             }
             let grad = grad.to_kind(Kind::Float);
             let weights = slot.master.as_mut().unwrap_or(&mut slot.param);
-            if c.weight_decay != 0.0 {
-                let _ = weights.g_mul_scalar_(1.0 - lr * c.weight_decay);
-            }
-            let _ = slot.exp_avg.g_mul_scalar_(c.beta1);
-            let _ = slot.exp_avg.g_add_(&(&grad * (1.0 - c.beta1)));
-            let _ = slot.exp_avg_sq.g_mul_scalar_(c.beta2);
-            let _ = slot.exp_avg_sq.g_add_(&(&grad * &grad * (1.0 - c.beta2)));
-            let denom = slot.exp_avg_sq.sqrt() / bias2.sqrt() + c.eps;
-            let update = (&slot.exp_avg / denom) * (lr / bias1);
-            let _ = weights.g_sub_(&update);
+            let moments = (&mut slot.exp_avg, &mut slot.exp_avg_sq);
+            update(&c, lr, (bias1, bias2), weights, moments, &grad);
             if let Some(master) = &slot.master {
                 slot.param.copy_(master);
             }
         }
+    }
+
+    /// The message for a bf16 variable whose saved state has no f32 master.
+    pub(crate) fn missing_master(key: &str) -> String {
+        format!("optimizer state has no `{key}`: it was saved by an f32 run; resume with dtype f32")
     }
 
     /// The state, as named tensors (`exp_avg.NAME`, `exp_avg_sq.NAME`, and
@@ -212,10 +209,7 @@ impl AdamW {
                 let key = format!("master.{name}");
                 let saved = tensors.get(&key).ok_or_else(|| TrainError::Checkpoint {
                     path: Default::default(),
-                    message: format!(
-                        "optimizer state has no `{key}`: it was saved by an f32 run; \
-                         resume with dtype f32"
-                    ),
+                    message: Self::missing_master(&key),
                 })?;
                 master.f_copy_(saved)?;
             }
@@ -223,4 +217,28 @@ impl AdamW {
         self.step = step;
         Ok(())
     }
+}
+
+/// One AdamW update, in place, as `torch.optim.AdamW` computes it:
+/// decoupled weight decay, then the moments, then the bias-corrected step
+/// (`bias` is `(1 - beta1^t, 1 - beta2^t)`). `AdamW` runs it per variable,
+/// `zero::ShardedAdamW` on its shard of all of them.
+pub(crate) fn update(
+    c: &AdamWConfig,
+    lr: f64,
+    (bias1, bias2): (f64, f64),
+    weights: &mut Tensor,
+    (exp_avg, exp_avg_sq): (&mut Tensor, &mut Tensor),
+    grad: &Tensor,
+) {
+    if c.weight_decay != 0.0 {
+        let _ = weights.g_mul_scalar_(1.0 - lr * c.weight_decay);
+    }
+    let _ = exp_avg.g_mul_scalar_(c.beta1);
+    let _ = exp_avg.g_add_(&(grad * (1.0 - c.beta1)));
+    let _ = exp_avg_sq.g_mul_scalar_(c.beta2);
+    let _ = exp_avg_sq.g_add_(&(grad * grad * (1.0 - c.beta2)));
+    let denom = exp_avg_sq.sqrt() / bias2.sqrt() + c.eps;
+    let step = (&*exp_avg / denom) * (lr / bias1);
+    let _ = weights.g_sub_(&step);
 }

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use tch::{Device, Kind, Tensor};
 
 use crate::data_parallel::DataParallel;
-use crate::optimizer::AdamWConfig;
+use crate::optimizer::{update, AdamW, AdamWConfig};
 use crate::TrainError;
 
 /// Part of a variable inside a bucket.
@@ -171,18 +171,9 @@ impl ShardedAdamW {
         let bias1 = 1.0 - c.beta1.powi(self.step as i32);
         let bias2 = 1.0 - c.beta2.powi(self.step as i32);
         let mut weights = self.master.copy();
-        if c.weight_decay != 0.0 {
-            let _ = weights.g_mul_scalar_(1.0 - lr * c.weight_decay);
-        }
-        let mut exp_avg = self.exp_avg.copy();
-        let _ = exp_avg.g_mul_scalar_(c.beta1);
-        let _ = exp_avg.g_add_(&(&grad * (1.0 - c.beta1)));
-        let mut exp_avg_sq = self.exp_avg_sq.copy();
-        let _ = exp_avg_sq.g_mul_scalar_(c.beta2);
-        let _ = exp_avg_sq.g_add_(&(&grad * &grad * (1.0 - c.beta2)));
-        let denom = exp_avg_sq.sqrt() / bias2.sqrt() + c.eps;
-        let update = (&exp_avg / denom) * (lr / bias1);
-        let _ = weights.g_sub_(&update);
+        let (mut exp_avg, mut exp_avg_sq) = (self.exp_avg.copy(), self.exp_avg_sq.copy());
+        let moments = (&mut exp_avg, &mut exp_avg_sq);
+        update(&c, lr, (bias1, bias2), &mut weights, moments, &grad);
         if used.iter().all(|&u| u) {
             (self.master, self.exp_avg, self.exp_avg_sq) = (weights, exp_avg, exp_avg_sq);
         } else {
@@ -294,13 +285,7 @@ impl ShardedAdamW {
             let key = format!("master.{name}");
             let master = match param.kind() {
                 Kind::Float => param.detach(),
-                _ => get(
-                    key.clone(),
-                    format!(
-                        "optimizer state has no `{key}`: it was saved by an f32 run; resume \
-                         with dtype f32"
-                    ),
-                )?,
+                _ => get(key.clone(), AdamW::missing_master(&key))?,
             };
             saved.insert(key, master);
         }

@@ -4,8 +4,8 @@ use std::path::Path;
 
 use rgpt_region::MaskPoolKind;
 use rgpt_vision::clip::FeatureSelect;
-use rgpt_vision::refiner::RefinerKind;
 use rgpt_vision::preprocess::PreprocessorConfig;
+use rgpt_vision::refiner::RefinerKind;
 use rgpt_vision::tower::VisionTowerConfig;
 use tch::{nn, Device, Kind, Tensor};
 
