@@ -163,19 +163,21 @@ fn assert_same_run(a: &Path, b: &Path) {
 #[test]
 fn two_ranks_take_the_steps_of_one_process() {
     let dir = world("same");
-    // One process, micro-batches of 2; two ranks, micro-batches of 1 each
-    // (global batch 4 both times), with AdamW on every rank (DDP) and with
-    // its state sharded (ZeRO-1).
-    let one = config(&dir, "one", 2, "steps: 8\n");
+    // The same config (micro-batches of 1, global batch 4; only the output
+    // folders differ) trained by one process, which then takes 4
+    // micro-batches a step, and by two ranks taking 2 each, with AdamW on
+    // every rank (DDP) and with its state sharded (ZeRO-1).
+    let tail = |zero: u8| {
+        format!("steps: 8\ndistributed: {{backend: gloo, timeout_s: 120, zero: {zero}}}\n")
+    };
+    let one = config(&dir, "one", 1, &tail(0));
     ok(&command(&["train", "--config", one.to_str().unwrap()])
         .output()
         .unwrap());
     assert_eq!(losses(&dir.join("run-one")).len(), 8);
     for zero in [0, 1] {
         let name = format!("zero{zero}");
-        let tail =
-            format!("steps: 8\ndistributed: {{backend: gloo, timeout_s: 120, zero: {zero}}}\n");
-        let two = config(&dir, &name, 1, &tail);
+        let two = config(&dir, &name, 1, &tail(zero));
         let launched = launch(&two, &[]).output().unwrap();
         let out = ok(&launched);
         // Rank 0 reports; each line carries its rank.
@@ -190,6 +192,30 @@ fn two_ranks_take_the_steps_of_one_process() {
             .collect();
         assert!(!entries.iter().any(|e| e.contains("rank1")), "{entries:?}");
     }
+}
+
+/// torchrun starts the ranks as `rgpt launch` does: its variables are
+/// torchrun's.
+#[test]
+fn torchrun_starts_the_ranks_too() {
+    let dir = world("torchrun");
+    let tail = "steps: 4\ndistributed: {backend: gloo, timeout_s: 120}\n";
+    let (one, two) = (config(&dir, "one", 1, tail), config(&dir, "two", 1, tail));
+    ok(&command(&["train", "--config", one.to_str().unwrap()])
+        .output()
+        .unwrap());
+    let torchrun = common::root().join(".venv/bin/torchrun");
+    let output = Command::new(&torchrun)
+        .args(["--nproc-per-node", "2", "--master-port"])
+        .arg(free_port().to_string())
+        .arg("--no-python")
+        .arg(env!("CARGO_BIN_EXE_rgpt"))
+        .args(["train", "--config"])
+        .arg(&two)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", torchrun.display()));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_same_run(&dir.join("run-one"), &dir.join("run-two"));
 }
 
 /// Interrupts `rgpt launch --nproc 2 -- train --config CONFIG` as Ctrl-C in
@@ -297,6 +323,7 @@ fn a_killed_rank_ends_the_run_with_an_error() {
         message.contains("error: distributed: rank 0 of 2: "),
         "{message}"
     );
+    assert!(message.contains("rank 1 is gone"), "{message}");
     assert!(started.elapsed() < Duration::from_secs(60), "{message}");
 }
 

@@ -40,13 +40,6 @@ void finish_avg(rgpt_group* group, int op, at::Tensor& tensor) {
   }
 }
 
-void check_avg(int op, const at::Tensor& tensor) {
-  if (op == 1 && !at::isFloatingType(tensor.scalar_type())) {
-    throw std::invalid_argument("avg needs a floating-point tensor, got " +
-                                std::string(c10::toString(tensor.scalar_type())));
-  }
-}
-
 }  // namespace
 
 extern "C" {
@@ -105,7 +98,6 @@ void rgpt_group_free(rgpt_group* group) { delete group; }
 char* rgpt_all_reduce(rgpt_group* group, void* tensor, int op, int64_t timeout_ms) {
   return run("all_reduce", [&] {
     auto& t = *static_cast<at::Tensor*>(tensor);
-    check_avg(op, t);
     std::vector<at::Tensor> tensors{t};
     c10d::AllreduceOptions options;
     options.reduceOp = reduce_op(group, op);
@@ -140,7 +132,6 @@ char* rgpt_reduce_scatter(rgpt_group* group, void* output, void* input, int op,
                           int64_t timeout_ms) {
   return run("reduce_scatter", [&] {
     auto& out = *static_cast<at::Tensor*>(output);
-    check_avg(op, out);
     std::vector<at::Tensor> outputs{out};
     std::vector<std::vector<at::Tensor>> inputs{
         static_cast<at::Tensor*>(input)->chunk(group->world_size)};

@@ -5,6 +5,7 @@ use std::ffi::{c_int, c_void, CString};
 use std::fmt;
 use std::ptr::NonNull;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tch::{Device, Tensor};
@@ -12,6 +13,7 @@ use tch::{Device, Tensor};
 use crate::env::DistEnv;
 use crate::error::{DistError, Result};
 use crate::ffi;
+use crate::heartbeat::{diagnose, Heartbeat};
 use crate::store::{millis, TcpStore};
 
 /// Which c10d backend carries the collectives.
@@ -71,7 +73,8 @@ impl ReduceOp {
 pub struct ProcessGroup {
     raw: NonNull<ffi::Group>,
     // Declared after `raw`: the group is dropped first.
-    store: TcpStore,
+    _heartbeat: Heartbeat,
+    store: Arc<TcpStore>,
     rank: usize,
     world_size: usize,
     backend: Backend,
@@ -90,13 +93,16 @@ impl ProcessGroup {
     /// the backend connects every pair of ranks. NCCL ranks use the GPU
     /// `LOCAL_RANK`.
     pub fn init(env: &DistEnv, backend: Backend, timeout: Duration) -> Result<Self> {
-        let store = TcpStore::new(
+        let store = Arc::new(TcpStore::new(
             &env.master_addr,
             env.master_port,
             env.rank == 0,
             env.world_size,
             timeout,
-        )?;
+        )?);
+        // Before the group's own rendezvous, so every rank's counter exists
+        // once any collective can run.
+        let heartbeat = Heartbeat::start(Arc::clone(&store), env.rank)?;
         let backend = match backend {
             Backend::Auto if tch::Cuda::is_available() => Backend::Nccl,
             Backend::Auto => Backend::Gloo,
@@ -140,6 +146,7 @@ impl ProcessGroup {
             .ok_or_else(|| DistError::C10d("the shim returned no process group".into()))?;
         Ok(ProcessGroup {
             raw,
+            _heartbeat: heartbeat,
             store,
             rank: env.rank,
             world_size: env.world_size,
@@ -176,6 +183,7 @@ impl ProcessGroup {
     /// Reduces `tensor` across ranks, leaving the result in it on every rank.
     pub fn all_reduce(&self, tensor: &mut Tensor, op: ReduceOp) -> Result<()> {
         self.check(tensor, "all_reduce")?;
+        check_op(tensor, op, "all_reduce")?;
         let answer = unsafe {
             ffi::rgpt_all_reduce(
                 self.raw.as_ptr(),
@@ -224,6 +232,7 @@ impl ProcessGroup {
     /// `rank`-th of `world_size` equal chunks along the first dimension.
     pub fn reduce_scatter(&self, tensor: &Tensor, op: ReduceOp) -> Result<Tensor> {
         self.check(tensor, "reduce_scatter")?;
+        check_op(tensor, op, "reduce_scatter")?;
         let mut shape = tensor.size();
         let world = self.world_size as i64;
         match shape.first_mut() {
@@ -284,8 +293,9 @@ impl ProcessGroup {
 
     fn answer(&self, answer: *mut std::ffi::c_char) -> Result<()> {
         ffi::check(answer).map_err(|message| {
+            let others = diagnose(&self.store, self.world_size, self.rank);
             DistError::C10d(format!(
-                "rank {} of {}: {message}",
+                "rank {} of {}: {message}; {others}",
                 self.rank, self.world_size
             ))
         })
@@ -297,6 +307,18 @@ impl Drop for ProcessGroup {
         // SAFETY: `raw` came from the shim and is freed once.
         unsafe { ffi::rgpt_group_free(self.raw.as_ptr()) }
     }
+}
+
+/// Refuses an average of integers (c10d would divide with truncation on
+/// some backends and refuse on others).
+fn check_op(tensor: &Tensor, op: ReduceOp, what: &str) -> Result<()> {
+    if op == ReduceOp::Avg && !tensor.is_floating_point() {
+        return Err(DistError::Invalid(format!(
+            "{what}: avg needs a floating-point tensor, got {:?}",
+            tensor.kind()
+        )));
+    }
+    Ok(())
 }
 
 /// tch's tensor handle is a `torch::Tensor*`, which the shim takes.

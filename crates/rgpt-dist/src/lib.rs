@@ -9,6 +9,7 @@ mod env;
 mod error;
 mod ffi;
 mod group;
+mod heartbeat;
 mod launch;
 mod store;
 

@@ -97,6 +97,13 @@ fn a_rank_that_dies() {
         message.starts_with("rank 0: rank 0 of 2: all_reduce: "),
         "{message}"
     );
+    // The dead rank is named, from its heartbeat.
+    assert!(
+        message
+            .trim_end()
+            .ends_with("; rank 1 is gone (no heartbeat for 2.5 s)"),
+        "{message}"
+    );
     assert!(started.elapsed() < Duration::from_secs(60), "{message}");
 }
 
@@ -113,6 +120,12 @@ fn a_rank_that_hangs() {
     let message = stderr(&output);
     assert!(
         message.starts_with("rank 0: rank 0 of 2: all_reduce: "),
+        "{message}"
+    );
+    assert!(
+        message.trim_end().ends_with(
+            "every other rank is alive: one of them is stuck or slower than the timeout"
+        ),
         "{message}"
     );
     // The group's timeout is 3 s.

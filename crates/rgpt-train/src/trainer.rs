@@ -170,17 +170,13 @@ impl Trainer {
                     path: source.clone(),
                     source: e,
                 })?;
-                // Rank 0 writes them; every rank trained the same ones.
+                // Rank 0 writes them (a resumed run keeps its tokenizer);
+                // the other ranks read them once it has.
                 let saved = source.join("tokenizer.json");
-                let tokenizer = if saved.is_file() {
-                    Tokenizer::from_dir(&source).map_err(rgpt_model::ModelError::from)?
-                } else {
-                    if rank == 0 {
+                if rank == 0 {
+                    if !saved.is_file() {
                         trained.save(&saved).map_err(rgpt_model::ModelError::from)?;
                     }
-                    trained
-                };
-                if rank == 0 {
                     let json = serde_json::to_string_pretty(&preprocessor).unwrap_or_default();
                     rgpt_weights::save::write_atomic(
                         &source.join("preprocessor_config.json"),
@@ -188,9 +184,10 @@ impl Trainer {
                     )?;
                 }
                 if let Some(dist) = &dist {
-                    // The others read the source directory next.
                     dist.barrier()?;
                 }
+                let tokenizer =
+                    Tokenizer::from_dir(&source).map_err(rgpt_model::ModelError::from)?;
                 if (device, kind) == (Device::Cpu, Kind::Float) {
                     (model, vs, tokenizer, vec![source])
                 } else {
