@@ -6,6 +6,7 @@ mod eval;
 mod launch;
 mod plot;
 mod runtime;
+mod serve;
 mod train;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -51,6 +52,8 @@ enum Command {
     },
     /// Train an RGPT from a YAML config (resumable).
     Train(train::TrainArgs),
+    /// Serve a model over HTTP: an OpenAI-compatible chat API with regions.
+    Serve(serve::ServeArgs),
     /// Start this machine's ranks of a distributed run, as torchrun does:
     /// `rgpt launch --nproc 2 -- train --config F`.
     Launch(launch::LaunchArgs),
@@ -208,6 +211,7 @@ fn main() -> ExitCode {
         Command::Plot(args) => plot::run(args),
         Command::Train(args) => train::run(args),
         Command::Launch(args) => launch::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Region { command } => match command {
             RegionCommand::Stats { annotations, json } => region_stats(&annotations, json),

@@ -5,6 +5,8 @@
 //! Its own harness (`harness = false`): peak memory is the process's
 //! high-water mark (`VmHWM`), so each measurement runs in a fresh copy of
 //! this binary (`RGPT_MEASURE=on|off`), which prints what it measured.
+//! Measured: 510 MiB without, 182 MiB with (the same to 0.2 MiB in three
+//! runs).
 use std::process::Command;
 
 use rgpt_llm::{Llama, LlamaConfig, Packing};
@@ -124,6 +126,11 @@ fn peak_memory_is_lower() {
         let out = Command::new(std::env::current_exe().unwrap())
             .env("RGPT_MEASURE", on)
             .env("OMP_NUM_THREADS", "1")
+            // Every block over 64 KiB is its own mapping, returned to the
+            // system when freed, so the resident set follows the live
+            // tensors instead of glibc's reuse of freed chunks (which moved
+            // the checkpointed peak between 385 and 485 MiB).
+            .env("MALLOC_MMAP_THRESHOLD_", "65536")
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
@@ -139,7 +146,7 @@ fn peak_memory_is_lower() {
     };
     let (off, on) = (peak("off"), peak("on"));
     println!("peak memory over a forward and backward: {off:.1} MiB without, {on:.1} MiB with");
-    assert!(on < 0.7 * off, "{on:.1} MiB with, {off:.1} MiB without");
+    assert!(on < 0.5 * off, "{on:.1} MiB with, {off:.1} MiB without");
 }
 
 fn main() {

@@ -215,34 +215,8 @@ impl<'g> RegionChat<'g> {
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Completion, ModelError> {
         let _guard = tch::no_grad_guard();
-        if question.trim().is_empty() {
-            return Err(rgpt_llm::LlmError::InvalidRequest("the prompt is empty".into()).into());
-        }
         let generator = self.generator;
-        let first = self.conversation.turns().is_empty();
-        let question = if !first || question.contains("<image>") {
-            question.to_string()
-        } else {
-            format!("<image>\n{question}")
-        };
-        let images = question.matches("<image>").count();
-        if images != usize::from(first) {
-            return Err(SpliceError::ImageCount {
-                placeholders: images,
-                images: usize::from(first),
-            }
-            .into());
-        }
-        let placeholders = question
-            .matches(generator.model.section.region_token.as_str())
-            .count();
-        if placeholders != self.pending_regions() {
-            return Err(SpliceError::RegionCount {
-                placeholders,
-                regions: self.pending_regions(),
-            }
-            .into());
-        }
+        let question = self.next_question(question)?;
         let mut conversation = self.conversation.clone();
         conversation.push(Role::User, Some(question.clone()));
         conversation.push(Role::Assistant, None);
@@ -272,5 +246,50 @@ impl<'g> RegionChat<'g> {
             .push(Role::Assistant, Some(completion.text.clone()));
         self.regions_asked = self.regions.len();
         Ok(completion)
+    }
+
+    /// Records a turn that was already answered (an earlier turn of a
+    /// conversation a client sends whole, as OpenAI's API does): the same
+    /// checks as [`RegionChat::ask`], and the regions it names are asked.
+    pub fn replay(&mut self, question: &str, answer: &str) -> Result<(), ModelError> {
+        let question = self.next_question(question)?;
+        self.conversation.push(Role::User, Some(question));
+        self.conversation
+            .push(Role::Assistant, Some(answer.to_string()));
+        self.regions_asked = self.regions.len();
+        Ok(())
+    }
+
+    /// `question` as the next user turn: not empty, with `<image>` added to
+    /// the first turn when missing, and one `<region>` per pending region.
+    fn next_question(&self, question: &str) -> Result<String, ModelError> {
+        if question.trim().is_empty() {
+            return Err(rgpt_llm::LlmError::InvalidRequest("the prompt is empty".into()).into());
+        }
+        let first = self.conversation.turns().is_empty();
+        let question = if !first || question.contains("<image>") {
+            question.to_string()
+        } else {
+            format!("<image>\n{question}")
+        };
+        let images = question.matches("<image>").count();
+        if images != usize::from(first) {
+            return Err(SpliceError::ImageCount {
+                placeholders: images,
+                images: usize::from(first),
+            }
+            .into());
+        }
+        let placeholders = question
+            .matches(self.generator.model.section.region_token.as_str())
+            .count();
+        if placeholders != self.pending_regions() {
+            return Err(SpliceError::RegionCount {
+                placeholders,
+                regions: self.pending_regions(),
+            }
+            .into());
+        }
+        Ok(question)
     }
 }

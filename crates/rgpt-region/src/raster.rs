@@ -107,6 +107,20 @@ impl Bitmap {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
+        Ok(Self::from_image(img))
+    }
+
+    /// [`Bitmap::from_image_file`] of an encoded image in memory (a mask
+    /// PNG sent over the wire); `what` names it in errors.
+    pub fn from_image_bytes(bytes: &[u8], what: &str) -> Result<Bitmap, RegionError> {
+        let img = image::load_from_memory(bytes).map_err(|e| RegionError::MaskImage {
+            path: what.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self::from_image(img))
+    }
+
+    fn from_image(img: image::DynamicImage) -> Bitmap {
         // f32 keeps every non-zero 8/16-bit value non-zero.
         let rgb = img.into_rgb32f();
         let (width, height) = rgb.dimensions();
@@ -114,11 +128,11 @@ impl Bitmap {
             .pixels()
             .map(|p| u8::from(p.0.iter().any(|&c| c != 0.0)))
             .collect();
-        Ok(Bitmap {
+        Bitmap {
             height,
             width,
             data,
-        })
+        }
     }
 }
 

@@ -1,3 +1,15 @@
-//! Serving: an HTTP API over the assembled model that answers region prompts
-//! (image, regions of any shape, text with `<region>` placeholders), streaming
-//! tokens as they are generated.
+//! `rgpt serve`: an OpenAI-compatible chat API for RGPT and LLaVA
+//! checkpoints, with regions. `POST /v1/chat/completions` takes OpenAI's
+//! messages (text and `image_url` parts) plus a `regions` list for the
+//! `<region>` placeholders, and answers whole or streamed (server-sent
+//! events); `GET /v1/models` and `GET /health` as such servers have them.
+//! The model runs on its own engine thread behind a bounded queue
+//! ([`engine`]); the HTTP side is axum on tokio ([`server`]).
+pub mod api;
+pub mod engine;
+pub mod request;
+pub mod server;
+
+pub use engine::Engine;
+pub use request::Limits;
+pub use server::{router, ServerState};

@@ -1,0 +1,79 @@
+//! `rgpt serve --model DIR [--host 127.0.0.1] [--port 8080]`.
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use rgpt_model::chat::RegionGenerator;
+use rgpt_serve::{Engine, Limits, ServerState};
+
+use crate::runtime::RuntimeArgs;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// RGPT or LLaVA checkpoint directory.
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// 0 picks a free port (printed at start).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// The name `/v1/models` lists and requests may give (default: the
+    /// model directory's name).
+    #[arg(long)]
+    model_name: Option<String>,
+    /// Requests that may wait for the engine; more get 429.
+    #[arg(long, default_value_t = 64)]
+    queue: usize,
+    /// The most tokens one request may generate.
+    #[arg(long, default_value_t = 1024)]
+    max_tokens: usize,
+    /// The largest image, in bytes.
+    #[arg(long, default_value_t = 20 << 20)]
+    max_image_bytes: usize,
+    /// The most regions in one request.
+    #[arg(long, default_value_t = 64)]
+    max_regions: usize,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let (device, kind) = args.runtime.apply()?;
+    let dir = args.model.clone();
+    let engine = Engine::start(
+        move || RegionGenerator::load(&dir, device, kind),
+        args.queue,
+    )
+    .with_context(|| format!("while loading {}", args.model.display()))?;
+    let model_name = args.model_name.clone().unwrap_or_else(|| {
+        args.model
+            .file_name()
+            .map_or("rgpt".into(), |n| n.to_string_lossy().into_owned())
+    });
+    let state = Arc::new(ServerState {
+        engine,
+        model_name,
+        limits: Limits {
+            max_tokens: args.max_tokens,
+            max_image_bytes: args.max_image_bytes,
+            max_regions: args.max_regions,
+        },
+    });
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let address = format!("{}:{}", args.host, args.port);
+        let listener = tokio::net::TcpListener::bind(&address)
+            .await
+            .with_context(|| format!("cannot listen on {address}"))?;
+        let local = listener.local_addr()?;
+        println!("serving {} on http://{local}", state.model_name);
+        axum::serve(listener, rgpt_serve::router(state))
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .context("the server stopped")
+    })
+}

@@ -1,0 +1,347 @@
+//! `rgpt serve` on the RGPT fixture, through HTTP on a free loopback port:
+//! answers, whole and streamed, equal `rgpt generate`'s for the same
+//! question, regions and seed (greedy and sampled, each region form), a
+//! conversation sent whole continues it, and each bad input is a 4xx in
+//! OpenAI's error shape while the server goes on serving.
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use base64::Engine as _;
+use common::{ok, rgpt, root};
+use serde_json::{json, Value};
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rgpt"))
+        .current_dir(root())
+        .args([
+            "serve",
+            "--model",
+            "tests/fixtures/rgpt-tiny",
+            "--port",
+            "0",
+        ])
+        .args(["--device", "cpu", "--model-name", "rgpt-tiny"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .filter(|u| u.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    Server { child, url }
+}
+
+fn image_url() -> String {
+    let png = std::fs::read(root().join("tests/fixtures/rgpt-tiny/image.png")).unwrap();
+    format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(png)
+    )
+}
+
+/// One user message with the fixture's image and `text`.
+fn request(text: &str, regions: Value, extra: Value) -> Value {
+    let mut body = json!({
+        "model": "rgpt-tiny",
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": text},
+            {"type": "image_url", "image_url": {"url": image_url()}},
+        ]}],
+        "regions": regions,
+        "max_tokens": 6,
+    });
+    for (key, value) in extra.as_object().unwrap() {
+        body[key] = value.clone();
+    }
+    body
+}
+
+fn post(server: &Server, body: &Value) -> (u16, Value) {
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/chat/completions", server.url))
+        .json(body)
+        .send()
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().unwrap())
+}
+
+fn answer(server: &Server, body: &Value) -> String {
+    let (status, reply) = post(server, body);
+    assert_eq!(status, 200, "{reply}");
+    reply["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// What `rgpt generate` answers with these flags.
+fn generate(prompt: &str, regions: &[&str], extra: &[&str]) -> String {
+    let mut args = vec![
+        "generate",
+        "--model",
+        "tests/fixtures/rgpt-tiny",
+        "--image",
+        "tests/fixtures/rgpt-tiny/image.png",
+        "--prompt",
+        prompt,
+        "--max-new-tokens",
+        "6",
+        "--device",
+        "cpu",
+        "--json",
+    ];
+    for region in regions {
+        args.extend(["--region", region]);
+    }
+    args.extend(extra);
+    let report: Value = serde_json::from_str(&ok(&rgpt(&args))).unwrap();
+    report["text"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn answers_equal_rgpt_generate() {
+    let server = serve(&[]);
+    let greedy = json!({"temperature": 0});
+    // A box, a polygon, an RLE, a mask PNG and a point, against the same
+    // region given to `rgpt generate` as a SPEC.
+    let mask = {
+        let mut mask = image::GrayImage::new(40, 30);
+        for y in 4..20 {
+            for x in 5..25 {
+                mask.put_pixel(x, y, image::Luma([255]));
+            }
+        }
+        let path = std::env::temp_dir().join(format!("rgpt-serve-mask-{}.png", std::process::id()));
+        mask.save(&path).unwrap();
+        path
+    };
+    let png = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&mask).unwrap());
+    let image_size =
+        image::image_dimensions(root().join("tests/fixtures/rgpt-tiny/image.png")).unwrap();
+    assert_eq!(image_size, (40, 30), "the mask is drawn for a 40x30 image");
+    let mask_spec = format!("mask:{}", mask.display());
+    let cases: Vec<(Value, String)> = vec![
+        (json!({"box": [5, 4, 25, 20]}), "box:5,4,25,20".into()),
+        (
+            json!({"polygon": [[5, 4, 25, 4, 25, 20, 5, 20]]}),
+            "poly:5,4,25,4,25,20,5,20".into(),
+        ),
+        (json!({"point": [20, 15, 6]}), "point:20,15,6".into()),
+        (json!({"mask_png": png}), mask_spec),
+    ];
+    for (region, spec) in &cases {
+        let served = answer(
+            &server,
+            &request("What is <region>?", json!([region]), greedy.clone()),
+        );
+        let generated = generate("What is <region>?", &[spec], &[]);
+        assert_eq!(served, generated, "{region}");
+    }
+    // Sampled with a seed.
+    let sampled = json!({"temperature": 0.9, "top_p": 0.95, "seed": 11});
+    let served = answer(
+        &server,
+        &request(
+            "Describe <region>.",
+            json!([{"box": [5, 4, 25, 20]}]),
+            sampled,
+        ),
+    );
+    let generated = generate(
+        "Describe <region>.",
+        &["box:5,4,25,20"],
+        &["--temperature", "0.9", "--top-p", "0.95", "--seed", "11"],
+    );
+    assert_eq!(served, generated);
+    let _ = std::fs::remove_file(mask);
+}
+
+#[test]
+fn streams_the_same_answer_in_openai_chunks() {
+    let server = serve(&[]);
+    let body = request(
+        "What is <region>?",
+        json!([{"box": [5, 4, 25, 20]}]),
+        json!({"temperature": 0, "stream": true}),
+    );
+    let text = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/chat/completions", server.url))
+        .json(&body)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let data: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data.last(), Some(&"[DONE]"), "{text}");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
+    let streamed: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    let last = chunks.last().unwrap();
+    assert!(last["choices"][0]["finish_reason"].is_string(), "{last}");
+    assert!(last["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    let whole = answer(
+        &server,
+        &request(
+            "What is <region>?",
+            json!([{"box": [5, 4, 25, 20]}]),
+            json!({"temperature": 0}),
+        ),
+    );
+    assert_eq!(streamed, whole);
+}
+
+#[test]
+fn a_conversation_sent_whole_goes_on() {
+    let server = serve(&[]);
+    let mut body = request(
+        "What is <region>?",
+        json!([{"box": [5, 4, 25, 20]}, {"box": [0, 0, 20, 20]}]),
+        json!({"temperature": 0}),
+    );
+    body["messages"].as_array_mut().unwrap().extend([
+        json!({"role": "assistant", "content": "A shape."}),
+        json!({"role": "user", "content": "And <region>?"}),
+    ]);
+    let (status, reply) = post(&server, &body);
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn bad_requests_get_openai_errors_and_the_server_goes_on() {
+    let server = serve(&[]);
+    let client = reqwest::blocking::Client::new();
+    let url = format!("{}/v1/chat/completions", server.url);
+    let error = |status: u16, reply: &Value, says: &str| {
+        assert!((400..500).contains(&status), "{status}: {reply}");
+        let message = reply["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{says:?} not in {reply}");
+        assert!(reply["error"]["type"].is_string(), "{reply}");
+    };
+    let malformed = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .unwrap();
+    let status = malformed.status().as_u16();
+    error(status, &malformed.json().unwrap(), "not a chat request");
+
+    let box_region = json!([{"box": [5, 4, 25, 20]}]);
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            request("What is <region>?", json!([]), json!({})),
+            "1 <region> placeholder(s) but `regions` has 0",
+        ),
+        (
+            request(
+                "What is <region>?",
+                json!([{"box": [100, 100, 200, 200]}]),
+                json!({}),
+            ),
+            "region 0",
+        ),
+        (
+            request(
+                "What is <region>?",
+                json!([{"box": [5, 5, 5, 5]}]),
+                json!({}),
+            ),
+            "empty",
+        ),
+        (
+            request(
+                "What is <region>?",
+                box_region.clone(),
+                json!({"model": "gpt-4"}),
+            ),
+            "unknown model `gpt-4`",
+        ),
+        (
+            request(
+                "What is <region>?",
+                box_region.clone(),
+                json!({"max_tokens": 100000}),
+            ),
+            "max_tokens",
+        ),
+        (
+            request(
+                "What is <region>?",
+                box_region.clone(),
+                json!({"temperature": 7}),
+            ),
+            "temperature",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}]}),
+            "no image",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [
+                {"type": "text", "text": "hi"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,aGVsbG8="}}]}]}),
+            "image_url",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [
+                {"type": "text", "text": "hi"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]}),
+            "only data: URLs",
+        ),
+    ];
+    for (body, says) in &cases {
+        let (status, reply) = post(&server, body);
+        error(status, &reply, says);
+    }
+    // Still serving: a good request after the bad ones is answered (200).
+    answer(
+        &server,
+        &request("What is <region>?", box_region, json!({"temperature": 0})),
+    );
+    let health = client.get(format!("{}/health", server.url)).send().unwrap();
+    assert_eq!(health.text().unwrap(), "ok");
+    let models: Value = client
+        .get(format!("{}/v1/models", server.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(models["data"][0]["id"], "rgpt-tiny");
+}
