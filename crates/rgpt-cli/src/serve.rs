@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use rgpt_model::chat::RegionGenerator;
-use rgpt_serve::{Engine, Limits, ServerState};
+use rgpt_serve::{Engine, Limits, Metrics, ServerState};
 
 use crate::runtime::RuntimeArgs;
 
@@ -42,9 +42,11 @@ pub struct ServeArgs {
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (device, kind) = args.runtime.apply()?;
     let dir = args.model.clone();
+    let metrics = Arc::new(Metrics::default());
     let engine = Engine::start(
         move || RegionGenerator::load(&dir, device, kind),
         args.queue,
+        Arc::clone(&metrics),
     )
     .with_context(|| format!("while loading {}", args.model.display()))?;
     let model_name = args.model_name.clone().unwrap_or_else(|| {
@@ -60,6 +62,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_image_bytes: args.max_image_bytes,
             max_regions: args.max_regions,
         },
+        metrics,
     });
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {

@@ -144,6 +144,11 @@ fn answers_equal_rgpt_generate() {
         image::image_dimensions(root().join("tests/fixtures/rgpt-tiny/image.png")).unwrap();
     assert_eq!(image_size, (40, 30), "the mask is drawn for a 40x30 image");
     let mask_spec = format!("mask:{}", mask.display());
+    // The box's mask as a COCO RLE, in the JSON form the API takes and the
+    // SPEC form `rgpt generate` takes.
+    let rle = rgpt_region::RegionSpec::from_xyxy(5.0, 4.0, 25.0, 20.0)
+        .to_rle(30, 40)
+        .unwrap();
     let cases: Vec<(Value, String)> = vec![
         (json!({"box": [5, 4, 25, 20]}), "box:5,4,25,20".into()),
         (
@@ -152,6 +157,10 @@ fn answers_equal_rgpt_generate() {
         ),
         (json!({"point": [20, 15, 6]}), "point:20,15,6".into()),
         (json!({"mask_png": png}), mask_spec),
+        (
+            json!({"rle": rle.to_json_value()}),
+            format!("rle:{}", rle.to_json_string()),
+        ),
     ];
     for (region, spec) in &cases {
         let served = answer(
@@ -266,8 +275,12 @@ fn bad_requests_get_openai_errors_and_the_server_goes_on() {
     let box_region = json!([{"box": [5, 4, 25, 20]}]);
     let cases: Vec<(Value, &str)> = vec![
         (
-            request("What is <region>?", json!([]), json!({})),
-            "1 <region> placeholder(s) but `regions` has 0",
+            request(
+                "Is <region> left of <region>?",
+                box_region.clone(),
+                json!({}),
+            ),
+            "2 <region> placeholder(s) but `regions` has 1",
         ),
         (
             request(
@@ -344,4 +357,121 @@ fn bad_requests_get_openai_errors_and_the_server_goes_on() {
         .json()
         .unwrap();
     assert_eq!(models["data"][0]["id"], "rgpt-tiny");
+}
+
+/// Describe Anything's convention: with one `<region>` and no `regions`,
+/// the region is where the RGBA image is opaque; the same mask as a PNG
+/// gives the same answer.
+#[test]
+fn a_region_in_the_alpha_channel() {
+    let server = serve(&[]);
+    let rgb = image::open(root().join("tests/fixtures/rgpt-tiny/image.png"))
+        .unwrap()
+        .to_rgb8();
+    let inside = |x: u32, y: u32| (5..25).contains(&x) && (4..20).contains(&y);
+    let rgba = image::RgbaImage::from_fn(rgb.width(), rgb.height(), |x, y| {
+        let [r, g, b] = rgb.get_pixel(x, y).0;
+        image::Rgba([r, g, b, if inside(x, y) { 255 } else { 0 }])
+    });
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    rgba.write_to(&mut bytes, image::ImageFormat::Png).unwrap();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes.into_inner());
+    let mut body = request("What is <region>?", json!([]), json!({"temperature": 0}));
+    body["messages"][0]["content"][1]["image_url"]["url"] =
+        json!(format!("data:image/png;base64,{encoded}"));
+    let from_alpha = answer(&server, &body);
+    let mask = image::GrayImage::from_fn(rgb.width(), rgb.height(), |x, y| {
+        image::Luma([if inside(x, y) { 255 } else { 0 }])
+    });
+    let mut png = std::io::Cursor::new(Vec::new());
+    mask.write_to(&mut png, image::ImageFormat::Png).unwrap();
+    let png = base64::engine::general_purpose::STANDARD.encode(png.into_inner());
+    let from_mask = answer(
+        &server,
+        &request(
+            "What is <region>?",
+            json!([{"mask_png": png}]),
+            json!({"temperature": 0}),
+        ),
+    );
+    assert_eq!(from_alpha, from_mask);
+    // An opaque RGB image carries no region: the question's placeholder has
+    // none to stand for.
+    let (status, reply) = post(
+        &server,
+        &request("What is <region>?", json!([]), json!({"temperature": 0})),
+    );
+    assert_eq!(status, 400, "{reply}");
+    assert!(reply["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("alpha channel"));
+}
+
+/// `/metrics` counts requests by status and tokens, and a full queue is a
+/// 429 with `Retry-After`.
+#[test]
+fn metrics_and_a_full_queue() {
+    let server = serve(&["--queue", "1"]);
+    let body = request(
+        "What is <region>?",
+        json!([{"box": [5, 4, 25, 20]}]),
+        json!({"temperature": 0, "max_tokens": 150, "ignore_eos": true}),
+    );
+    // Eight long requests at once: one runs, one waits, the rest are
+    // turned away.
+    let url = format!("{}/v1/chat/completions", server.url);
+    let replies: Vec<(u16, Option<String>, Value)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    let response = reqwest::blocking::Client::new()
+                        .post(&url)
+                        .json(&body)
+                        .send()
+                        .unwrap();
+                    let retry = response
+                        .headers()
+                        .get("retry-after")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    let status = response.status().as_u16();
+                    (status, retry, response.json().unwrap())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let busy = replies.iter().filter(|(status, ..)| *status == 429).count();
+    let served = replies.iter().filter(|(status, ..)| *status == 200).count();
+    let generated: u64 = replies
+        .iter()
+        .filter_map(|(_, _, reply)| reply["usage"]["completion_tokens"].as_u64())
+        .sum();
+    assert!(
+        busy >= 1 && served >= 1 && busy + served == 8,
+        "{replies:?}"
+    );
+    assert!(replies
+        .iter()
+        .filter(|(status, ..)| *status == 429)
+        .all(|(_, retry, _)| retry.as_deref() == Some("1")));
+    let text = reqwest::blocking::get(format!("{}/metrics", server.url))
+        .unwrap()
+        .text()
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    assert_eq!(value("rgpt_requests_total{status=\"200\"}"), served as f64);
+    assert_eq!(value("rgpt_requests_total{status=\"429\"}"), busy as f64);
+    assert!(generated > 0);
+    assert_eq!(value("rgpt_generated_tokens_total"), generated as f64);
+    assert_eq!(value("rgpt_queue_depth"), 0.0);
+    assert_eq!(
+        value("rgpt_time_to_first_token_seconds_count"),
+        served as f64
+    );
+    assert_eq!(value("rgpt_request_seconds_count"), served as f64);
 }

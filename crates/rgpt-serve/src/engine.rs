@@ -5,6 +5,8 @@
 //! engine goes on with the next.
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Instant;
 
 use rgpt_llm::generation::{FinishReason, GenerationConfig, Sampling};
 use rgpt_model::chat::{RegionChat, RegionGenerator};
@@ -13,6 +15,7 @@ use rgpt_region::RegionSpec;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::api::{ApiError, ApiRegion, Usage};
+use crate::metrics::Metrics;
 use crate::request::{Job, Params};
 
 /// What the engine sends back for one request.
@@ -29,6 +32,7 @@ pub enum Event {
 struct Work {
     job: Job,
     events: UnboundedSender<Event>,
+    queued: Instant,
 }
 
 #[derive(Clone)]
@@ -36,6 +40,7 @@ pub struct Engine {
     queue: SyncSender<Work>,
     /// The placeholder regions are written with in prompts.
     pub region_token: String,
+    metrics: Arc<Metrics>,
 }
 
 impl Engine {
@@ -45,7 +50,9 @@ impl Engine {
     pub fn start(
         load: impl FnOnce() -> Result<RegionGenerator, ModelError> + Send + 'static,
         queue: usize,
+        metrics: Arc<Metrics>,
     ) -> Result<Engine, ModelError> {
+        let counted = Arc::clone(&metrics);
         let (queue, jobs) = sync_channel::<Work>(queue.max(1));
         let (ready, loaded) = std::sync::mpsc::channel();
         std::thread::Builder::new()
@@ -62,19 +69,26 @@ impl Engine {
                         return;
                     }
                 };
+                let metrics = counted;
                 for work in jobs {
+                    metrics.queued(-1);
                     if work.events.is_closed() {
                         continue; // the client left while it waited
                     }
+                    metrics.batch(1);
                     let events = work.events.clone();
-                    let outcome = catch_unwind(AssertUnwindSafe(|| {
-                        answer(&generator, &work.job, &work.events)
-                    }));
+                    let outcome =
+                        catch_unwind(AssertUnwindSafe(|| answer(&generator, &work, &metrics)));
+                    metrics.batch(0);
                     let event = match outcome {
-                        Ok(Ok((usage, finish_reason))) => Event::Done {
-                            usage,
-                            finish_reason,
-                        },
+                        Ok(Ok((usage, finish_reason))) => {
+                            let elapsed = work.queued.elapsed();
+                            metrics.finished(usage.prompt_tokens, usage.completion_tokens, elapsed);
+                            Event::Done {
+                                usage,
+                                finish_reason,
+                            }
+                        }
                         Ok(Err(error)) => Event::Failed(error),
                         Err(_) => Event::Failed(ApiError::internal(
                             "the engine failed while answering; the request was dropped",
@@ -95,14 +109,22 @@ impl Engine {
         Ok(Engine {
             queue,
             region_token,
+            metrics,
         })
     }
 
     /// Queues `job`; its events arrive on `events`. A full queue is a 429.
     pub fn submit(&self, job: Job, events: UnboundedSender<Event>) -> Result<(), ApiError> {
-        self.queue
-            .try_send(Work { job, events })
-            .map_err(|e| match e {
+        // Counted first: the engine may take it at once.
+        self.metrics.queued(1);
+        let work = Work {
+            job,
+            events,
+            queued: Instant::now(),
+        };
+        self.queue.try_send(work).map_err(|e| {
+            self.metrics.queued(-1);
+            match e {
                 TrySendError::Full(_) => ApiError {
                     status: axum::http::StatusCode::TOO_MANY_REQUESTS,
                     message: "the server is busy: its queue is full; retry shortly".into(),
@@ -110,7 +132,8 @@ impl Engine {
                     param: None,
                 },
                 TrySendError::Disconnected(_) => ApiError::internal("the engine has stopped"),
-            })
+            }
+        })
     }
 }
 
@@ -118,20 +141,34 @@ impl Engine {
 /// answered, its text streamed to `events`.
 fn answer(
     generator: &RegionGenerator,
-    job: &Job,
-    events: &UnboundedSender<Event>,
+    work: &Work,
+    metrics: &Metrics,
 ) -> Result<(Usage, &'static str), ApiError> {
-    let image = image::load_from_memory(&job.image)
-        .map_err(|e| ApiError::invalid(Some("messages"), format!("image_url: {e}")))?
-        .to_rgb8();
+    let (job, events) = (&work.job, &work.events);
+    let decoded = image::load_from_memory(&job.image)
+        .map_err(|e| ApiError::invalid(Some("messages"), format!("image_url: {e}")))?;
+    let image = decoded.to_rgb8();
     let (width, height) = image.dimensions();
+    // Describe Anything's convention: with one placeholder and no
+    // `regions`, the region is where the image is opaque.
+    let alpha = if job.regions.is_empty() && job.alpha_region {
+        Some(alpha_region(&decoded)?)
+    } else {
+        None
+    };
     let mut chat =
         RegionChat::new(generator, &image, generator.model.template()).map_err(model_error)?;
     let token = generator.model.section.region_token.as_str();
     let mut regions = job.regions.iter().enumerate();
     let config = generation_config(&job.params, generator.default_config());
     let mut completion = None;
+    let mut first_text = true;
     for (question, reply) in &job.turns {
+        if let Some(alpha) = &alpha {
+            if question.contains(token) {
+                chat.add_region(alpha.clone()).map_err(model_error)?;
+            }
+        }
         for _ in 0..question.matches(token).count() {
             let Some((index, region)) = regions.next() else {
                 break; // counted when the request was read
@@ -143,6 +180,9 @@ fn answer(
             Some(reply) => chat.replay(question, reply).map_err(model_error)?,
             None => {
                 let mut on_text = |text: &str| {
+                    if std::mem::take(&mut first_text) {
+                        metrics.first_token(work.queued.elapsed());
+                    }
                     let _ = events.send(Event::Text(text.to_string()));
                 };
                 completion = Some(
@@ -227,6 +267,32 @@ fn region_spec(
             RegionSpec::Mask(mask)
         }
     })
+}
+
+/// The region an RGBA image's alpha channel marks: its pixels with alpha
+/// at least 128.
+fn alpha_region(image: &image::DynamicImage) -> Result<RegionSpec, ApiError> {
+    let missing = || {
+        ApiError::invalid(
+            Some("regions"),
+            "the question has a <region> but `regions` is empty, and the image has no alpha \
+             channel marking one: give `regions`, or an RGBA image opaque on the region and \
+             transparent elsewhere",
+        )
+    };
+    if !image.color().has_alpha() {
+        return Err(missing());
+    }
+    let rgba = image.to_rgba8();
+    let data: Vec<u8> = rgba.pixels().map(|p| u8::from(p.0[3] >= 128)).collect();
+    if data.iter().all(|&v| v == 1) || data.iter().all(|&v| v == 0) {
+        return Err(missing());
+    }
+    Ok(RegionSpec::Mask(rgpt_region::Bitmap {
+        height: rgba.height(),
+        width: rgba.width(),
+        data,
+    }))
 }
 
 /// The model's complaint about a request, as the API's: what the user can

@@ -16,6 +16,9 @@ pub struct Job {
     /// turn has none: it is the question to answer.
     pub turns: Vec<(String, Option<String>)>,
     pub regions: Vec<ApiRegion>,
+    /// One placeholder and no `regions`: the region is the image's alpha
+    /// channel (Describe Anything's convention), checked when it is decoded.
+    pub alpha_region: bool,
     pub params: Params,
 }
 
@@ -143,7 +146,8 @@ impl Job {
             .iter()
             .map(|(q, _)| q.matches(region_token).count())
             .sum();
-        if placeholders != request.regions.len() {
+        let alpha_region = request.regions.is_empty() && placeholders == 1;
+        if placeholders != request.regions.len() && !alpha_region {
             return invalid(
                 "regions",
                 format!(
@@ -194,6 +198,7 @@ impl Job {
             image,
             turns,
             regions: request.regions,
+            alpha_region,
             params: Params {
                 temperature,
                 top_p: request.top_p,

@@ -20,6 +20,7 @@ use crate::api::{
     ApiError, AssistantMessage, ChatCompletion, ChatRequest, Choice, Chunk, ChunkChoice, Delta,
 };
 use crate::engine::{Engine, Event};
+use crate::metrics::Metrics;
 use crate::request::{Job, Limits};
 
 /// What the handlers share.
@@ -28,6 +29,8 @@ pub struct ServerState {
     /// The name `/v1/models` lists and answers carry.
     pub model_name: String,
     pub limits: Limits,
+    /// Shared with the engine, which counts tokens, queue and latency.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The API's routes over `state`.
@@ -37,6 +40,10 @@ pub fn router(state: Arc<ServerState>) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/v1/models", get(models))
+        .route(
+            "/metrics",
+            get(|State(state): State<Arc<ServerState>>| async move { state.metrics.render() }),
+        )
         .route("/v1/chat/completions", post(chat_completions))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
@@ -53,10 +60,13 @@ async fn chat_completions(
     State(state): State<Arc<ServerState>>,
     request: Result<Json<ChatRequest>, JsonRejection>,
 ) -> Response {
-    match answer(state, request).await {
+    let metrics = Arc::clone(&state.metrics);
+    let response = match answer(state, request).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
-    }
+    };
+    metrics.request(response.status().as_u16());
+    response
 }
 
 async fn answer(
