@@ -475,3 +475,58 @@ fn metrics_and_a_full_queue() {
     );
     assert_eq!(value("rgpt_request_seconds_count"), served as f64);
 }
+
+/// A streaming client that goes away stops its generation: the engine is
+/// free again (`rgpt_batch_size 0`) long before the answer would have been
+/// done, `rgpt_cancelled_total` counts it, and the next request is served.
+#[test]
+fn a_client_that_leaves_frees_the_engine() {
+    use std::io::Read;
+    let server = serve(&[]);
+    let body = request(
+        "What is <region>?",
+        json!([{"box": [5, 4, 25, 20]}]),
+        json!({"temperature": 0, "max_tokens": 150, "ignore_eos": true, "stream": true}),
+    );
+    let mut response = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/chat/completions", server.url))
+        .json(&body)
+        .send()
+        .unwrap();
+    // Read until the first generated text, then hang up.
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("\"content\"") {
+        let n = response.read(&mut buffer).unwrap();
+        assert!(n > 0, "the stream ended first");
+        seen.extend_from_slice(&buffer[..n]);
+    }
+    drop(response);
+    let metrics = || {
+        reqwest::blocking::get(format!("{}/metrics", server.url))
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let text = metrics();
+        if text.lines().any(|l| l == "rgpt_cancelled_total 1") {
+            assert!(text.lines().any(|l| l == "rgpt_batch_size 0"), "{text}");
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the generation was not cancelled:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    answer(
+        &server,
+        &request(
+            "What is <region>?",
+            json!([{"box": [5, 4, 25, 20]}]),
+            json!({"temperature": 0}),
+        ),
+    );
+}

@@ -4,6 +4,8 @@
 //! on EOS, stop strings or the token budget. Batches of prompts of different
 //! lengths are left-padded; finished sequences keep stepping with the pad id
 //! until all are done, as there.
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use tch::{Kind, Tensor};
@@ -38,6 +40,10 @@ pub struct GenerationConfig {
     pub top_logprobs: usize,
     /// Fed for finished sequences and used to left-pad prompts.
     pub pad_token_id: i64,
+    /// Once set (by another thread: a server whose client has gone),
+    /// generation ends after the step in progress, each unfinished
+    /// sequence with [`FinishReason::Cancelled`].
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for GenerationConfig {
@@ -52,6 +58,7 @@ impl Default for GenerationConfig {
             ignore_eos: false,
             top_logprobs: 0,
             pad_token_id: 0,
+            cancel: None,
         }
     }
 }
@@ -68,6 +75,8 @@ pub enum FinishReason {
     Eos,
     StopString,
     Length,
+    /// [`GenerationConfig::cancel`] was set.
+    Cancelled,
 }
 
 #[derive(Debug, Clone)]
@@ -276,6 +285,18 @@ pub fn generate_from_embeds(
                 {
                     out.finish_reason = FinishReason::StopString;
                     finished[row] = true;
+                }
+            }
+        }
+        if config
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            for (out, done) in outputs.iter_mut().zip(&mut finished) {
+                if !*done {
+                    out.finish_reason = FinishReason::Cancelled;
+                    *done = true;
                 }
             }
         }

@@ -284,3 +284,32 @@ fn repetition_penalty_discourages_seen_tokens() {
         );
     }
 }
+
+/// A cancel flag set while generating (here by the token callback, as a
+/// server's engine sets it when its client has gone) ends generation after
+/// that step, with what was generated so far.
+#[test]
+fn generation_stops_when_cancelled() {
+    let name = "llama-mha-tied";
+    let (model, _vs) = load(name);
+    let case = &expected(name).cases[0];
+    let prompts = [case.prompt_ids.clone()];
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let config = GenerationConfig {
+        max_new_tokens: 12,
+        ignore_eos: true,
+        cancel: Some(std::sync::Arc::clone(&cancel)),
+        ..GenerationConfig::default()
+    };
+    let mut seen = 0;
+    let out = generate(&model, &prompts, &config, None, &mut |_, _| {
+        seen += 1;
+        if seen == 3 {
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    })
+    .unwrap();
+    let seq = &out.sequences[0];
+    assert_eq!(seq.finish_reason, FinishReason::Cancelled);
+    assert_eq!(seq.token_ids, case.greedy_tokens[..3]);
+}

@@ -84,6 +84,9 @@ impl Engine {
                         Ok(Ok((usage, finish_reason))) => {
                             let elapsed = work.queued.elapsed();
                             metrics.finished(usage.prompt_tokens, usage.completion_tokens, elapsed);
+                            if finish_reason == "cancelled" {
+                                metrics.cancelled();
+                            }
                             Event::Done {
                                 usage,
                                 finish_reason,
@@ -160,7 +163,10 @@ fn answer(
         RegionChat::new(generator, &image, generator.model.template()).map_err(model_error)?;
     let token = generator.model.section.region_token.as_str();
     let mut regions = job.regions.iter().enumerate();
-    let config = generation_config(&job.params, generator.default_config());
+    let mut config = generation_config(&job.params, generator.default_config());
+    // A client that has gone stops its generation after the step in hand.
+    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    config.cancel = Some(Arc::clone(&cancel));
     let mut completion = None;
     let mut first_text = true;
     for (question, reply) in &job.turns {
@@ -183,7 +189,9 @@ fn answer(
                     if std::mem::take(&mut first_text) {
                         metrics.first_token(work.queued.elapsed());
                     }
-                    let _ = events.send(Event::Text(text.to_string()));
+                    if events.send(Event::Text(text.to_string())).is_err() {
+                        cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
                 };
                 completion = Some(
                     chat.ask(question, &config, &mut on_text)
@@ -197,6 +205,7 @@ fn answer(
     let finish_reason = match completion.output.finish_reason {
         FinishReason::Eos | FinishReason::StopString => "stop",
         FinishReason::Length => "length",
+        FinishReason::Cancelled => "cancelled",
     };
     Ok((
         Usage {

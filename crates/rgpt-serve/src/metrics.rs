@@ -43,6 +43,7 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<u16, u64>>,
     prompt_tokens: AtomicU64,
     generated_tokens: AtomicU64,
+    cancelled: AtomicU64,
     queued: AtomicI64,
     batch: AtomicI64,
     first_token: Mutex<Histogram>,
@@ -55,6 +56,11 @@ impl Metrics {
         if let Ok(mut requests) = self.requests.lock() {
             *requests.entry(status).or_default() += 1;
         }
+    }
+
+    /// A request whose client left before its answer was done.
+    pub fn cancelled(&self) {
+        self.cancelled.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn queued(&self, change: i64) {
@@ -103,6 +109,11 @@ impl Metrics {
                 "rgpt_generated_tokens_total",
                 "Tokens generated.",
                 &self.generated_tokens,
+            ),
+            (
+                "rgpt_cancelled_total",
+                "Requests stopped because their client left.",
+                &self.cancelled,
             ),
         ];
         for (name, help, value) in counters {
