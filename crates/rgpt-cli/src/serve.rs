@@ -35,6 +35,12 @@ pub struct ServeArgs {
     /// The most regions in one request.
     #[arg(long, default_value_t = 64)]
     max_regions: usize,
+    /// Seconds a chat request may take, queueing included (a 504 past it).
+    #[arg(long, default_value_t = 600.0)]
+    request_timeout: f64,
+    /// Require `Authorization: Bearer KEY` on the `/v1/` routes.
+    #[arg(long, env = "RGPT_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -63,6 +69,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_regions: args.max_regions,
         },
         metrics,
+        api_key: args.api_key.clone(),
+        request_timeout: std::time::Duration::try_from_secs_f64(args.request_timeout)
+            .ok()
+            .filter(|t| !t.is_zero())
+            .context("--request-timeout must be a positive number of seconds")?,
     });
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {

@@ -530,3 +530,67 @@ fn a_client_that_leaves_frees_the_engine() {
         ),
     );
 }
+
+/// `--api-key` guards the `/v1/` routes (OpenAI's 401 without it);
+/// `/health` stays open.
+#[test]
+fn an_api_key_guards_the_api() {
+    let server = serve(&["--api-key", "sesame"]);
+    let client = reqwest::blocking::Client::new();
+    let body = request(
+        "What is <region>?",
+        json!([{"box": [5, 4, 25, 20]}]),
+        json!({"temperature": 0}),
+    );
+    let url = format!("{}/v1/chat/completions", server.url);
+    for key in [None, Some("Bearer wrong")] {
+        let mut call = client.post(&url).json(&body);
+        if let Some(key) = key {
+            call = call.header("authorization", key);
+        }
+        let response = call.send().unwrap();
+        assert_eq!(response.status().as_u16(), 401);
+        let reply: Value = response.json().unwrap();
+        assert!(reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("API key"));
+    }
+    let ok = client
+        .post(&url)
+        .header("authorization", "Bearer sesame")
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    let health = client.get(format!("{}/health", server.url)).send().unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+}
+
+/// A request past `--request-timeout` ends with a 504 (whole) or an error
+/// before `[DONE]` (streamed). (A millisecond: no answer is ever that fast,
+/// so both requests are late whatever the machine.)
+#[test]
+fn a_request_past_its_time_ends() {
+    let server = serve(&["--request-timeout", "0.001"]);
+    let body = |extra: Value| request("What is <region>?", json!([{"box": [5, 4, 25, 20]}]), extra);
+    let (status, reply) = post(&server, &body(json!({"temperature": 0})));
+    assert_eq!(status, 504, "{reply}");
+    assert!(reply["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("--request-timeout"));
+    let text = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/chat/completions", server.url))
+        .json(&body(json!({"temperature": 0, "stream": true})))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let data: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data.last(), Some(&"[DONE]"), "{text}");
+    assert!(data[data.len() - 2].contains("--request-timeout"), "{text}");
+}

@@ -4,10 +4,11 @@
 //! its events.
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, State};
+use axum::middleware;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -31,22 +32,59 @@ pub struct ServerState {
     pub limits: Limits,
     /// Shared with the engine, which counts tokens, queue and latency.
     pub metrics: Arc<Metrics>,
+    /// Required as `Authorization: Bearer KEY` on `/v1/` routes when set.
+    pub api_key: Option<String>,
+    /// The longest a chat request may take, queueing included; past it the
+    /// request ends (504, or the stream stops with an error) and its
+    /// generation is cancelled.
+    pub request_timeout: Duration,
 }
 
 /// The API's routes over `state`.
 pub fn router(state: Arc<ServerState>) -> Router {
     // The body holds the image as base64 (4/3 of its bytes) and the text.
     let body_limit = state.limits.max_image_bytes / 3 * 4 + (1 << 20);
+    let api = Router::new()
+        .route("/v1/models", get(models))
+        .route("/v1/chat/completions", post(chat_completions))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            authorize,
+        ));
     Router::new()
         .route("/health", get(|| async { "ok" }))
-        .route("/v1/models", get(models))
         .route(
             "/metrics",
             get(|State(state): State<Arc<ServerState>>| async move { state.metrics.render() }),
         )
-        .route("/v1/chat/completions", post(chat_completions))
+        .merge(api)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// Refuses `/v1/` requests without the server's API key, when it has one.
+async fn authorize(
+    State(state): State<Arc<ServerState>>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    if let Some(key) = &state.api_key {
+        let given = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(key.as_str()) {
+            let error = ApiError {
+                status: axum::http::StatusCode::UNAUTHORIZED,
+                message: "a valid API key is needed: send `Authorization: Bearer KEY`".into(),
+                kind: "invalid_request_error",
+                param: None,
+            };
+            return error.into_response();
+        }
+    }
+    next.run(request).await
 }
 
 async fn models(State(state): State<Arc<ServerState>>) -> Json<serde_json::Value> {
@@ -95,17 +133,38 @@ async fn answer(
     let stream = request.stream;
     let job = Job::from_request(request, &state.limits, &state.engine.region_token)?;
     let (sender, events) = unbounded_channel();
+    let deadline = tokio::time::Instant::now() + state.request_timeout;
     state.engine.submit(job, sender)?;
     let id = format!("chatcmpl-{}", unique());
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let timed_out = || {
+        ApiError::internal(format!(
+            "the request took longer than this server's limit of {:.1} s (--request-timeout); \
+             its generation was stopped",
+            state.request_timeout.as_secs_f64()
+        ))
+        .with_status(axum::http::StatusCode::GATEWAY_TIMEOUT)
+    };
     if stream {
-        Ok(stream_answer(events, id, created, state.model_name.clone()).into_response())
+        let stream = stream_answer(
+            events,
+            id,
+            created,
+            state.model_name.clone(),
+            deadline,
+            timed_out(),
+        );
+        Ok(stream.into_response())
     } else {
-        whole_answer(events, id, created, state.model_name.clone())
-            .await
-            .map(|c| Json(c).into_response())
+        // Past the deadline the receiver is dropped, which cancels the
+        // generation at its next token.
+        let answer = whole_answer(events, id, created, state.model_name.clone());
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(answer) => answer.map(|c| Json(c).into_response()),
+            Err(_) => Err(timed_out()),
+        }
     }
 }
 
@@ -148,12 +207,15 @@ async fn whole_answer(
 
 /// The engine's events as OpenAI's chunks: the role first, then the text
 /// as it comes, a last chunk with the finish reason and usage, and
-/// `data: [DONE]`. A failure mid-stream is sent as an error object.
+/// `data: [DONE]`. A failure mid-stream, or the deadline passing, is sent
+/// as an error object before `[DONE]`.
 fn stream_answer(
     events: UnboundedReceiver<Event>,
     id: String,
     created: u64,
     model: String,
+    deadline: tokio::time::Instant,
+    timed_out: ApiError,
 ) -> Sse<impl tokio_stream::Stream<Item = Result<SseEvent, Infallible>>> {
     let chunk = move |delta: Delta, finish_reason, usage| Chunk {
         id: id.clone(),
@@ -192,8 +254,20 @@ fn stream_answer(
         } => json(&chunk(Delta::default(), Some(finish_reason), Some(usage))),
         Event::Failed(error) => SseEvent::default().data(error.body().to_string()),
     });
+    // The events until the last one or the deadline, whichever is first;
+    // past the deadline, the error. Ending the stream drops the receiver,
+    // which cancels the generation at its next token.
+    let rest = futures_util::StreamExt::take_until(rest, tokio::time::sleep_until(deadline));
+    let late = tokio_stream::once(()).filter_map(move |()| {
+        (tokio::time::Instant::now() >= deadline)
+            .then(|| SseEvent::default().data(timed_out.body().to_string()))
+    });
     let done = tokio_stream::once(SseEvent::default().data("[DONE]"));
-    let stream = tokio_stream::once(first).chain(rest).chain(done).map(Ok);
+    let stream = tokio_stream::once(first)
+        .chain(rest)
+        .chain(late)
+        .chain(done)
+        .map(Ok);
     Sse::new(stream)
 }
 
