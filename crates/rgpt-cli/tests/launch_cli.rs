@@ -16,7 +16,26 @@ use tch::Tensor;
 /// A directory with a 16-image synthetic world plus text-only
 /// conversations (so on some steps a rank's share has no image and its
 /// vision side no gradient), and `NAME.yaml` configs made by [`config`].
-fn world(tag: &str) -> PathBuf {
+/// A test's folder, removed when the test passes (kept to look at when it
+/// fails).
+struct World(PathBuf);
+
+impl std::ops::Deref for World {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn world(tag: &str) -> World {
     let dir = std::env::temp_dir().join(format!("rgpt-launch-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -41,7 +60,7 @@ fn world(tag: &str) -> PathBuf {
         })
         .collect();
     std::fs::write(dir.join("text.jsonl"), text).unwrap();
-    dir
+    World(dir)
 }
 
 /// Writes `DIR/NAME.yaml`: a tiny model from nothing, fine-tuned on the

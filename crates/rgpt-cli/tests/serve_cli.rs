@@ -89,6 +89,23 @@ fn post(server: &Server, body: &Value) -> (u16, Value) {
     (status, response.json().unwrap())
 }
 
+/// The `data:` payloads of a streamed answer, and the whole text.
+fn stream(server: &Server, body: &Value) -> (Vec<String>, String) {
+    let text = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/chat/completions", server.url))
+        .json(body)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let data = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(str::to_string)
+        .collect();
+    (data, text)
+}
+
 fn answer(server: &Server, body: &Value) -> String {
     let (status, reply) = post(server, body);
     assert_eq!(status, 200, "{reply}");
@@ -197,18 +214,8 @@ fn streams_the_same_answer_in_openai_chunks() {
         json!([{"box": [5, 4, 25, 20]}]),
         json!({"temperature": 0, "stream": true}),
     );
-    let text = reqwest::blocking::Client::new()
-        .post(format!("{}/v1/chat/completions", server.url))
-        .json(&body)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let data: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .collect();
-    assert_eq!(data.last(), Some(&"[DONE]"), "{text}");
+    let (data, text) = stream(&server, &body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{text}");
     let chunks: Vec<Value> = data[..data.len() - 1]
         .iter()
         .map(|d| serde_json::from_str(d).unwrap())
@@ -580,17 +587,7 @@ fn a_request_past_its_time_ends() {
         .as_str()
         .unwrap()
         .contains("--request-timeout"));
-    let text = reqwest::blocking::Client::new()
-        .post(format!("{}/v1/chat/completions", server.url))
-        .json(&body(json!({"temperature": 0, "stream": true})))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let data: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .collect();
-    assert_eq!(data.last(), Some(&"[DONE]"), "{text}");
+    let (data, text) = stream(&server, &body(json!({"temperature": 0, "stream": true})));
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{text}");
     assert!(data[data.len() - 2].contains("--request-timeout"), "{text}");
 }
