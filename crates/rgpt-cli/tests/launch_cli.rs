@@ -194,6 +194,13 @@ fn two_ranks_take_the_steps_of_one_process() {
         .output()
         .unwrap());
     assert_eq!(losses(&dir.join("run-one")).len(), 8);
+    // One process taking each step's 4 samples in one forward pass (batch
+    // 2B where each rank takes B) takes the same steps.
+    let whole = config(&dir, "whole", 2, &tail(0));
+    ok(&command(&["train", "--config", whole.to_str().unwrap()])
+        .output()
+        .unwrap());
+    assert_same_run(&dir.join("run-one"), &dir.join("run-whole"));
     for zero in [0, 1] {
         let name = format!("zero{zero}");
         let two = config(&dir, &name, 1, &tail(zero));
