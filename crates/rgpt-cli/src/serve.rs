@@ -32,6 +32,9 @@ pub struct ServeArgs {
     /// The largest image, in bytes.
     #[arg(long, default_value_t = 20 << 20)]
     max_image_bytes: usize,
+    /// The most pixels an image may have (width times height).
+    #[arg(long, default_value_t = 40_000_000)]
+    max_image_pixels: u64,
     /// The most regions in one request.
     #[arg(long, default_value_t = 64)]
     max_regions: usize,
@@ -66,6 +69,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         limits: Limits {
             max_tokens: args.max_tokens,
             max_image_bytes: args.max_image_bytes,
+            max_image_pixels: args.max_image_pixels,
             max_regions: args.max_regions,
         },
         metrics,

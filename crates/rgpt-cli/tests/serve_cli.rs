@@ -261,7 +261,7 @@ fn a_conversation_sent_whole_goes_on() {
 
 #[test]
 fn bad_requests_get_openai_errors_and_the_server_goes_on() {
-    let server = serve(&[]);
+    let server = serve(&["--max-image-pixels", "10000"]);
     let client = reqwest::blocking::Client::new();
     let url = format!("{}/v1/chat/completions", server.url);
     let error = |status: u16, reply: &Value, says: &str| {
@@ -350,6 +350,19 @@ fn bad_requests_get_openai_errors_and_the_server_goes_on() {
         let (status, reply) = post(&server, body);
         error(status, &reply, says);
     }
+    // An image over --max-image-pixels (the fixture's 40x30 is 1,200) is
+    // refused from its header, before it is decoded.
+    let big = image::RgbImage::new(400, 300);
+    let mut png = std::io::Cursor::new(Vec::new());
+    big.write_to(&mut png, image::ImageFormat::Png).unwrap();
+    let mut body = request("What is <region>?", box_region.clone(), json!({}));
+    body["messages"][0]["content"][1]["image_url"]["url"] = json!(format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(png.into_inner())
+    ));
+    let (status, reply) = post(&server, &body);
+    assert_eq!(status, 413, "{reply}");
+    error(status, &reply, "400x300, over this server's 10000 pixels");
     // Still serving: a good request after the bad ones is answered (200).
     answer(
         &server,

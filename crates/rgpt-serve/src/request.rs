@@ -39,6 +39,8 @@ pub struct Params {
 pub struct Limits {
     pub max_tokens: usize,
     pub max_image_bytes: usize,
+    /// The most pixels (width times height) an image may decode to.
+    pub max_image_pixels: u64,
     pub max_regions: usize,
 }
 
@@ -47,6 +49,7 @@ impl Default for Limits {
         Limits {
             max_tokens: 1024,
             max_image_bytes: 20 << 20,
+            max_image_pixels: 40_000_000,
             max_regions: 64,
         }
     }
@@ -237,7 +240,21 @@ fn data_url(url: &str, limits: &Limits) -> Result<Vec<u8>, ApiError> {
         ))
         .with_status(axum::http::StatusCode::PAYLOAD_TOO_LARGE));
     }
-    base64::engine::general_purpose::STANDARD
+    let bytes = base64::engine::general_purpose::STANDARD
         .decode(data.trim())
-        .map_err(|e| invalid(format!("image_url: the base64 data does not decode: {e}")))
+        .map_err(|e| invalid(format!("image_url: the base64 data does not decode: {e}")))?;
+    // The header says the size: refuse a huge image before decoding it.
+    let (width, height) = image::ImageReader::new(std::io::Cursor::new(&bytes))
+        .with_guessed_format()
+        .map_err(|e| invalid(format!("image_url: {e}")))?
+        .into_dimensions()
+        .map_err(|e| invalid(format!("image_url: not an image this server reads: {e}")))?;
+    if u64::from(width) * u64::from(height) > limits.max_image_pixels {
+        return Err(invalid(format!(
+            "image_url: the image is {width}x{height}, over this server's {} pixels",
+            limits.max_image_pixels
+        ))
+        .with_status(axum::http::StatusCode::PAYLOAD_TOO_LARGE));
+    }
+    Ok(bytes)
 }
