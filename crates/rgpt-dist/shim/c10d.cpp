@@ -8,7 +8,6 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
-
 using rgpt_dist::run;
 using std::chrono::milliseconds;
 
@@ -25,7 +24,7 @@ c10d::ReduceOp reduce_op(rgpt_group* group, int op) {
     case 0:
       return c10d::ReduceOp::SUM;
     case 1:
-      // Gloo has no average: it sums, and the caller divides.
+      // Gloo has no average: it sums, and finish_avg divides.
       return group->native_avg ? c10d::ReduceOp::AVG : c10d::ReduceOp::SUM;
     case 4:
       return c10d::ReduceOp::MAX;
