@@ -143,6 +143,16 @@ impl DataParallel {
         Ok(i64::try_from(tensor.to_device(tch::Device::Cpu))? > 0)
     }
 
+    /// Which of `params` have a gradient on at least one rank this step
+    /// (AdamW skips a variable without one, and so must every rank alike).
+    pub fn used_by_any_rank(&self, params: &[Tensor]) -> Result<Vec<bool>, TrainError> {
+        let defined: Vec<f64> = params
+            .iter()
+            .map(|p| f64::from(u8::from(p.grad().defined())))
+            .collect();
+        Ok(self.sum(&defined)?.iter().map(|&n| n > 0.0).collect())
+    }
+
     /// Sums the gradients of `params` over the ranks, in buckets of at
     /// most `bucket_mb` of one dtype. A variable no rank used this step
     /// keeps no gradient (the optimiser skips it, as in one process); one
@@ -150,12 +160,8 @@ impl DataParallel {
     pub fn all_reduce_gradients(&self, params: &[Tensor]) -> Result<(), TrainError> {
         let _no_grad = tch::no_grad_guard();
         let grads: Vec<Tensor> = params.iter().map(Tensor::grad).collect();
-        let defined: Vec<f64> = grads
-            .iter()
-            .map(|g| f64::from(u8::from(g.defined())))
-            .collect();
-        let used = self.sum(&defined)?;
-        let reduced: Vec<usize> = (0..params.len()).filter(|&i| used[i] > 0.0).collect();
+        let used = self.used_by_any_rank(params)?;
+        let reduced: Vec<usize> = (0..params.len()).filter(|&i| used[i]).collect();
         let mut start = 0;
         while start < reduced.len() {
             // A bucket: consecutive variables of one dtype, up to the size.

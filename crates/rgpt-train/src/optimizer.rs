@@ -106,12 +106,7 @@ impl AdamW {
     }
 
     pub fn zero_grad(&mut self) {
-        for slot in self.slots.values_mut() {
-            let mut grad = slot.param.grad();
-            if grad.defined() {
-                let _ = grad.zero_();
-            }
-        }
+        zero_grads(self.slots.values().map(|s| &s.param));
     }
 
     /// Scales gradients so their global L2 norm is at most `max_norm`;
@@ -216,6 +211,17 @@ impl AdamW {
         }
         self.step = step;
         Ok(())
+    }
+}
+
+/// Zeroes the gradients the variables have (keeping them defined, as
+/// `torch.optim`'s `zero_grad(set_to_none=False)`).
+pub(crate) fn zero_grads<'a>(params: impl Iterator<Item = &'a Tensor>) {
+    for param in params {
+        let mut grad = param.grad();
+        if grad.defined() {
+            let _ = grad.zero_();
+        }
     }
 }
 

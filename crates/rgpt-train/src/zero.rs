@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use tch::{Device, Kind, Tensor};
 
 use crate::data_parallel::DataParallel;
-use crate::optimizer::{update, AdamW, AdamWConfig};
+use crate::optimizer::{update, zero_grads, AdamW, AdamWConfig};
 use crate::TrainError;
 
 /// Part of a variable inside a bucket.
@@ -121,12 +121,7 @@ impl ShardedAdamW {
     }
 
     pub fn zero_grad(&mut self) {
-        for (_, param) in &self.params {
-            let mut grad = param.grad();
-            if grad.defined() {
-                let _ = grad.zero_();
-            }
-        }
+        zero_grads(self.params.iter().map(|(_, p)| p));
     }
 
     /// One step at `lr`, gradients summed over the ranks and clipped to
@@ -136,12 +131,7 @@ impl ShardedAdamW {
         let _guard = tch::no_grad_guard();
         // A variable no rank used this step is left alone, as AdamW skips
         // a variable without a gradient.
-        let defined: Vec<f64> = self
-            .params
-            .iter()
-            .map(|(_, p)| f64::from(u8::from(p.grad().defined())))
-            .collect();
-        let used: Vec<bool> = dist.sum(&defined)?.iter().map(|&n| n > 0.0).collect();
+        let used = dist.used_by_any_rank(&self.params())?;
         let mut grad = Tensor::zeros_like(&self.master);
         for bucket in &self.buckets {
             let flat = self.bucket_of(bucket, |_, p| {

@@ -14,14 +14,44 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Runs `forward` twice, without and with checkpointing (`set`), and
-/// compares the loss and every gradient.
-fn same_gradients(
-    vs: &mut nn::VarStore,
-    pixels: &Tensor,
-    mut set: impl FnMut(bool),
-    forward: impl Fn(&Tensor) -> Tensor,
-) {
+/// What the test needs of a tower, CLIP's and SigLIP's alike.
+trait Tower {
+    fn image_size(&self) -> i64;
+    fn set_activation_checkpointing(&mut self, on: bool);
+    fn last_hidden_state(&self, pixels: &Tensor) -> Tensor;
+}
+
+impl Tower for ClipVisionModel {
+    fn image_size(&self) -> i64 {
+        self.config().image_size as i64
+    }
+    fn set_activation_checkpointing(&mut self, on: bool) {
+        ClipVisionModel::set_activation_checkpointing(self, on)
+    }
+    fn last_hidden_state(&self, pixels: &Tensor) -> Tensor {
+        self.forward(pixels).unwrap().last_hidden_state
+    }
+}
+
+impl Tower for SiglipVisionModel {
+    fn image_size(&self) -> i64 {
+        self.config().image_size as i64
+    }
+    fn set_activation_checkpointing(&mut self, on: bool) {
+        SiglipVisionModel::set_activation_checkpointing(self, on)
+    }
+    fn last_hidden_state(&self, pixels: &Tensor) -> Tensor {
+        self.forward(pixels).unwrap().last_hidden_state
+    }
+}
+
+/// Runs the tower twice on seeded pixels, without and with checkpointing,
+/// and compares the loss and every gradient.
+fn same_gradients(model: impl Tower, mut vs: nn::VarStore, seed: i64) {
+    let size = model.image_size();
+    tch::manual_seed(seed);
+    let pixels = Tensor::randn([2, 3, size, size], (Kind::Float, Device::Cpu));
+    let model = RefCell::new(model);
     vs.unfreeze();
     let run = || {
         for (_, var) in vs.variables() {
@@ -31,7 +61,11 @@ fn same_gradients(
             }
         }
         let pixels = pixels.detach().set_requires_grad(true);
-        let loss = forward(&pixels).square().mean(Kind::Float);
+        let loss = model
+            .borrow()
+            .last_hidden_state(&pixels)
+            .square()
+            .mean(Kind::Float);
         loss.backward();
         let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
@@ -43,9 +77,9 @@ fn same_gradients(
         grads.push(("pixels".into(), pixels.grad().copy()));
         (f64::try_from(&loss).unwrap(), grads)
     };
-    set(false);
+    model.borrow_mut().set_activation_checkpointing(false);
     let (loss, plain) = run();
-    set(true);
+    model.borrow_mut().set_activation_checkpointing(true);
     let (again, checkpointed) = run();
     assert_eq!(loss, again);
     assert!(plain.len() > 10, "{} gradients", plain.len());
@@ -58,37 +92,19 @@ fn same_gradients(
 
 #[test]
 fn clip_gradients_are_unchanged() {
-    let (model, mut vs) =
+    let (model, vs) =
         ClipVisionModel::from_pretrained(&fixture("clip-vision-tiny"), Device::Cpu, Kind::Float)
             .unwrap();
-    let size = model.config().image_size as i64;
-    tch::manual_seed(3);
-    let pixels = Tensor::randn([2, 3, size, size], (Kind::Float, Device::Cpu));
-    let model = RefCell::new(model);
-    same_gradients(
-        &mut vs,
-        &pixels,
-        |on| model.borrow_mut().set_activation_checkpointing(on),
-        |x| model.borrow().forward(x).unwrap().last_hidden_state,
-    );
+    same_gradients(model, vs, 3);
 }
 
 #[test]
 fn siglip_gradients_are_unchanged() {
-    let (model, mut vs) = SiglipVisionModel::from_pretrained(
+    let (model, vs) = SiglipVisionModel::from_pretrained(
         &fixture("siglip-vision-tiny"),
         Device::Cpu,
         Kind::Float,
     )
     .unwrap();
-    let size = model.config().image_size as i64;
-    tch::manual_seed(4);
-    let pixels = Tensor::randn([2, 3, size, size], (Kind::Float, Device::Cpu));
-    let model = RefCell::new(model);
-    same_gradients(
-        &mut vs,
-        &pixels,
-        |on| model.borrow_mut().set_activation_checkpointing(on),
-        |x| model.borrow().forward(x).unwrap().last_hidden_state,
-    );
+    same_gradients(model, vs, 4);
 }
