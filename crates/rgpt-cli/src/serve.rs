@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use rgpt_model::chat::RegionGenerator;
-use rgpt_serve::{Engine, Limits, Metrics, ServerState};
+use rgpt_serve::{Engine, EngineOptions, Limits, Metrics, ServerState};
 
 use crate::runtime::RuntimeArgs;
 
@@ -26,6 +26,13 @@ pub struct ServeArgs {
     /// Requests that may wait for the engine; more get 429.
     #[arg(long, default_value_t = 64)]
     queue: usize,
+    /// Requests decoded together in the continuous batch (1: one at a time).
+    #[arg(long, default_value_t = 16)]
+    max_batch: usize,
+    /// Encoded images kept, so that a follow-up turn about the same image
+    /// skips the vision tower (0: none).
+    #[arg(long, default_value_t = 16)]
+    image_cache: usize,
     /// The most tokens one request may generate.
     #[arg(long, default_value_t = 1024)]
     max_tokens: usize,
@@ -41,6 +48,18 @@ pub struct ServeArgs {
     /// Seconds a chat request may take, queueing included (a 504 past it).
     #[arg(long, default_value_t = 600.0)]
     request_timeout: f64,
+    /// Let `image_url` name a file on this machine (`file://` URLs and
+    /// paths), for local use; off by default.
+    #[arg(long)]
+    allow_local_files: bool,
+    /// An origin whose pages may call the API (CORS), e.g.
+    /// `https://example.org`, or `*` for any; repeatable. None by default.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    cors_origins: Vec<String>,
+    /// For tests of the engine's recovery: the engine panics on a question
+    /// containing this text.
+    #[arg(long, hide = true)]
+    test_panic_on: Option<String>,
     /// Require `Authorization: Bearer KEY` on the `/v1/` routes.
     #[arg(long, env = "RGPT_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -50,11 +69,26 @@ pub struct ServeArgs {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (device, kind) = args.runtime.apply()?;
+    anyhow::ensure!(args.max_batch >= 1, "--max-batch must be at least 1");
+    for origin in &args.cors_origins {
+        anyhow::ensure!(
+            origin == "*"
+                || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                    && origin.parse::<axum::http::HeaderValue>().is_ok()),
+            "--cors-origin {origin:?} is not an origin: give scheme and host, such as \
+             https://example.org, or *"
+        );
+    }
     let dir = args.model.clone();
     let metrics = Arc::new(Metrics::default());
     let engine = Engine::start(
         move || RegionGenerator::load(&dir, device, kind),
-        args.queue,
+        EngineOptions {
+            queue: args.queue,
+            max_batch: args.max_batch,
+            image_cache: args.image_cache,
+            panic_on: args.test_panic_on.clone(),
+        },
         Arc::clone(&metrics),
     )
     .with_context(|| format!("while loading {}", args.model.display()))?;
@@ -71,7 +105,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_image_bytes: args.max_image_bytes,
             max_image_pixels: args.max_image_pixels,
             max_regions: args.max_regions,
+            allow_local_files: args.allow_local_files,
         },
+        cors_origins: args.cors_origins.clone(),
         metrics,
         api_key: args.api_key.clone(),
         request_timeout: std::time::Duration::try_from_secs_f64(args.request_timeout)

@@ -5,54 +5,10 @@
 //! OpenAI's error shape while the server goes on serving.
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
 use base64::Engine as _;
+use common::server::{serve, Server};
 use common::{ok, rgpt, root};
 use serde_json::{json, Value};
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rgpt"))
-        .current_dir(root())
-        .args([
-            "serve",
-            "--model",
-            "tests/fixtures/rgpt-tiny",
-            "--port",
-            "0",
-        ])
-        .args(["--device", "cpu", "--model-name", "rgpt-tiny"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .filter(|u| u.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    Server { child, url }
-}
 
 fn image_url() -> String {
     let png = std::fs::read(root().join("tests/fixtures/rgpt-tiny/image.png")).unwrap();
@@ -432,7 +388,7 @@ fn a_region_in_the_alpha_channel() {
 /// 429 with `Retry-After`.
 #[test]
 fn metrics_and_a_full_queue() {
-    let server = serve(&["--queue", "1"]);
+    let server = serve(&["--queue", "1", "--max-batch", "1"]);
     let body = request(
         "What is <region>?",
         json!([{"box": [5, 4, 25, 20]}]),

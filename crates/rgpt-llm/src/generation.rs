@@ -1,6 +1,7 @@
 //! Text generation over the decoder, following transformers' `generate`:
 //! repetition penalty, then temperature, top-k and top-p (the order of its
-//! logits processors and warpers), greedy or multinomial choice, and stopping
+//! logits processors and warpers), greedy or sampled choice (each sequence
+//! with its own seeded generator, as vLLM gives each request), and stopping
 //! on EOS, stop strings or the token budget. Batches of prompts of different
 //! lengths are left-padded; finished sequences keep stepping with the pad id
 //! until all are done, as there.
@@ -8,6 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use rand::{Rng as _, SeedableRng as _};
+use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor};
 
 use crate::llama::Llama;
@@ -31,7 +34,8 @@ pub struct GenerationConfig {
     pub sampling: Sampling,
     /// 1.0 disables it; >1 discourages tokens already in prompt or output.
     pub repetition_penalty: f64,
-    /// Seeds libtorch's generator before sampling, for reproducible runs.
+    /// Seeds each sequence's own generator, for reproducible draws that do
+    /// not depend on the rest of the batch ([`sequence_rngs`]).
     pub seed: Option<u64>,
     pub eos_token_ids: Vec<i64>,
     pub stop_strings: Vec<String>,
@@ -124,7 +128,21 @@ impl GenerationConfig {
         }
     }
 
-    fn validate(&self, tokenizer: Option<&Tokenizer>) -> Result<(), LlmError> {
+    /// How many tokens a sequence after `prompt_len` may generate: the
+    /// request's budget, cut at the model's context length rather than
+    /// failing (at least one).
+    pub(crate) fn budget(&self, prompt_len: usize, model: &Llama) -> Result<usize, LlmError> {
+        let max_positions = model.config().max_position_embeddings;
+        if prompt_len > max_positions {
+            return Err(LlmError::PromptTooLong {
+                prompt_tokens: prompt_len,
+                max_positions,
+            });
+        }
+        Ok(self.max_new_tokens.min(max_positions - prompt_len).max(1))
+    }
+
+    pub(crate) fn validate(&self, tokenizer: Option<&Tokenizer>) -> Result<(), LlmError> {
         let invalid = |m: &str| Err(LlmError::InvalidRequest(m.to_string()));
         if self.max_new_tokens == 0 {
             return invalid("max_new_tokens must be at least 1");
@@ -202,33 +220,12 @@ pub fn generate_from_embeds(
     config.validate(tokenizer)?;
     let _guard = tch::no_grad_guard();
     let (batch, prompt_len, _) = embeds.size3()?;
-    let max_positions = model.config().max_position_embeddings;
-    if prompt_len as usize > max_positions {
-        return Err(LlmError::PromptTooLong {
-            prompt_tokens: prompt_len as usize,
-            max_positions,
-        });
-    }
-    // Generation stops at the model's context length rather than failing.
-    let budget = config
-        .max_new_tokens
-        .min(max_positions - prompt_len as usize)
-        .max(1);
-    if let Some(seed) = config.seed {
-        tch::manual_seed(seed as i64);
-    }
+    let budget = config.budget(prompt_len as usize, model)?;
+    let mut rngs = sequence_rngs(config.seed, batch as usize);
     let device = model.device();
-    let vocab = model.config().vocab_size as i64;
-    let mut seen = (config.repetition_penalty != 1.0).then(|| {
-        let seen = Tensor::zeros([batch, vocab], (Kind::Bool, device));
-        for (row, ids) in history.iter().enumerate() {
-            if !ids.is_empty() {
-                let index = Tensor::from_slice(ids).to_device(device);
-                let _ = seen.get(row as i64).index_fill_(0, &index, 1);
-            }
-        }
-        seen
-    });
+    let mut seen = (config.repetition_penalty != 1.0)
+        .then(|| seen_tokens(model, history, device))
+        .transpose()?;
 
     let started = Instant::now();
     let mut cache = model.new_cache(batch, prompt_len + budget as i64);
@@ -240,25 +237,10 @@ pub fn generate_from_embeds(
     let mut decode_started = started;
     let mut decode_steps = 0usize;
 
-    let mut outputs: Vec<SequenceOutput> = (0..batch)
-        .map(|_| SequenceOutput {
-            token_ids: Vec::new(),
-            top_logprobs: Vec::new(),
-            finish_reason: FinishReason::Length,
-        })
-        .collect();
+    let mut outputs: Vec<SequenceOutput> = (0..batch).map(|_| SequenceOutput::new()).collect();
     let mut finished = vec![false; batch as usize];
     for step in 0..budget {
-        let top = match config.top_logprobs {
-            0 => None,
-            k => Some(top_logprobs(&logits, k as i64)?),
-        };
-        let scores = match seen.as_ref() {
-            Some(seen) => penalize_repetition(&logits, seen, config.repetition_penalty),
-            None => logits.shallow_clone(),
-        };
-        let next = choose(&scores, &config.sampling);
-        let next_ids: Vec<i64> = Vec::try_from(&next)?;
+        let (next, next_ids, mut top) = next_tokens(&logits, seen.as_ref(), config, &mut rngs)?;
         if prefill_ms.is_none() {
             prefill_ms = Some(started.elapsed().as_secs_f64() * 1e3);
             decode_started = Instant::now();
@@ -267,32 +249,11 @@ pub fn generate_from_embeds(
             if finished[row] {
                 continue;
             }
-            let out = &mut outputs[row];
-            out.token_ids.push(id);
-            if let Some(top) = &top {
-                out.top_logprobs.push(top[row].clone());
-            }
+            let top = top.as_mut().map(|t| std::mem::take(&mut t[row]));
+            finished[row] = outputs[row].accept(id, top, config, tokenizer)?;
             on_token(row, id);
-            if !config.ignore_eos && config.eos_token_ids.contains(&id) {
-                out.finish_reason = FinishReason::Eos;
-                finished[row] = true;
-            } else if let Some(tokenizer) = tokenizer.filter(|_| !config.stop_strings.is_empty()) {
-                let text = tokenizer.decode(&out.token_ids, false)?;
-                if config
-                    .stop_strings
-                    .iter()
-                    .any(|s| text.contains(s.as_str()))
-                {
-                    out.finish_reason = FinishReason::StopString;
-                    finished[row] = true;
-                }
-            }
         }
-        if config
-            .cancel
-            .as_ref()
-            .is_some_and(|c| c.load(Ordering::Relaxed))
-        {
+        if config.is_cancelled() {
             for (out, done) in outputs.iter_mut().zip(&mut finished) {
                 if !*done {
                     out.finish_reason = FinishReason::Cancelled;
@@ -331,6 +292,114 @@ pub fn generate_from_embeds(
     })
 }
 
+impl SequenceOutput {
+    pub(crate) fn new() -> Self {
+        SequenceOutput {
+            token_ids: Vec::new(),
+            top_logprobs: Vec::new(),
+            finish_reason: FinishReason::Length,
+        }
+    }
+
+    /// Records the chosen `id` (with its step's `top` log-probs) and says
+    /// whether it ends the sequence: EOS unless ignored, or a stop string
+    /// in the decoded output.
+    pub(crate) fn accept(
+        &mut self,
+        id: i64,
+        top: Option<Vec<TokenLogprob>>,
+        config: &GenerationConfig,
+        tokenizer: Option<&Tokenizer>,
+    ) -> Result<bool, LlmError> {
+        self.token_ids.push(id);
+        self.top_logprobs.extend(top);
+        if !config.ignore_eos && config.eos_token_ids.contains(&id) {
+            self.finish_reason = FinishReason::Eos;
+            return Ok(true);
+        }
+        if let Some(tokenizer) = tokenizer.filter(|_| !config.stop_strings.is_empty()) {
+            let text = tokenizer.decode(&self.token_ids, false)?;
+            if config
+                .stop_strings
+                .iter()
+                .any(|s| text.contains(s.as_str()))
+            {
+                self.finish_reason = FinishReason::StopString;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+impl GenerationConfig {
+    /// Whether [`GenerationConfig::cancel`] has been set.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+}
+
+/// One generator per sequence, so a sequence's draws never depend on what
+/// else is in its batch: with a seed, sequence `row` reads stream `row` of
+/// ChaCha8 seeded with it (a one-sequence run and the first sequence of a
+/// batch draw alike); without, each is seeded from the OS.
+pub(crate) fn sequence_rngs(seed: Option<u64>, rows: usize) -> Vec<ChaCha8Rng> {
+    (0..rows)
+        .map(|row| match seed {
+            Some(seed) => {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                rng.set_stream(row as u64);
+                rng
+            }
+            None => ChaCha8Rng::from_os_rng(),
+        })
+        .collect()
+}
+
+/// [batch, vocab] bool: the tokens of each history, which the repetition
+/// penalty discourages.
+pub(crate) fn seen_tokens(
+    model: &Llama,
+    history: &[Vec<i64>],
+    device: tch::Device,
+) -> Result<Tensor, LlmError> {
+    let vocab = model.config().vocab_size as i64;
+    let seen = Tensor::zeros([history.len() as i64, vocab], (Kind::Bool, device));
+    for (row, ids) in history.iter().enumerate() {
+        if !ids.is_empty() {
+            let index = Tensor::from_slice(ids).to_device(device);
+            let _ = seen.get(row as i64).f_index_fill_(0, &index, 1)?;
+        }
+    }
+    Ok(seen)
+}
+
+/// Each row's next token from `logits` [rows, vocab] (on the device, and
+/// read back), with the rows' `top_logprobs` when asked for. Row `r` draws
+/// from `rngs[r]`.
+pub(crate) type NextTokens = (Tensor, Vec<i64>, Option<Vec<Vec<TokenLogprob>>>);
+
+pub(crate) fn next_tokens(
+    logits: &Tensor,
+    seen: Option<&Tensor>,
+    config: &GenerationConfig,
+    rngs: &mut [ChaCha8Rng],
+) -> Result<NextTokens, LlmError> {
+    let top = match config.top_logprobs {
+        0 => None,
+        k => Some(top_logprobs(logits, k as i64)?),
+    };
+    let scores = match seen {
+        Some(seen) => penalize_repetition(logits, seen, config.repetition_penalty),
+        None => logits.shallow_clone(),
+    };
+    let next = choose(&scores, &config.sampling, rngs);
+    let ids = Vec::try_from(&next)?;
+    Ok((next, ids, top))
+}
+
 /// transformers' `RepetitionPenaltyLogitsProcessor`: divide positive and
 /// multiply negative logits of already-seen tokens by the penalty.
 fn penalize_repetition(logits: &Tensor, seen: &Tensor, penalty: f64) -> Tensor {
@@ -338,7 +407,7 @@ fn penalize_repetition(logits: &Tensor, seen: &Tensor, penalty: f64) -> Tensor {
     penalized.where_self(seen, logits)
 }
 
-fn choose(scores: &Tensor, sampling: &Sampling) -> Tensor {
+fn choose(scores: &Tensor, sampling: &Sampling, rngs: &mut [ChaCha8Rng]) -> Tensor {
     match *sampling {
         Sampling::Greedy => scores.argmax(-1, false),
         Sampling::Sample {
@@ -363,9 +432,19 @@ fn choose(scores: &Tensor, sampling: &Sampling) -> Tensor {
                 let remove = remove.scatter(1, &indices, &remove);
                 scores = scores.masked_fill(&remove, f64::NEG_INFINITY);
             }
-            scores
-                .softmax(-1, Kind::Float)
-                .multinomial(1, false)
+            // A draw by inverse CDF with each row's own uniform number:
+            // the first token whose cumulative probability exceeds it
+            // (a token of probability 0 never is).
+            let cdf = scores.softmax(-1, Kind::Float).cumsum(-1, Kind::Float);
+            let vocab = cdf.size()[1];
+            let uniform: Vec<f32> = rngs.iter_mut().map(|r| r.random::<f32>()).collect();
+            let uniform = Tensor::from_slice(&uniform)
+                .to_device(cdf.device())
+                .view([-1, 1])
+                * cdf.narrow(1, vocab - 1, 1);
+            uniform
+                .searchsorted(&cdf, false, true, "right", None::<Tensor>)
+                .clamp_max(vocab - 1)
                 .squeeze_dim(1)
         }
     }

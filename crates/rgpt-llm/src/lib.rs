@@ -5,6 +5,7 @@
 //! SentencePiece `tokenizer.model`), the conversation templates RGPT uses,
 //! and LoRA adapters for fine-tuning it on one GPU.
 
+pub mod batching;
 pub mod config;
 pub mod conversation;
 pub mod device;

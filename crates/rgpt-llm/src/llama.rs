@@ -148,29 +148,68 @@ impl Attention {
         layer: usize,
         cache: Option<&mut KvCache>,
     ) -> Tensor {
-        let (b, t, _) = x.size3().expect("hidden states are [batch, seq, hidden]");
-        // [batch, heads, seq, head_dim]
-        let heads = |y: Tensor, n: i64| y.view([b, t, n, self.head_dim]).transpose(1, 2);
-        let q = heads(self.q_proj.forward(x), self.num_heads);
-        let k = heads(self.k_proj.forward(x), self.num_kv_heads);
-        let v = heads(self.v_proj.forward(x), self.num_kv_heads);
-        let q = apply_rotary(&q, &step.cos, &step.sin);
-        let k = apply_rotary(&k, &step.cos, &step.sin);
+        let (q, k, v) = self.project(x, &step.cos, &step.sin);
         let (k, v) = match cache {
             Some(cache) => cache.update(layer, step.layout.start, &k, &v),
             None => (k, v),
         };
+        let out = self.attend(&q, &k, &v, &step.layout);
+        self.output(&out)
+    }
+
+    /// One decode token per row, each row attending over its own cache
+    /// (`layouts[r]` from `caches[r]`): the projections run on all rows at
+    /// once, the attention row by row.
+    fn forward_rows(
+        &self,
+        x: &Tensor,
+        rows: &RowsStep,
+        layer: usize,
+        caches: &mut [&mut KvCache],
+    ) -> Tensor {
+        let (q, k, v) = self.project(x, &rows.cos, &rows.sin);
+        let outs: Vec<Tensor> = caches
+            .iter_mut()
+            .zip(&rows.layouts)
+            .enumerate()
+            .map(|(r, (cache, layout))| {
+                let r = r as i64;
+                let (k, v) =
+                    cache.update(layer, layout.start, &k.narrow(0, r, 1), &v.narrow(0, r, 1));
+                self.attend(&q.narrow(0, r, 1), &k, &v, layout)
+            })
+            .collect();
+        self.output(&Tensor::cat(&outs, 0))
+    }
+
+    /// Queries, keys and values [batch, heads, seq, head_dim] of `x`
+    /// [batch, seq, hidden], rotated.
+    fn project(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> (Tensor, Tensor, Tensor) {
+        let (b, t, _) = x.size3().expect("hidden states are [batch, seq, hidden]");
+        let heads = |y: Tensor, n: i64| y.view([b, t, n, self.head_dim]).transpose(1, 2);
+        let q = heads(self.q_proj.forward(x), self.num_heads);
+        let k = heads(self.k_proj.forward(x), self.num_kv_heads);
+        let v = heads(self.v_proj.forward(x), self.num_kv_heads);
+        (apply_rotary(&q, cos, sin), apply_rotary(&k, cos, sin), v)
+    }
+
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, layout: &StepLayout) -> Tensor {
         let gqa = self.num_heads != self.num_kv_heads;
-        let out = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            step.layout.attn_mask.as_ref(),
+        Tensor::scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            layout.attn_mask.as_ref(),
             0.0,
-            step.layout.is_causal,
+            layout.is_causal,
             None,
             gqa,
-        );
+        )
+    }
+
+    /// `o_proj` over the heads' outputs [batch, heads, seq, head_dim].
+    fn output(&self, out: &Tensor) -> Tensor {
+        let (b, _, t, _) = out.size4().expect("attention outputs are 4-d");
         let out = out
             .transpose(1, 2)
             .reshape([b, t, self.num_heads * self.head_dim]);
@@ -310,6 +349,28 @@ impl DecoderLayer {
             .forward(&self.input_layernorm.forward(x), step, layer, cache);
         &h + self.mlp.forward(&self.post_attention_layernorm.forward(&h))
     }
+
+    fn forward_rows(
+        &self,
+        x: &Tensor,
+        rows: &RowsStep,
+        layer: usize,
+        caches: &mut [&mut KvCache],
+    ) -> Tensor {
+        let h =
+            x + self
+                .self_attn
+                .forward_rows(&self.input_layernorm.forward(x), rows, layer, caches);
+        &h + self.mlp.forward(&self.post_attention_layernorm.forward(&h))
+    }
+}
+
+/// A decode step of sequences with caches of their own
+/// ([`Llama::forward_rows`]).
+struct RowsStep {
+    layouts: Vec<StepLayout>,
+    cos: Tensor,
+    sin: Tensor,
 }
 
 /// Per-forward state shared by all layers.
@@ -647,6 +708,51 @@ impl Llama {
         hidden
             .linear::<&Tensor>(&self.lm_head, None)
             .to_kind(Kind::Float)
+    }
+
+    /// One decode step of sequences that each have a cache of their own
+    /// (batch 1 each, of any length: a continuous batch,
+    /// [`crate::batching`]): `input_ids[r]` is fed after `caches[r]`.
+    /// Returns the logits [rows, vocab].
+    pub fn forward_rows(
+        &self,
+        input_ids: &[i64],
+        caches: &mut [&mut KvCache],
+    ) -> Result<Tensor, LlmError> {
+        if input_ids.len() != caches.len() || input_ids.is_empty() {
+            return Err(LlmError::InvalidRequest(format!(
+                "{} tokens for {} caches: a row step takes one token per cache",
+                input_ids.len(),
+                caches.len()
+            )));
+        }
+        if let Some(cache) = caches.iter().find(|c| c.batch_size() != 1) {
+            return Err(LlmError::InvalidRequest(format!(
+                "a row step takes caches of one sequence each, not {}",
+                cache.batch_size()
+            )));
+        }
+        let layouts = caches
+            .iter_mut()
+            .map(|c| c.begin_step(1, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        let positions: Vec<&Tensor> = layouts.iter().map(|l| &l.position_ids).collect();
+        let device = self.device();
+        let ids = Tensor::from_slice(input_ids)
+            .to_device(device)
+            .view([-1, 1]);
+        let mut x = self.embed(&ids);
+        let (cos, sin) = self
+            .rotary
+            .cos_sin(&Tensor::f_cat(&positions, 0)?, x.kind());
+        let rows = RowsStep { layouts, cos, sin };
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward_rows(&x, &rows, i, caches);
+        }
+        for cache in caches.iter_mut() {
+            cache.commit(1);
+        }
+        Ok(self.logits(&self.norm.forward(&x).select(1, 0)))
     }
 
     /// Ids in, logits of the last position out ([batch, vocab]).

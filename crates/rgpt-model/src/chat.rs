@@ -11,7 +11,7 @@ use rgpt_region::RegionSpec;
 use rgpt_vision::preprocess::{ImageTransform, PreprocessorConfig, RgbImage};
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::llava::SplicedRequest;
+use crate::llava::{PreparedBatch, SplicedRequest};
 use crate::prompt_ids::{prompt_ids, PromptTokenization};
 use crate::rgpt::RegionGpt;
 use crate::splice::SpliceError;
@@ -67,6 +67,24 @@ impl RegionGenerator {
         GenerationConfig::for_model(self.model.llava.llm.config(), &self.tokenizer)
     }
 
+    /// Encodes `image` for [`RegionChat::with_image`]: preprocessing, the
+    /// tower, the refiner and the image tokens.
+    pub fn encode_image(&self, image: &RgbImage) -> Result<EncodedImage, ModelError> {
+        let _guard = tch::no_grad_guard();
+        let processed = self.preprocessor.preprocess(image)?;
+        let model = &self.model;
+        let pixel_values = processed
+            .pixel_values
+            .unsqueeze(0)
+            .to_device(model.device());
+        let (refined, tokens) = model.encode_image(&pixel_values)?;
+        Ok(EncodedImage {
+            tokens: model.embed_image_tokens(&tokens).get(0),
+            refined,
+            transform: processed.transform,
+        })
+    }
+
     /// Answers `question` about `image` and `regions` (one `<region>` in the
     /// question per region, in order), streaming text to `on_text`.
     pub fn complete(
@@ -84,6 +102,37 @@ impl RegionGenerator {
         }
         chat.ask(question, config, on_text)
     }
+}
+
+/// An image as a conversation reads it. Cloning shares the tensors.
+#[derive(Debug)]
+pub struct EncodedImage {
+    /// [1, C, H', W'], pooled for each region.
+    pub refined: Tensor,
+    /// [tokens, text_hidden]: what `<image>` becomes.
+    pub tokens: Tensor,
+    /// How original-image pixels map onto the preprocessed image.
+    pub transform: ImageTransform,
+}
+
+impl Clone for EncodedImage {
+    fn clone(&self) -> Self {
+        EncodedImage {
+            refined: self.refined.shallow_clone(),
+            tokens: self.tokens.shallow_clone(),
+            transform: self.transform.clone(),
+        }
+    }
+}
+
+/// The next question of a conversation as the decoder reads it, ready to
+/// be answered ([`RegionChat::prepare`]).
+pub struct PreparedQuestion {
+    /// The user turn as recorded: `<image>` added to a first turn without it.
+    pub question: String,
+    pub prompt_ids: Vec<i64>,
+    /// The spliced prompt (one row) and the ids the repetition penalty sees.
+    pub batch: PreparedBatch,
 }
 
 /// A multi-turn conversation about one image (paper Sec. 3.2: the image is
@@ -115,26 +164,31 @@ impl<'g> RegionChat<'g> {
         image: &RgbImage,
         template: Template,
     ) -> Result<Self, ModelError> {
-        let _guard = tch::no_grad_guard();
-        let processed = generator.preprocessor.preprocess(image)?;
-        let model = &generator.model;
-        let pixel_values = processed
-            .pixel_values
-            .unsqueeze(0)
-            .to_device(model.device());
-        let (refined, tokens) = model.encode_image(&pixel_values)?;
-        let image = model.embed_image_tokens(&tokens).get(0);
-        Ok(RegionChat {
+        Ok(Self::with_image(
+            generator,
+            generator.encode_image(image)?,
+            template,
+        ))
+    }
+
+    /// Starts a conversation about an image already encoded (a server
+    /// keeps them, so that a follow-up turn does not encode it again).
+    pub fn with_image(
+        generator: &'g RegionGenerator,
+        image: EncodedImage,
+        template: Template,
+    ) -> Self {
+        RegionChat {
             generator,
             template,
             conversation: Conversation::new(template),
-            transform: processed.transform,
-            refined,
-            image,
+            transform: image.transform,
+            refined: image.refined,
+            image: image.tokens,
             regions: Vec::new(),
             pooled: Vec::new(),
             regions_asked: 0,
-        })
+        }
     }
 
     /// Adds a region, checked and pooled now; the next question refers to
@@ -214,6 +268,30 @@ impl<'g> RegionChat<'g> {
         config: &GenerationConfig,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Completion, ModelError> {
+        let generator = self.generator;
+        let prepared = self.prepare(question)?;
+        let completion = stream_completion(
+            &generator.tokenizer,
+            &prepared.prompt_ids,
+            on_text,
+            &mut |on_token| {
+                generator.model.llava.generate_prepared(
+                    &prepared.batch,
+                    config,
+                    Some(&generator.tokenizer),
+                    on_token,
+                )
+            },
+        )?;
+        self.record(prepared.question, &completion.text);
+        Ok(completion)
+    }
+
+    /// The next question (checked as [`RegionChat::ask`] checks it)
+    /// templated after the conversation so far, tokenized and spliced with
+    /// the image and every region, without answering it: for a caller that
+    /// runs generation itself, as the server's continuous batch does.
+    pub fn prepare(&self, question: &str) -> Result<PreparedQuestion, ModelError> {
         let _guard = tch::no_grad_guard();
         let generator = self.generator;
         let question = self.next_question(question)?;
@@ -228,24 +306,22 @@ impl<'g> RegionChat<'g> {
             images: std::slice::from_ref(&self.image),
             regions: &regions,
         };
-        let completion = stream_completion(
-            &generator.tokenizer,
-            &prompt_ids,
-            on_text,
-            &mut |on_token| {
-                generator.model.generate_spliced(
-                    &request,
-                    config,
-                    Some(&generator.tokenizer),
-                    on_token,
-                )
-            },
-        )?;
+        let batch = generator
+            .model
+            .llava
+            .splice_batch(std::slice::from_ref(&request))?;
+        Ok(PreparedQuestion {
+            question,
+            prompt_ids,
+            batch,
+        })
+    }
+
+    fn record(&mut self, question: String, answer: &str) {
         self.conversation.push(Role::User, Some(question));
         self.conversation
-            .push(Role::Assistant, Some(completion.text.clone()));
+            .push(Role::Assistant, Some(answer.to_string()));
         self.regions_asked = self.regions.len();
-        Ok(completion)
     }
 
     /// Records a turn that was already answered (an earlier turn of a
@@ -253,10 +329,7 @@ impl<'g> RegionChat<'g> {
     /// checks as [`RegionChat::ask`], and the regions it names are asked.
     pub fn replay(&mut self, question: &str, answer: &str) -> Result<(), ModelError> {
         let question = self.next_question(question)?;
-        self.conversation.push(Role::User, Some(question));
-        self.conversation
-            .push(Role::Assistant, Some(answer.to_string()));
-        self.regions_asked = self.regions.len();
+        self.record(question, answer);
         Ok(())
     }
 

@@ -1,22 +1,28 @@
-//! The model's own thread. Requests reach it through a bounded queue (a
-//! full queue is the caller's 429); it answers one request at a time,
-//! sending the text as it is generated, and never blocks the async
-//! runtime. A panic while answering fails that request with a 500 and the
-//! engine goes on with the next.
+//! The model's own thread, serving a continuous batch (as vLLM and TGI
+//! do). Requests reach it through a bounded queue (a full queue is the
+//! caller's 429). Between decode steps, waiting requests join the running
+//! batch, up to its size, each prepared on arrival (image encoded or found
+//! in the image cache, regions pooled, prompt read into a cache of its
+//! own); one step then decodes a token for every request in the batch, and
+//! each request leaves as soon as it has finished or its client has gone.
+//! Text is sent as it is generated; the async runtime is never blocked. A
+//! panic fails the requests it touched with a 500 and the engine goes on.
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rgpt_llm::generation::{FinishReason, GenerationConfig, Sampling};
-use rgpt_model::chat::{RegionChat, RegionGenerator};
+use rgpt_llm::batching::{decode_step, Sequence};
+use rgpt_llm::generation::FinishReason;
+use rgpt_llm::StreamDecoder;
+use rgpt_model::chat::RegionGenerator;
 use rgpt_model::ModelError;
-use rgpt_region::RegionSpec;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::api::{ApiError, ApiRegion, Usage};
+use crate::api::{ApiError, Usage};
 use crate::metrics::Metrics;
-use crate::request::{Job, Params};
+use crate::prepare::{model_error, prepare, ImageCache};
+use crate::request::Job;
 
 /// What the engine sends back for one request.
 #[derive(Debug)]
@@ -35,6 +41,31 @@ struct Work {
     queued: Instant,
 }
 
+/// How the engine batches.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Requests that may wait; more get 429.
+    pub queue: usize,
+    /// Requests decoded together; 1 serves one request at a time.
+    pub max_batch: usize,
+    /// Encoded images kept for follow-up turns (0: none).
+    pub image_cache: usize,
+    /// For tests of the engine's recovery: a question containing this text
+    /// makes the engine panic while preparing it.
+    pub panic_on: Option<String>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            queue: 64,
+            max_batch: 16,
+            image_cache: 16,
+            panic_on: None,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Engine {
     queue: SyncSender<Work>,
@@ -45,15 +76,15 @@ pub struct Engine {
 
 impl Engine {
     /// Loads the model on a thread of its own (`load` runs there) and
-    /// serves jobs from a queue of `queue` places. Returns once the model
-    /// is loaded, or its loading error.
+    /// serves jobs from its queue. Returns once the model is loaded, or its
+    /// loading error.
     pub fn start(
         load: impl FnOnce() -> Result<RegionGenerator, ModelError> + Send + 'static,
-        queue: usize,
+        options: EngineOptions,
         metrics: Arc<Metrics>,
     ) -> Result<Engine, ModelError> {
         let counted = Arc::clone(&metrics);
-        let (queue, jobs) = sync_channel::<Work>(queue.max(1));
+        let (queue, jobs) = sync_channel::<Work>(options.queue.max(1));
         let (ready, loaded) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("rgpt-engine".into())
@@ -69,36 +100,7 @@ impl Engine {
                         return;
                     }
                 };
-                let metrics = counted;
-                for work in jobs {
-                    metrics.queued(-1);
-                    if work.events.is_closed() {
-                        continue; // the client left while it waited
-                    }
-                    metrics.batch(1);
-                    let events = work.events.clone();
-                    let outcome =
-                        catch_unwind(AssertUnwindSafe(|| answer(&generator, &work, &metrics)));
-                    metrics.batch(0);
-                    let event = match outcome {
-                        Ok(Ok((usage, finish_reason))) => {
-                            let elapsed = work.queued.elapsed();
-                            metrics.finished(usage.prompt_tokens, usage.completion_tokens, elapsed);
-                            if finish_reason == "cancelled" {
-                                metrics.cancelled();
-                            }
-                            Event::Done {
-                                usage,
-                                finish_reason,
-                            }
-                        }
-                        Ok(Err(error)) => Event::Failed(error),
-                        Err(_) => Event::Failed(ApiError::internal(
-                            "the engine failed while answering; the request was dropped",
-                        )),
-                    };
-                    let _ = events.send(event);
-                }
+                serve(&generator, &jobs, &options, &counted);
             })
             .map_err(|e| ModelError::Io {
                 path: "rgpt-engine thread".into(),
@@ -140,182 +142,199 @@ impl Engine {
     }
 }
 
-/// Runs one job: the conversation's turns replayed, the last question
-/// answered, its text streamed to `events`.
-fn answer(
+/// A request in the decode batch.
+struct Running {
+    work: Work,
+    sequence: Sequence,
+    stream: StreamDecoder,
+    prompt_tokens: usize,
+}
+
+/// The engine's loop, until every sender of jobs is gone.
+fn serve(
     generator: &RegionGenerator,
-    work: &Work,
+    jobs: &Receiver<Work>,
+    options: &EngineOptions,
     metrics: &Metrics,
-) -> Result<(Usage, &'static str), ApiError> {
-    let (job, events) = (&work.job, &work.events);
-    let decoded = image::load_from_memory(&job.image)
-        .map_err(|e| ApiError::invalid(Some("messages"), format!("image_url: {e}")))?;
-    let image = decoded.to_rgb8();
-    let (width, height) = image.dimensions();
-    // Describe Anything's convention: with one placeholder and no
-    // `regions`, the region is where the image is opaque.
-    let alpha = if job.regions.is_empty() && job.alpha_region {
-        Some(alpha_region(&decoded)?)
-    } else {
-        None
-    };
-    let mut chat =
-        RegionChat::new(generator, &image, generator.model.template()).map_err(model_error)?;
-    let token = generator.model.section.region_token.as_str();
-    let mut regions = job.regions.iter().enumerate();
-    let mut config = generation_config(&job.params, generator.default_config());
-    // A client that has gone stops its generation after the step in hand.
-    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    config.cancel = Some(Arc::clone(&cancel));
-    let mut completion = None;
-    let mut first_text = true;
-    for (question, reply) in &job.turns {
-        if let Some(alpha) = &alpha {
-            if question.contains(token) {
-                chat.add_region(alpha.clone()).map_err(model_error)?;
+) {
+    let mut images = ImageCache::new(options.image_cache);
+    let mut running: Vec<Running> = Vec::new();
+    loop {
+        // Join: wait for work when idle, otherwise take what is waiting,
+        // as far as the batch has room.
+        let mut arrived = Vec::new();
+        if running.is_empty() {
+            match jobs.recv() {
+                Ok(work) => arrived.push(work),
+                Err(_) => return,
             }
         }
-        for _ in 0..question.matches(token).count() {
-            let Some((index, region)) = regions.next() else {
-                break; // counted when the request was read
-            };
-            let spec = region_spec(region, index, width, height)?;
-            chat.add_region(spec).map_err(model_error)?;
+        while running.len() + arrived.len() < options.max_batch.max(1) {
+            match jobs.try_recv() {
+                Ok(work) => arrived.push(work),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) if running.is_empty() && arrived.is_empty() => {
+                    return
+                }
+                Err(TryRecvError::Disconnected) => break,
+            }
         }
-        match reply {
-            Some(reply) => chat.replay(question, reply).map_err(model_error)?,
-            None => {
-                let mut on_text = |text: &str| {
-                    if std::mem::take(&mut first_text) {
-                        metrics.first_token(work.queued.elapsed());
+        for work in arrived {
+            metrics.queued(-1);
+            if work.events.is_closed() {
+                continue; // the client left while it waited
+            }
+            let started = catch_unwind(AssertUnwindSafe(|| {
+                start(generator, &mut images, &work, options, metrics)
+            }));
+            match started {
+                Ok(Ok((sequence, first))) => {
+                    let mut request = Running {
+                        work,
+                        prompt_tokens: sequence.1,
+                        sequence: sequence.0,
+                        stream: StreamDecoder::new(),
+                    };
+                    metrics.first_token(request.work.queued.elapsed());
+                    request.push(generator, first);
+                    running.push(request);
+                }
+                Ok(Err(error)) => {
+                    let _ = work.events.send(Event::Failed(error));
+                }
+                Err(_) => {
+                    let _ = work.events.send(Event::Failed(panicked()));
+                }
+            }
+        }
+
+        // A client that has gone leaves the batch now.
+        for request in &mut running {
+            if request.work.events.is_closed() {
+                request.sequence.cancel();
+            }
+        }
+        metrics.batch(running.iter().filter(|r| !r.sequence.is_finished()).count() as i64);
+
+        // Step.
+        let stepped = catch_unwind(AssertUnwindSafe(|| {
+            let mut batch: Vec<&mut Sequence> =
+                running.iter_mut().map(|r| &mut r.sequence).collect();
+            decode_step(
+                &generator.model.llava.llm,
+                &mut batch,
+                Some(&generator.tokenizer),
+            )
+        }));
+        match stepped {
+            Ok(Ok(next)) => {
+                for (request, id) in running.iter_mut().zip(next) {
+                    if let Some(id) = id {
+                        request.push(generator, id);
                     }
-                    if events.send(Event::Text(text.to_string())).is_err() {
-                        cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-                    }
-                };
-                completion = Some(
-                    chat.ask(question, &config, &mut on_text)
-                        .map_err(model_error)?,
-                );
+                }
+            }
+            Ok(Err(error)) => {
+                let error = model_error(error.into());
+                for request in running.drain(..) {
+                    let _ = request.work.events.send(Event::Failed(error.clone()));
+                }
+            }
+            Err(_) => {
+                for request in running.drain(..) {
+                    let _ = request.work.events.send(Event::Failed(panicked()));
+                }
+            }
+        }
+
+        // Leave.
+        let (done, still): (Vec<_>, Vec<_>) =
+            running.into_iter().partition(|r| r.sequence.is_finished());
+        running = still;
+        for request in done {
+            request.finish(generator, metrics);
+        }
+        metrics.batch(running.len() as i64);
+    }
+}
+
+/// Prepares `work` and reads its prompt: the sequence with its prompt's
+/// length, and its first token.
+fn start(
+    generator: &RegionGenerator,
+    images: &mut ImageCache,
+    work: &Work,
+    options: &EngineOptions,
+    metrics: &Metrics,
+) -> Result<((Sequence, usize), i64), ApiError> {
+    if let Some(text) = &options.panic_on {
+        if work
+            .job
+            .turns
+            .iter()
+            .any(|(q, _)| q.contains(text.as_str()))
+        {
+            panic!("a question contains the engine's test trigger {text:?}");
+        }
+    }
+    let prepared = prepare(generator, images, &work.job, metrics)?;
+    let batch = &prepared.question.batch;
+    let (sequence, first) = Sequence::start(
+        &generator.model.llava.llm,
+        &batch.padded.embeds,
+        &batch.histories[0],
+        prepared.config,
+        Some(&generator.tokenizer),
+    )
+    .map_err(|e| model_error(e.into()))?;
+    Ok(((sequence, prepared.question.prompt_ids.len()), first))
+}
+
+impl Running {
+    /// Streams the text `id` completes.
+    fn push(&mut self, generator: &RegionGenerator, id: i64) {
+        match self.stream.push(&generator.tokenizer, id) {
+            Ok(Some(text)) => {
+                if self.work.events.send(Event::Text(text)).is_err() {
+                    self.sequence.cancel();
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let _ = self.work.events.send(Event::Failed(model_error(e.into())));
+                self.sequence.cancel();
             }
         }
     }
-    let completion = completion.ok_or_else(|| ApiError::internal("no question was asked"))?;
-    let generated = completion.output.token_ids.len();
-    let finish_reason = match completion.output.finish_reason {
-        FinishReason::Eos | FinishReason::StopString => "stop",
-        FinishReason::Length => "length",
-        FinishReason::Cancelled => "cancelled",
-    };
-    Ok((
-        Usage {
-            prompt_tokens: completion.prompt_ids.len(),
+
+    /// Sends the rest of the text and the usage.
+    fn finish(mut self, generator: &RegionGenerator, metrics: &Metrics) {
+        if let Ok(Some(rest)) = self.stream.finish(&generator.tokenizer) {
+            let _ = self.work.events.send(Event::Text(rest));
+        }
+        let output = self.sequence.output();
+        let generated = output.token_ids.len();
+        let finish_reason = match output.finish_reason {
+            FinishReason::Eos | FinishReason::StopString => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Cancelled => "cancelled",
+        };
+        if finish_reason == "cancelled" {
+            metrics.cancelled();
+        }
+        metrics.finished(self.prompt_tokens, generated, self.work.queued.elapsed());
+        let usage = Usage {
+            prompt_tokens: self.prompt_tokens,
             completion_tokens: generated,
-            total_tokens: completion.prompt_ids.len() + generated,
-        },
-        finish_reason,
-    ))
-}
-
-/// The request's sampling on the model's defaults (EOS, pad), as `rgpt
-/// generate` puts its flags on them.
-fn generation_config(params: &Params, mut config: GenerationConfig) -> GenerationConfig {
-    config.max_new_tokens = params.max_tokens;
-    config.sampling = if params.temperature == 0.0 {
-        Sampling::Greedy
-    } else {
-        Sampling::Sample {
-            temperature: params.temperature,
-            top_k: None,
-            top_p: params.top_p,
-        }
-    };
-    config.seed = params.seed;
-    config.stop_strings = params.stop.clone();
-    config.ignore_eos = params.ignore_eos;
-    config
-}
-
-fn region_spec(
-    region: &ApiRegion,
-    index: usize,
-    width: u32,
-    height: u32,
-) -> Result<RegionSpec, ApiError> {
-    let invalid =
-        |message: String| ApiError::invalid(Some("regions"), format!("region {index}: {message}"));
-    Ok(match region {
-        ApiRegion::Box([x1, y1, x2, y2]) => RegionSpec::from_xyxy(*x1, *y1, *x2, *y2),
-        ApiRegion::Polygon(parts) => RegionSpec::polygon(parts.clone()),
-        ApiRegion::Rle(value) => RegionSpec::Rle(
-            rgpt_region::coco_json::rle_from_json_value(value)
-                .map_err(|e| invalid(e.to_string()))?,
-        ),
-        ApiRegion::Point(xy) => match xy[..] {
-            [x, y] => RegionSpec::Point { x, y, radius: None },
-            [x, y, r] => RegionSpec::Point {
-                x,
-                y,
-                radius: Some(r),
-            },
-            _ => return Err(invalid("a point is [x, y] or [x, y, radius]".into())),
-        },
-        ApiRegion::MaskPng(data) => {
-            use base64::Engine as _;
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(data.trim())
-                .map_err(|e| invalid(format!("mask_png does not decode as base64: {e}")))?;
-            let mask = rgpt_region::Bitmap::from_image_bytes(&bytes, "mask_png")
-                .map_err(|e| invalid(e.to_string()))?;
-            if (mask.width, mask.height) != (width, height) {
-                return Err(invalid(format!(
-                    "mask_png is {}x{}, the image {width}x{height}; give a mask of the image's size",
-                    mask.width, mask.height
-                )));
-            }
-            RegionSpec::Mask(mask)
-        }
-    })
-}
-
-/// The region an RGBA image's alpha channel marks: its pixels with alpha
-/// at least 128.
-fn alpha_region(image: &image::DynamicImage) -> Result<RegionSpec, ApiError> {
-    let missing = || {
-        ApiError::invalid(
-            Some("regions"),
-            "the question has a <region> but `regions` is empty, and the image has no alpha \
-             channel marking one: give `regions`, or an RGBA image opaque on the region and \
-             transparent elsewhere",
-        )
-    };
-    if !image.color().has_alpha() {
-        return Err(missing());
+            total_tokens: self.prompt_tokens + generated,
+        };
+        let _ = self.work.events.send(Event::Done {
+            usage,
+            finish_reason,
+        });
     }
-    let rgba = image.to_rgba8();
-    let data: Vec<u8> = rgba.pixels().map(|p| u8::from(p.0[3] >= 128)).collect();
-    if data.iter().all(|&v| v == 1) || data.iter().all(|&v| v == 0) {
-        return Err(missing());
-    }
-    Ok(RegionSpec::Mask(rgpt_region::Bitmap {
-        height: rgba.height(),
-        width: rgba.width(),
-        data,
-    }))
 }
 
-/// The model's complaint about a request, as the API's: what the user can
-/// fix is a 400, the rest a 500.
-fn model_error(error: ModelError) -> ApiError {
-    match &error {
-        ModelError::Region { .. }
-        | ModelError::Pool(_)
-        | ModelError::Splice(_)
-        | ModelError::TooManyRegions { .. }
-        | ModelError::Preprocess(_)
-        | ModelError::Llm(rgpt_llm::LlmError::InvalidRequest(_)) => {
-            ApiError::invalid(None, error.to_string())
-        }
-        _ => ApiError::internal(error.to_string()),
-    }
+fn panicked() -> ApiError {
+    ApiError::internal("the engine failed while answering; the request was dropped")
 }

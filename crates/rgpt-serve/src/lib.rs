@@ -4,15 +4,18 @@
 //! `<region>` placeholders, and answers whole or streamed (server-sent
 //! events); `GET /v1/models`, `GET /health` and `GET /metrics` (Prometheus
 //! text) as such servers have them.
-//! The model runs on its own engine thread behind a bounded queue
-//! ([`engine`]); the HTTP side is axum on tokio ([`server`]).
+//! The model runs on its own engine thread behind a bounded queue, in a
+//! continuous batch ([`engine`]); the HTTP side is axum on tokio
+//! ([`server`]).
 pub mod api;
 pub mod engine;
 pub mod metrics;
+mod page;
+pub mod prepare;
 pub mod request;
 pub mod server;
 
-pub use engine::Engine;
+pub use engine::{Engine, EngineOptions};
 pub use metrics::Metrics;
 pub use request::Limits;
 pub use server::{router, ServerState};

@@ -1,5 +1,6 @@
 //! `GET /metrics` in Prometheus's text format: requests by status, tokens
-//! read and generated, the queue's depth, the running batch's size, and
+//! read and generated, images encoded and found in the cache, the queue's
+//! depth, the running batch's size, and
 //! histograms of the time to the first token and of the whole request.
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -44,6 +45,8 @@ pub struct Metrics {
     prompt_tokens: AtomicU64,
     generated_tokens: AtomicU64,
     cancelled: AtomicU64,
+    images_encoded: AtomicU64,
+    image_cache_hits: AtomicU64,
     queued: AtomicI64,
     batch: AtomicI64,
     first_token: Mutex<Histogram>,
@@ -61,6 +64,16 @@ impl Metrics {
     /// A request whose client left before its answer was done.
     pub fn cancelled(&self) {
         self.cancelled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An image a request needed: encoded now, or found in the cache.
+    pub fn image_encoded(&self, cache_hit: bool) {
+        let counter = if cache_hit {
+            &self.image_cache_hits
+        } else {
+            &self.images_encoded
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn queued(&self, change: i64) {
@@ -114,6 +127,16 @@ impl Metrics {
                 "rgpt_cancelled_total",
                 "Requests stopped because their client left.",
                 &self.cancelled,
+            ),
+            (
+                "rgpt_images_encoded_total",
+                "Images run through the vision tower.",
+                &self.images_encoded,
+            ),
+            (
+                "rgpt_image_cache_hits_total",
+                "Images found already encoded (a follow-up turn).",
+                &self.image_cache_hits,
             ),
         ];
         for (name, help, value) in counters {

@@ -42,6 +42,8 @@ pub struct Limits {
     /// The most pixels (width times height) an image may decode to.
     pub max_image_pixels: u64,
     pub max_regions: usize,
+    /// Whether an `image_url` may name a file on the server's machine.
+    pub allow_local_files: bool,
 }
 
 impl Default for Limits {
@@ -51,6 +53,7 @@ impl Default for Limits {
             max_image_bytes: 20 << 20,
             max_image_pixels: 40_000_000,
             max_regions: 64,
+            allow_local_files: false,
         }
     }
 }
@@ -102,7 +105,7 @@ impl Job {
                                 ),
                             );
                         }
-                        image = Some(data_url(&url, limits)?);
+                        image = Some(image_bytes(&url, limits)?);
                     }
                     turns.push((text, None));
                 }
@@ -214,35 +217,53 @@ impl Job {
     }
 }
 
-/// The bytes of a `data:[<type>][;base64],<data>` URL.
-fn data_url(url: &str, limits: &Limits) -> Result<Vec<u8>, ApiError> {
+/// The bytes of an `image_url`: a `data:[<type>][;base64],<data>` URL,
+/// or, when the server allows local files, a `file://` URL or a path on
+/// the server's machine. Checked against the size limits before decoding.
+fn image_bytes(url: &str, limits: &Limits) -> Result<Vec<u8>, ApiError> {
     let invalid = |message: String| ApiError::invalid(Some("messages"), message);
-    let Some(rest) = url.strip_prefix("data:") else {
-        return Err(invalid(
-            "image_url: only data: URLs are accepted (data:image/png;base64,...)".into(),
-        ));
-    };
-    let Some((header, data)) = rest.split_once(',') else {
-        return Err(invalid(
-            "image_url: a data: URL needs a comma before its data".into(),
-        ));
-    };
-    if !header.ends_with(";base64") {
-        return Err(invalid(
-            "image_url: the data: URL must be base64 (;base64,)".into(),
-        ));
-    }
-    // base64 grows data by 4/3: refuse before decoding what cannot fit.
-    if data.len() / 4 * 3 > limits.max_image_bytes {
-        return Err(invalid(format!(
+    let too_large = || {
+        invalid(format!(
             "image_url: the image is over this server's {} bytes",
             limits.max_image_bytes
         ))
-        .with_status(axum::http::StatusCode::PAYLOAD_TOO_LARGE));
-    }
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(data.trim())
-        .map_err(|e| invalid(format!("image_url: the base64 data does not decode: {e}")))?;
+        .with_status(axum::http::StatusCode::PAYLOAD_TOO_LARGE)
+    };
+    let bytes = if let Some(rest) = url.strip_prefix("data:") {
+        let Some((header, data)) = rest.split_once(',') else {
+            return Err(invalid(
+                "image_url: a data: URL needs a comma before its data".into(),
+            ));
+        };
+        if !header.ends_with(";base64") {
+            return Err(invalid(
+                "image_url: the data: URL must be base64 (;base64,)".into(),
+            ));
+        }
+        // base64 grows data by 4/3: refuse before decoding what cannot fit.
+        if data.len() / 4 * 3 > limits.max_image_bytes {
+            return Err(too_large());
+        }
+        base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .map_err(|e| invalid(format!("image_url: the base64 data does not decode: {e}")))?
+    } else if limits.allow_local_files {
+        let path = std::path::Path::new(url.strip_prefix("file://").unwrap_or(url));
+        let size = std::fs::metadata(path)
+            .map_err(|e| invalid(format!("image_url: cannot read {}: {e}", path.display())))?
+            .len();
+        if size > limits.max_image_bytes as u64 {
+            return Err(too_large());
+        }
+        std::fs::read(path)
+            .map_err(|e| invalid(format!("image_url: cannot read {}: {e}", path.display())))?
+    } else {
+        return Err(invalid(
+            "image_url: only data: URLs are accepted (data:image/png;base64,...); a server \
+             started with --allow-local-files also reads file:// URLs and paths"
+                .into(),
+        ));
+    };
     // The header says the size: refuse a huge image before decoding it.
     let (width, height) = image::ImageReader::new(std::io::Cursor::new(&bytes))
         .with_guessed_format()

@@ -16,6 +16,7 @@ use axum::{Json, Router};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::api::{
     ApiError, AssistantMessage, ChatCompletion, ChatRequest, Choice, Chunk, ChunkChoice, Delta,
@@ -38,6 +39,9 @@ pub struct ServerState {
     /// request ends (504, or the stream stops with an error) and its
     /// generation is cancelled.
     pub request_timeout: Duration,
+    /// Origins whose pages may call the API from a browser (CORS); none
+    /// by default, `*` for any.
+    pub cors_origins: Vec<String>,
 }
 
 /// The API's routes over `state`.
@@ -51,7 +55,9 @@ pub fn router(state: Arc<ServerState>) -> Router {
             Arc::clone(&state),
             authorize,
         ));
-    Router::new()
+    let cors = cors(&state.cors_origins);
+    let router = Router::new()
+        .merge(crate::page::routes())
         .route("/health", get(|| async { "ok" }))
         .route(
             "/metrics",
@@ -59,7 +65,31 @@ pub fn router(state: Arc<ServerState>) -> Router {
         )
         .merge(api)
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(state)
+        .with_state(state);
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+/// CORS for `origins`: none (same-origin only) when empty.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let layer = CorsLayer::new()
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+        .allow_headers([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::CONTENT_TYPE,
+        ]);
+    Some(if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(AllowOrigin::any())
+    } else {
+        layer.allow_origin(AllowOrigin::list(
+            origins.iter().filter_map(|o| o.parse().ok()),
+        ))
+    })
 }
 
 /// Refuses `/v1/` requests without the server's API key, when it has one.

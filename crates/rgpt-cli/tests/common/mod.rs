@@ -1,6 +1,8 @@
 //! Running the `rgpt` binary from the workspace root, for the CLI tests.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod server;
+
 use std::io::Write;
 use std::path::Path;
 use std::path::PathBuf;
