@@ -37,6 +37,15 @@ if [ ! -f /usr/include/gloo/config.h ]; then
   $sudo apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libgloo-dev >&2
 fi
+# The page `rgpt serve` shows is tested in headless Chromium, driven through
+# chromedriver (crates/rgpt-cli/tests/serve_page.rs).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  echo "setup: installing chromium and chromium-driver (the web page's browser test)" >&2
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >&2
+fi
 cuda_toolkit_version=13.0.2
 if ! ls .venv/lib/python3*/site-packages/nvidia/cu13/include/crt/host_config.h >/dev/null 2>&1 ||
   ! ls -d .venv/lib/python3*/site-packages/nvidia/cu13/include/nv/target >/dev/null 2>&1; then

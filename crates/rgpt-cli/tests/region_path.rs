@@ -195,8 +195,12 @@ fn numbered_regions_are_the_same_through_every_caller() {
     let ids: Vec<i64> = prompt_ids.iter().chain(generated).copied().collect();
     let targets: Vec<bool> = (0..ids.len()).map(|k| k >= prompt_ids.len()).collect();
     let image_id = generator.tokenizer.token_to_id("<image>").unwrap();
-    let segments =
-        segments_from_labelled_ids(&ids, &targets, image_id, generator.region_token_id());
+    let segments = segments_from_labelled_ids(
+        &ids,
+        &targets,
+        image_id,
+        generator.region_token_id().unwrap(),
+    );
     let output = generator
         .model
         .forward_train(&[TrainingExample {
@@ -314,7 +318,7 @@ fn chat_numbers_regions_across_turns_and_refuses_more_than_it_numbers() {
                 transform: &processed.transform,
                 regions: &regions,
             },
-            generator.region_token_id(),
+            generator.region_token_id().unwrap(),
             &config,
             None,
             &mut |_, _| {},

@@ -560,3 +560,199 @@ fn a_request_past_its_time_ends() {
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{text}");
     assert!(data[data.len() - 2].contains("--request-timeout"), "{text}");
 }
+
+/// A LLaVA checkpoint (llava-hf and the original layout) is served as
+/// `rgpt generate` answers it, greedy and sampled, whole and streamed.
+#[test]
+fn llava_checkpoints_answer_as_rgpt_generate() {
+    for name in ["llava-tiny", "llava-original-tiny"] {
+        let server = common::server::serve_model(name, &[]);
+        let image = root().join("tests/fixtures/llava-tiny/image.png");
+        let url = format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(std::fs::read(&image).unwrap())
+        );
+        for (extra, flags) in [
+            (json!({"temperature": 0}), vec![]),
+            (
+                json!({"temperature": 0.9, "top_p": 0.9, "seed": 4}),
+                vec!["--temperature", "0.9", "--top-p", "0.9", "--seed", "4"],
+            ),
+        ] {
+            let mut body = json!({
+                "model": name,
+                "messages": [{"role": "user", "content": [
+                    {"type": "text", "text": "What is in the picture?"},
+                    {"type": "image_url", "image_url": {"url": url}},
+                ]}],
+                "max_tokens": 6,
+            });
+            for (key, value) in extra.as_object().unwrap() {
+                body[key] = value.clone();
+            }
+            let served = answer(&server, &body);
+            body["stream"] = json!(true);
+            let (data, _) = stream(&server, &body);
+            let streamed: String = data[..data.len() - 1]
+                .iter()
+                .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+                .filter_map(|c| {
+                    c["choices"][0]["delta"]["content"]
+                        .as_str()
+                        .map(String::from)
+                })
+                .collect();
+            let model = format!("tests/fixtures/{name}");
+            let mut args = vec![
+                "generate",
+                "--model",
+                &model,
+                "--image",
+                "tests/fixtures/llava-tiny/image.png",
+                "--prompt",
+                "What is in the picture?",
+                "--max-new-tokens",
+                "6",
+                "--device",
+                "cpu",
+                "--json",
+            ];
+            args.extend(flags.iter());
+            let report: Value = serde_json::from_str(&ok(&rgpt(&args))).unwrap();
+            assert_eq!(served, report["text"].as_str().unwrap(), "{name} {extra}");
+            assert_eq!(streamed, served, "{name} {extra}");
+        }
+    }
+}
+
+/// A follow-up turn about the same image finds it in the image cache (no
+/// second run of the tower) and answers as a fresh server would.
+#[test]
+fn a_follow_up_turn_reuses_the_encoded_image() {
+    let server = serve(&[]);
+    let first = request(
+        "What is <region>?",
+        json!([{"box": [5, 4, 25, 20]}]),
+        json!({"temperature": 0}),
+    );
+    let reply = answer(&server, &first);
+    let mut follow_up = first.clone();
+    follow_up["messages"].as_array_mut().unwrap().extend([
+        json!({"role": "assistant", "content": reply}),
+        json!({"role": "user", "content": "And <region>?"}),
+    ]);
+    follow_up["regions"] = json!([{"box": [5, 4, 25, 20]}, {"box": [0, 0, 12, 12]}]);
+    let cached = answer(&server, &follow_up);
+    let text = reqwest::blocking::get(format!("{}/metrics", server.url))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        text.lines().any(|l| l == "rgpt_images_encoded_total 1"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l == "rgpt_image_cache_hits_total 1"),
+        "{text}"
+    );
+    let fresh = serve(&["--image-cache", "0"]);
+    assert_eq!(answer(&fresh, &follow_up), cached);
+}
+
+/// A panic inside the engine fails that request with a 500 in OpenAI's
+/// shape; the requests around it are served and the server lives on.
+#[test]
+fn an_engine_panic_is_a_500_and_the_engine_recovers() {
+    let server = serve(&["--test-panic-on", "BOOM"]);
+    let good = request(
+        "What is <region>?",
+        json!([{"box": [5, 4, 25, 20]}]),
+        json!({"temperature": 0, "max_tokens": 40, "ignore_eos": true}),
+    );
+    let bad = request("BOOM <region>", json!([{"box": [5, 4, 25, 20]}]), json!({}));
+    let want = answer(&server, &good);
+    let url = format!("{}/v1/chat/completions", server.url);
+    let replies: Vec<(u16, Value)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = [&good, &bad, &good]
+            .into_iter()
+            .map(|body| {
+                let url = &url;
+                scope.spawn(move || {
+                    let response = reqwest::blocking::Client::new()
+                        .post(url)
+                        .json(body)
+                        .send()
+                        .unwrap();
+                    (response.status().as_u16(), response.json().unwrap())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(replies[1].0, 500, "{:?}", replies[1]);
+    assert_eq!(
+        replies[1].1["error"]["type"], "server_error",
+        "{:?}",
+        replies[1]
+    );
+    for (status, reply) in [&replies[0], &replies[2]] {
+        assert_eq!(*status, 200, "{reply}");
+        assert_eq!(reply["choices"][0]["message"]["content"], want.as_str());
+    }
+    assert_eq!(answer(&server, &good), want);
+}
+
+/// Local files only with `--allow-local-files`; CORS headers only for the
+/// origins `--cors-origin` names.
+#[test]
+fn local_files_and_cors_are_off_unless_asked_for() {
+    let path = root().join("tests/fixtures/rgpt-tiny/image.png");
+    let mut body = request(
+        "What is <region>?",
+        json!([{"box": [5, 4, 25, 20]}]),
+        json!({"temperature": 0}),
+    );
+    let by_data = body.clone();
+    body["messages"][0]["content"][1]["image_url"]["url"] =
+        json!(format!("file://{}", path.display()));
+
+    let closed = serve(&[]);
+    let (status, reply) = post(&closed, &body);
+    assert_eq!(status, 400, "{reply}");
+    assert!(reply["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("--allow-local-files"));
+    let preflight = |server: &Server| {
+        reqwest::blocking::Client::new()
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/v1/chat/completions", server.url),
+            )
+            .header("Origin", "https://example.org")
+            .header("Access-Control-Request-Method", "POST")
+            .send()
+            .unwrap()
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    assert_eq!(preflight(&closed), None);
+
+    let open = serve(&[
+        "--allow-local-files",
+        "--cors-origin",
+        "https://example.org",
+    ]);
+    assert_eq!(answer(&open, &body), answer(&open, &by_data));
+    assert_eq!(preflight(&open).as_deref(), Some("https://example.org"));
+    let out = rgpt(&[
+        "serve",
+        "--model",
+        "tests/fixtures/rgpt-tiny",
+        "--cors-origin",
+        "example.org",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cors-origin"));
+}

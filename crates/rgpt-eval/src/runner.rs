@@ -147,7 +147,7 @@ impl Evaluator<'_> {
             ..self.generator.default_config()
         };
         let model = &self.generator.model;
-        let region_id = self.generator.region_token_id();
+        let region_id = self.generator.region_token_id()?;
         for chunk in todo.chunks(self.batch_size.max(1)) {
             let (ids, batch): (Vec<Vec<i64>>, Vec<&EvalItem>) = chunk.iter().cloned().unzip();
             let images: Vec<Prepared> = batch

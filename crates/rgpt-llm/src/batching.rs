@@ -1,21 +1,26 @@
 //! Continuous batching (as vLLM and TGI serve): each sequence has its own
-//! cache, sampling, budget and stopping, sequences join the running batch
-//! between decode steps and leave it as soon as they finish. A step runs
-//! the decoder once over every sequence in the batch
-//! ([`Llama::forward_rows`]); a sequence's tokens are those it would get
-//! alone, up to the rounding of batched matrix products.
+//! sampling, budget and stopping; sequences join the running batch
+//! between decode steps and leave it as soon as they finish. A sequence's
+//! prompt is read alone, exactly as [`crate::generate_from_embeds`] reads
+//! it; a step then runs the decoder once for every sequence in the batch
+//! over one [`SlotCache`] ([`Llama::forward_slots`]). A sequence's tokens
+//! are those it gets alone, up to the rounding of batched matrix products
+//! and of attention over its slot.
 use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor};
 
 use crate::generation::{
     next_tokens, seen_tokens, sequence_rngs, FinishReason, GenerationConfig, SequenceOutput,
 };
-use crate::{KvCache, Llama, LlmError, Tokenizer};
+use crate::kv_cache::SlotCache;
+use crate::{Llama, LlmError, Tokenizer};
+
+/// A sequence's place in a [`DecodeBatch`].
+pub type Slot = usize;
 
 /// One sequence of a continuous batch.
 #[derive(Debug)]
-pub struct Sequence {
-    cache: KvCache,
+struct Sequence {
     config: GenerationConfig,
     rng: ChaCha8Rng,
     /// [1, vocab] bool, with a repetition penalty: the tokens seen so far.
@@ -25,24 +30,59 @@ pub struct Sequence {
     finished: bool,
 }
 
-impl Sequence {
-    /// Reads the prompt `embeds` [1, seq, hidden] into a cache of its own
-    /// and chooses the first token, returned with the sequence. `history`
-    /// holds the prompt ids the repetition penalty sees, as in
+/// The running batch: up to a fixed number of sequences, each in a slot.
+#[derive(Debug)]
+pub struct DecodeBatch {
+    cache: SlotCache,
+    sequences: Vec<Option<Sequence>>,
+}
+
+impl DecodeBatch {
+    /// A batch of up to `slots` sequences for `model`.
+    pub fn new(model: &Llama, slots: usize) -> Self {
+        DecodeBatch {
+            cache: SlotCache::new(model.config(), slots as i64, model.kind(), model.device()),
+            sequences: (0..slots).map(|_| None).collect(),
+        }
+    }
+
+    /// Sequences in the batch, finished or not.
+    pub fn len(&self) -> usize {
+        self.sequences.iter().flatten().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether another sequence can join.
+    pub fn has_room(&self) -> bool {
+        self.sequences.iter().any(Option::is_none)
+    }
+
+    /// Reads the prompt `embeds` [1, seq, hidden] and chooses the first
+    /// token: the new sequence's slot and that token. `history` holds the
+    /// prompt ids the repetition penalty sees, as in
     /// [`crate::generate_from_embeds`], whose checks and budget it shares.
-    pub fn start(
+    pub fn join(
+        &mut self,
         model: &Llama,
         embeds: &Tensor,
         history: &[i64],
         config: GenerationConfig,
         tokenizer: Option<&Tokenizer>,
-    ) -> Result<(Sequence, i64), LlmError> {
+    ) -> Result<(Slot, i64), LlmError> {
         config.validate(tokenizer)?;
         let _guard = tch::no_grad_guard();
+        let slot = self
+            .sequences
+            .iter()
+            .position(Option::is_none)
+            .ok_or_else(|| LlmError::InvalidRequest("the batch is full".into()))?;
         let (batch, prompt_len, _) = embeds.size3()?;
         if batch != 1 {
             return Err(LlmError::InvalidRequest(format!(
-                "a sequence starts from one prompt, not {batch}"
+                "a sequence joins with one prompt, not {batch}"
             )));
         }
         let budget = config.budget(prompt_len as usize, model)?;
@@ -50,12 +90,14 @@ impl Sequence {
         let seen = (config.repetition_penalty != 1.0)
             .then(|| seen_tokens(model, std::slice::from_ref(&history.to_vec()), device))
             .transpose()?;
-        let mut cache = model.new_cache(1, prompt_len + budget as i64);
+        let mut prompt = model.new_cache(1, prompt_len);
         let mask = Tensor::ones([1, prompt_len], (Kind::Bool, device));
-        let hidden = model.forward_embeds(embeds, Some(&mask), &mut cache)?;
+        let hidden = model.forward_embeds(embeds, Some(&mask), &mut prompt)?;
         let logits = model.logits(&hidden.select(1, -1));
+        // The last generated token is fed but never written.
+        self.cache.reserve(prompt_len + budget as i64 - 1);
+        self.cache.load(slot, &prompt)?;
         let mut sequence = Sequence {
-            cache,
             rng: sequence_rngs(config.seed, 1).remove(0),
             config,
             seen,
@@ -64,21 +106,88 @@ impl Sequence {
             finished: false,
         };
         let id = sequence.choose(&logits, tokenizer)?;
-        Ok((sequence, id))
+        self.sequences[slot] = Some(sequence);
+        Ok((slot, id))
     }
 
-    /// What it has generated so far, and why it stopped once finished.
-    pub fn output(&self) -> &SequenceOutput {
-        &self.output
+    /// One decode step for every unfinished sequence: each is fed its last
+    /// token and chooses its next. Returns the slots that stepped and
+    /// their new tokens.
+    pub fn step(
+        &mut self,
+        model: &Llama,
+        tokenizer: Option<&Tokenizer>,
+    ) -> Result<Vec<(Slot, i64)>, LlmError> {
+        let _guard = tch::no_grad_guard();
+        let (slots, fed): (Vec<Slot>, Vec<i64>) = self
+            .sequences
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, s)| {
+                let s = s.as_ref().filter(|s| !s.finished)?;
+                Some((slot, *s.output.token_ids.last()?))
+            })
+            .unzip();
+        if slots.is_empty() {
+            return Ok(Vec::new());
+        }
+        let logits = {
+            let _span = tracing::trace_span!("decode_step", rows = slots.len()).entered();
+            model.forward_slots(&fed, &slots, &mut self.cache)?
+        };
+        let mut next = Vec::with_capacity(slots.len());
+        for (row, &slot) in slots.iter().enumerate() {
+            let sequence = self.sequences[slot]
+                .as_mut()
+                .expect("a stepped slot is taken");
+            let id = sequence.choose(&logits.narrow(0, row as i64, 1), tokenizer)?;
+            next.push((slot, id));
+        }
+        Ok(next)
     }
 
-    pub fn is_finished(&self) -> bool {
-        self.finished
+    /// What the sequence in `slot` has generated so far, and why it
+    /// stopped once finished.
+    pub fn output(&self, slot: Slot) -> Option<&SequenceOutput> {
+        Some(&self.sequences.get(slot)?.as_ref()?.output)
     }
 
-    /// Ends the sequence now ([`FinishReason::Cancelled`]), e.g. because
-    /// its client has gone.
-    pub fn cancel(&mut self) {
+    pub fn is_finished(&self, slot: Slot) -> bool {
+        self.sequences
+            .get(slot)
+            .and_then(Option::as_ref)
+            .is_some_and(|s| s.finished)
+    }
+
+    /// Ends the sequence in `slot` now ([`FinishReason::Cancelled`]), e.g.
+    /// because its client has gone; it stays until it leaves.
+    pub fn cancel(&mut self, slot: Slot) {
+        if let Some(sequence) = self.sequences.get_mut(slot).and_then(Option::as_mut) {
+            sequence.cancel();
+        }
+    }
+
+    /// Takes the sequence in `slot` out of the batch, freeing the slot.
+    pub fn leave(&mut self, slot: Slot) -> Option<SequenceOutput> {
+        let sequence = self.sequences.get_mut(slot)?.take()?;
+        self.cache.release(slot);
+        Some(sequence.output)
+    }
+
+    /// Takes every sequence out (after a failed step).
+    pub fn clear(&mut self) -> Vec<Slot> {
+        let slots: Vec<Slot> = (0..self.sequences.len())
+            .filter(|&s| self.sequences[s].is_some())
+            .collect();
+        for &slot in &slots {
+            self.leave(slot);
+        }
+        slots
+    }
+}
+
+impl Sequence {
+    fn cancel(&mut self) {
         if !self.finished {
             self.output.finish_reason = FinishReason::Cancelled;
             self.finished = true;
@@ -101,49 +210,9 @@ impl Sequence {
             self.cancel();
         }
         if let Some(seen) = &mut self.seen {
-            let _ =
-                seen.f_index_fill_(1, &Tensor::from_slice(&[id]).to_device(seen.device()), 1)?;
+            let index = Tensor::from_slice(&[id]).to_device(seen.device());
+            let _ = seen.f_index_fill_(1, &index, 1)?;
         }
         Ok(id)
     }
-}
-
-/// One decode step for every sequence of `batch` that has not finished:
-/// each is fed its last token and chooses its next, returned in the
-/// batch's order (`None` for a sequence that had finished).
-pub fn decode_step(
-    model: &Llama,
-    batch: &mut [&mut Sequence],
-    tokenizer: Option<&Tokenizer>,
-) -> Result<Vec<Option<i64>>, LlmError> {
-    let _guard = tch::no_grad_guard();
-    let rows: Vec<usize> = (0..batch.len()).filter(|&i| !batch[i].finished).collect();
-    let mut next = vec![None; batch.len()];
-    if rows.is_empty() {
-        return Ok(next);
-    }
-    let fed: Vec<i64> = rows
-        .iter()
-        .map(|&i| {
-            *batch[i]
-                .output
-                .token_ids
-                .last()
-                .expect("a started sequence has a token")
-        })
-        .collect();
-    let logits = {
-        let mut caches: Vec<&mut KvCache> = batch
-            .iter_mut()
-            .filter(|s| !s.finished)
-            .map(|s| &mut s.cache)
-            .collect();
-        let _span = tracing::trace_span!("decode_step", rows = rows.len()).entered();
-        model.forward_rows(&fed, &mut caches)?
-    };
-    for (row, &i) in rows.iter().enumerate() {
-        let logits = logits.narrow(0, row as i64, 1);
-        next[i] = Some(batch[i].choose(&logits, tokenizer)?);
-    }
-    Ok(next)
 }

@@ -224,3 +224,169 @@ impl KvCache {
         self.len += seq;
     }
 }
+
+/// The cache of a continuous batch ([`crate::batching`]): one slot per
+/// sequence, each with its own length, in one tensor per layer, so a
+/// decode step writes every sequence's new key and value and attends over
+/// all of them in one operation each. A slot's prompt is read on its own
+/// (a [`KvCache`] of one sequence, exactly as alone) and copied in; its
+/// tokens are never padded, so positions are plain counts. The length
+/// axis grows (by doubling) when a sequence needs more.
+#[derive(Debug)]
+pub struct SlotCache {
+    layers: Vec<(Tensor, Tensor)>, // each [slots, kv_heads, capacity, head_dim]
+    lens: Vec<i64>,                // tokens held per slot
+}
+
+/// Where one decode step of some slots reads and writes.
+#[derive(Debug)]
+pub struct SlotStep {
+    slots: Tensor,            // [rows] i64
+    positions: Tensor,        // [rows] i64: where each new token goes
+    pub position_ids: Tensor, // [rows, 1]
+    pub attn_mask: Tensor,    // [rows, 1, 1, span] bool
+    span: i64,
+}
+
+impl SlotCache {
+    pub fn new(config: &LlamaConfig, slots: i64, kind: Kind, device: Device) -> Self {
+        let mut cache = SlotCache {
+            layers: Vec::new(),
+            lens: vec![0; slots as usize],
+        };
+        cache.layers = (0..config.num_hidden_layers)
+            .map(|_| {
+                let shape = [
+                    slots,
+                    config.num_key_value_heads() as i64,
+                    0,
+                    config.head_dim() as i64,
+                ];
+                (
+                    Tensor::zeros(shape, (kind, device)),
+                    Tensor::zeros(shape, (kind, device)),
+                )
+            })
+            .collect();
+        cache
+    }
+
+    pub fn slots(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// Tokens held in `slot`.
+    pub fn len(&self, slot: usize) -> i64 {
+        self.lens[slot]
+    }
+
+    fn capacity(&self) -> i64 {
+        self.layers.first().map_or(0, |(k, _)| k.size()[2])
+    }
+
+    /// Makes room for `tokens` in every slot.
+    pub fn reserve(&mut self, tokens: i64) {
+        let capacity = self.capacity();
+        if tokens <= capacity {
+            return;
+        }
+        let grown = tokens.max(2 * capacity);
+        for (k, v) in &mut self.layers {
+            let mut shape = k.size();
+            shape[2] = grown;
+            let (kk, vv) = (
+                Tensor::zeros(&shape, (k.kind(), k.device())),
+                Tensor::zeros(&shape, (v.kind(), v.device())),
+            );
+            kk.narrow(2, 0, capacity).copy_(k);
+            vv.narrow(2, 0, capacity).copy_(v);
+            *k = kk;
+            *v = vv;
+        }
+    }
+
+    /// Puts the prompt `prefix` (a one-sequence cache without padding)
+    /// into `slot`, which must have room for it ([`SlotCache::reserve`]).
+    pub fn load(&mut self, slot: usize, prefix: &KvCache) -> Result<(), LlmError> {
+        let tokens = prefix.len();
+        if prefix.batch_size() != 1 || prefix.padded || tokens > self.capacity() {
+            return Err(LlmError::InvalidRequest(format!(
+                "a slot takes one unpadded sequence of at most {} tokens",
+                self.capacity()
+            )));
+        }
+        for ((k, v), (pk, pv)) in self.layers.iter_mut().zip(&prefix.layers) {
+            k.get(slot as i64)
+                .narrow(1, 0, tokens)
+                .copy_(&pk.get(0).narrow(1, 0, tokens));
+            v.get(slot as i64)
+                .narrow(1, 0, tokens)
+                .copy_(&pv.get(0).narrow(1, 0, tokens));
+        }
+        self.lens[slot] = tokens;
+        Ok(())
+    }
+
+    /// Frees `slot` for another sequence.
+    pub fn release(&mut self, slot: usize) {
+        self.lens[slot] = 0;
+    }
+
+    /// Lays out a step that adds one token to each of `slots`.
+    pub fn begin_step(&self, slots: &[usize]) -> Result<SlotStep, LlmError> {
+        let device = self.layers[0].0.device();
+        let lens: Vec<i64> = slots.iter().map(|&s| self.lens[s]).collect();
+        let span = lens.iter().max().map_or(0, |&l| l + 1);
+        if span > self.capacity() {
+            return Err(LlmError::InvalidRequest(format!(
+                "the batch cache holds {} tokens per sequence; reserve {span}",
+                self.capacity()
+            )));
+        }
+        let positions = Tensor::from_slice(&lens).to_device(device);
+        let keys = Tensor::arange(span, (Kind::Int64, device));
+        // Each row attends to its own tokens and the new one.
+        let attn_mask = keys
+            .unsqueeze(0)
+            .le_tensor(&positions.unsqueeze(1))
+            .view([-1, 1, 1, span]);
+        let slots: Vec<i64> = slots.iter().map(|&s| s as i64).collect();
+        Ok(SlotStep {
+            slots: Tensor::from_slice(&slots).to_device(device),
+            position_ids: positions.unsqueeze(1),
+            positions,
+            attn_mask,
+            span,
+        })
+    }
+
+    /// Writes one layer's new keys/values ([rows, kv_heads, 1, head_dim])
+    /// and returns the rows' keys and values [rows, kv_heads, span, head_dim].
+    pub fn update(
+        &mut self,
+        layer: usize,
+        step: &SlotStep,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> (Tensor, Tensor) {
+        let (keys, values) = &mut self.layers[layer];
+        let index = [
+            Some(step.slots.shallow_clone()),
+            None,
+            Some(step.positions.shallow_clone()),
+        ];
+        let _ = keys.index_put_(&index, &k.squeeze_dim(2), false);
+        let _ = values.index_put_(&index, &v.squeeze_dim(2), false);
+        (
+            keys.narrow(2, 0, step.span).index_select(0, &step.slots),
+            values.narrow(2, 0, step.span).index_select(0, &step.slots),
+        )
+    }
+
+    /// Ends a step begun by `begin_step` over `slots`.
+    pub fn commit(&mut self, slots: &[usize]) {
+        for &slot in slots {
+            self.lens[slot] += 1;
+        }
+    }
+}

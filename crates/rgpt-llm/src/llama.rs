@@ -16,7 +16,7 @@ use tch::nn::Init;
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::LlamaConfig;
-use crate::kv_cache::{KvCache, StepLayout};
+use crate::kv_cache::{KvCache, SlotCache, SlotStep, StepLayout};
 use crate::lora::{LoraAdapter, LoraConfig};
 use crate::packing::Packing;
 use crate::rope::{apply_rotary, RotaryEmbedding};
@@ -157,29 +157,30 @@ impl Attention {
         self.output(&out)
     }
 
-    /// One decode token per row, each row attending over its own cache
-    /// (`layouts[r]` from `caches[r]`): the projections run on all rows at
-    /// once, the attention row by row.
-    fn forward_rows(
+    /// One decode token for each of some slots of a batch cache
+    /// ([`SlotCache`]): every row's key and value written and attended in
+    /// one operation each.
+    fn forward_slots(
         &self,
         x: &Tensor,
-        rows: &RowsStep,
+        step: &Step<SlotStep>,
         layer: usize,
-        caches: &mut [&mut KvCache],
+        cache: &mut SlotCache,
     ) -> Tensor {
-        let (q, k, v) = self.project(x, &rows.cos, &rows.sin);
-        let outs: Vec<Tensor> = caches
-            .iter_mut()
-            .zip(&rows.layouts)
-            .enumerate()
-            .map(|(r, (cache, layout))| {
-                let r = r as i64;
-                let (k, v) =
-                    cache.update(layer, layout.start, &k.narrow(0, r, 1), &v.narrow(0, r, 1));
-                self.attend(&q.narrow(0, r, 1), &k, &v, layout)
-            })
-            .collect();
-        self.output(&Tensor::cat(&outs, 0))
+        let (q, k, v) = self.project(x, &step.cos, &step.sin);
+        let (k, v) = cache.update(layer, &step.layout, &k, &v);
+        let gqa = self.num_heads != self.num_kv_heads;
+        let out = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            Some(&step.layout.attn_mask),
+            0.0,
+            false,
+            None,
+            gqa,
+        );
+        self.output(&out)
     }
 
     /// Queries, keys and values [batch, heads, seq, head_dim] of `x`
@@ -350,32 +351,26 @@ impl DecoderLayer {
         &h + self.mlp.forward(&self.post_attention_layernorm.forward(&h))
     }
 
-    fn forward_rows(
+    fn forward_slots(
         &self,
         x: &Tensor,
-        rows: &RowsStep,
+        step: &Step<SlotStep>,
         layer: usize,
-        caches: &mut [&mut KvCache],
+        cache: &mut SlotCache,
     ) -> Tensor {
         let h =
             x + self
                 .self_attn
-                .forward_rows(&self.input_layernorm.forward(x), rows, layer, caches);
+                .forward_slots(&self.input_layernorm.forward(x), step, layer, cache);
         &h + self.mlp.forward(&self.post_attention_layernorm.forward(&h))
     }
 }
 
-/// A decode step of sequences with caches of their own
-/// ([`Llama::forward_rows`]).
-struct RowsStep {
-    layouts: Vec<StepLayout>,
-    cos: Tensor,
-    sin: Tensor,
-}
-
-/// Per-forward state shared by all layers.
-struct Step {
-    layout: StepLayout,
+/// Per-forward state shared by all layers: where the tokens go
+/// ([`StepLayout`] in a [`KvCache`], [`SlotStep`] in a [`SlotCache`]) and
+/// their rotary angles.
+struct Step<L = StepLayout> {
+    layout: L,
     cos: Tensor,
     sin: Tensor,
 }
@@ -710,48 +705,33 @@ impl Llama {
             .to_kind(Kind::Float)
     }
 
-    /// One decode step of sequences that each have a cache of their own
-    /// (batch 1 each, of any length: a continuous batch,
-    /// [`crate::batching`]): `input_ids[r]` is fed after `caches[r]`.
+    /// One decode step of a continuous batch ([`crate::batching`]):
+    /// `input_ids[r]` is fed to the sequence in slot `slots[r]` of `cache`.
     /// Returns the logits [rows, vocab].
-    pub fn forward_rows(
+    pub fn forward_slots(
         &self,
         input_ids: &[i64],
-        caches: &mut [&mut KvCache],
+        slots: &[usize],
+        cache: &mut SlotCache,
     ) -> Result<Tensor, LlmError> {
-        if input_ids.len() != caches.len() || input_ids.is_empty() {
+        if input_ids.len() != slots.len() || input_ids.is_empty() {
             return Err(LlmError::InvalidRequest(format!(
-                "{} tokens for {} caches: a row step takes one token per cache",
+                "{} tokens for {} slots: a step feeds one token per slot",
                 input_ids.len(),
-                caches.len()
+                slots.len()
             )));
         }
-        if let Some(cache) = caches.iter().find(|c| c.batch_size() != 1) {
-            return Err(LlmError::InvalidRequest(format!(
-                "a row step takes caches of one sequence each, not {}",
-                cache.batch_size()
-            )));
-        }
-        let layouts = caches
-            .iter_mut()
-            .map(|c| c.begin_step(1, None))
-            .collect::<Result<Vec<_>, _>>()?;
-        let positions: Vec<&Tensor> = layouts.iter().map(|l| &l.position_ids).collect();
-        let device = self.device();
+        let layout = cache.begin_step(slots)?;
         let ids = Tensor::from_slice(input_ids)
-            .to_device(device)
+            .to_device(self.device())
             .view([-1, 1]);
         let mut x = self.embed(&ids);
-        let (cos, sin) = self
-            .rotary
-            .cos_sin(&Tensor::f_cat(&positions, 0)?, x.kind());
-        let rows = RowsStep { layouts, cos, sin };
+        let (cos, sin) = self.rotary.cos_sin(&layout.position_ids, x.kind());
+        let step = Step { layout, cos, sin };
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward_rows(&x, &rows, i, caches);
+            x = layer.forward_slots(&x, &step, i, cache);
         }
-        for cache in caches.iter_mut() {
-            cache.commit(1);
-        }
+        cache.commit(slots);
         Ok(self.logits(&self.norm.forward(&x).select(1, 0)))
     }
 

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{expected, fixture};
-use rgpt_llm::batching::{decode_step, Sequence};
+use rgpt_llm::batching::DecodeBatch;
 use rgpt_llm::generation::{FinishReason, GenerationConfig, Sampling};
 use rgpt_llm::{generate, Llama};
 use tch::{Device, Kind, Tensor};
@@ -77,29 +77,34 @@ fn sequences_joining_and_leaving_a_batch_get_their_own_answers() {
             })
             .collect();
 
-        // Sequence i joins before step 2 * i.
-        let mut running: Vec<(usize, Sequence)> = Vec::new();
+        // Sequence i joins before step 2 * i, into a batch of three: the
+        // later ones take the slots of those that left.
+        let mut batch = DecodeBatch::new(&model, 3);
+        let mut slots: Vec<(usize, usize)> = Vec::new(); // (sequence, slot)
         let mut done = vec![None; prompts.len()];
         let mut step = 0;
+        let mut waiting = 0;
         while done.iter().any(Option::is_none) {
-            if step % 2 == 0 && step / 2 < prompts.len() {
-                let i = step / 2;
+            if waiting < prompts.len() && step >= 2 * waiting && batch.has_room() {
+                let i = waiting;
                 let embeds = model.embed(&Tensor::from_slice(&prompts[i]).unsqueeze(0));
-                let (sequence, _) =
-                    Sequence::start(&model, &embeds, &prompts[i], configs[i].clone(), None)
-                        .unwrap();
-                running.push((i, sequence));
+                let (slot, _) = batch
+                    .join(&model, &embeds, &prompts[i], configs[i].clone(), None)
+                    .unwrap();
+                slots.push((i, slot));
+                waiting += 1;
             }
-            let mut batch: Vec<&mut Sequence> = running.iter_mut().map(|(_, s)| s).collect();
-            decode_step(&model, &mut batch, None).unwrap();
-            running.retain(|(i, s)| {
-                if s.is_finished() {
-                    done[*i] = Some(s.output().clone());
+            batch.step(&model, None).unwrap();
+            slots.retain(|&(i, slot)| {
+                if batch.is_finished(slot) {
+                    done[i] = batch.leave(slot);
+                    return false;
                 }
-                !s.is_finished()
+                true
             });
             step += 1;
         }
+        assert!(batch.is_empty());
         for (i, (got, want)) in done.into_iter().map(Option::unwrap).zip(&alone).enumerate() {
             assert_eq!(got.token_ids, want.token_ids, "{name}: sequence {i}");
             assert_eq!(
@@ -133,16 +138,23 @@ fn a_cancelled_sequence_leaves_and_the_rest_go_on() {
         ..GenerationConfig::default()
     };
     let embeds = model.embed(&Tensor::from_slice(prompt).unsqueeze(0));
-    let (mut a, _) = Sequence::start(&model, &embeds, prompt, config.clone(), None).unwrap();
-    let (mut b, _) = Sequence::start(&model, &embeds, prompt, config.clone(), None).unwrap();
-    a.cancel();
-    let next = decode_step(&model, &mut [&mut a, &mut b], None).unwrap();
-    assert_eq!(next[0], None);
-    assert!(next[1].is_some());
-    assert_eq!(a.output().finish_reason, FinishReason::Cancelled);
-    assert_eq!(a.output().token_ids.len(), 1);
-    while !b.is_finished() {
-        decode_step(&model, &mut [&mut a, &mut b], None).unwrap();
+    let mut batch = DecodeBatch::new(&model, 2);
+    let (a, _) = batch
+        .join(&model, &embeds, prompt, config.clone(), None)
+        .unwrap();
+    let (b, _) = batch
+        .join(&model, &embeds, prompt, config.clone(), None)
+        .unwrap();
+    assert!(!batch.has_room());
+    batch.cancel(a);
+    let next = batch.step(&model, None).unwrap();
+    assert_eq!(next.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![b]);
+    let cancelled = batch.leave(a).unwrap();
+    assert_eq!(cancelled.finish_reason, FinishReason::Cancelled);
+    assert_eq!(cancelled.token_ids.len(), 1);
+    assert!(batch.has_room());
+    while !batch.is_finished(b) {
+        batch.step(&model, None).unwrap();
     }
     let alone = generate(
         &model,
@@ -152,5 +164,8 @@ fn a_cancelled_sequence_leaves_and_the_rest_go_on() {
         &mut |_, _| {},
     )
     .unwrap();
-    assert_eq!(b.output().token_ids, alone.sequences[0].token_ids);
+    assert_eq!(
+        batch.output(b).unwrap().token_ids,
+        alone.sequences[0].token_ids
+    );
 }

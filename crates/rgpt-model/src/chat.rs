@@ -24,7 +24,9 @@ pub struct RegionGenerator {
     /// How prompts become ids ([`crate::prompt_ids`]): decided from the
     /// checkpoint at load; a caller may set it.
     pub prompt_tokenization: PromptTokenization,
-    region_token_id: i64,
+    /// None for a checkpoint whose tokenizer has no region token (a plain
+    /// LLaVA): it answers about images, and refuses regions.
+    region_token_id: Option<i64>,
     _vs: nn::VarStore,
 }
 
@@ -34,7 +36,7 @@ impl RegionGenerator {
         let prompt_tokenization = PromptTokenization::for_checkpoint(dir)?;
         let tokenizer = prompt_tokenization.tokenizer(dir)?;
         let (model, vs) = RegionGpt::from_pretrained(dir, device, kind)?;
-        let region_token_id = model.region_token_id(&tokenizer)?;
+        let region_token_id = model.region_token_id(&tokenizer).ok();
         Ok(RegionGenerator {
             model,
             tokenizer,
@@ -45,9 +47,13 @@ impl RegionGenerator {
         })
     }
 
-    /// The id of the region placeholder in this model's prompts.
-    pub fn region_token_id(&self) -> i64 {
-        self.region_token_id
+    /// The id of the region placeholder in this model's prompts, or why
+    /// it has none.
+    pub fn region_token_id(&self) -> Result<i64, ModelError> {
+        match self.region_token_id {
+            Some(id) => Ok(id),
+            None => self.model.region_token_id(&self.tokenizer),
+        }
     }
 
     /// The ids of a rendered prompt (BOS, `<image>` and `<region>`
@@ -120,7 +126,7 @@ impl Clone for EncodedImage {
         EncodedImage {
             refined: self.refined.shallow_clone(),
             tokens: self.tokens.shallow_clone(),
-            transform: self.transform.clone(),
+            transform: self.transform,
         }
     }
 }
@@ -195,6 +201,7 @@ impl<'g> RegionChat<'g> {
     /// it with a `<region>`. Returns its number (0-based, as in errors).
     pub fn add_region(&mut self, region: RegionSpec) -> Result<usize, ModelError> {
         let _guard = tch::no_grad_guard();
+        self.generator.region_token_id()?;
         let index = self.regions.len();
         let model = &self.generator.model;
         if let Some(numbered) = model.max_regions().filter(|&max| index >= max) {
@@ -302,7 +309,7 @@ impl<'g> RegionChat<'g> {
         let regions = self.region_embeddings()?;
         let request = SplicedRequest {
             prompt_ids: &prompt_ids,
-            region_token_id: Some(generator.region_token_id),
+            region_token_id: generator.region_token_id,
             images: std::slice::from_ref(&self.image),
             regions: &regions,
         };

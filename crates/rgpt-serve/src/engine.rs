@@ -12,7 +12,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendE
 use std::sync::Arc;
 use std::time::Instant;
 
-use rgpt_llm::batching::{decode_step, Sequence};
+use rgpt_llm::batching::{DecodeBatch, Slot};
 use rgpt_llm::generation::FinishReason;
 use rgpt_llm::StreamDecoder;
 use rgpt_model::chat::RegionGenerator;
@@ -145,7 +145,7 @@ impl Engine {
 /// A request in the decode batch.
 struct Running {
     work: Work,
-    sequence: Sequence,
+    slot: Slot,
     stream: StreamDecoder,
     prompt_tokens: usize,
 }
@@ -157,7 +157,10 @@ fn serve(
     options: &EngineOptions,
     metrics: &Metrics,
 ) {
+    let llm = &generator.model.llava.llm;
+    let tokenizer = Some(&generator.tokenizer);
     let mut images = ImageCache::new(options.image_cache);
+    let mut batch = DecodeBatch::new(llm, options.max_batch.max(1));
     let mut running: Vec<Running> = Vec::new();
     loop {
         // Join: wait for work when idle, otherwise take what is waiting,
@@ -172,11 +175,7 @@ fn serve(
         while running.len() + arrived.len() < options.max_batch.max(1) {
             match jobs.try_recv() {
                 Ok(work) => arrived.push(work),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) if running.is_empty() && arrived.is_empty() => {
-                    return
-                }
-                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
         for work in arrived {
@@ -184,19 +183,19 @@ fn serve(
             if work.events.is_closed() {
                 continue; // the client left while it waited
             }
-            let started = catch_unwind(AssertUnwindSafe(|| {
-                start(generator, &mut images, &work, options, metrics)
+            let joined = catch_unwind(AssertUnwindSafe(|| {
+                join(generator, &mut batch, &mut images, &work, options, metrics)
             }));
-            match started {
-                Ok(Ok((sequence, first))) => {
+            match joined {
+                Ok(Ok((slot, prompt_tokens, first))) => {
                     let mut request = Running {
                         work,
-                        prompt_tokens: sequence.1,
-                        sequence: sequence.0,
+                        slot,
                         stream: StreamDecoder::new(),
+                        prompt_tokens,
                     };
                     metrics.first_token(request.work.queued.elapsed());
-                    request.push(generator, first);
+                    request.push(generator, &mut batch, first);
                     running.push(request);
                 }
                 Ok(Err(error)) => {
@@ -209,64 +208,60 @@ fn serve(
         }
 
         // A client that has gone leaves the batch now.
-        for request in &mut running {
+        for request in &running {
             if request.work.events.is_closed() {
-                request.sequence.cancel();
+                batch.cancel(request.slot);
             }
         }
-        metrics.batch(running.iter().filter(|r| !r.sequence.is_finished()).count() as i64);
+        let stepping = running
+            .iter()
+            .filter(|r| !batch.is_finished(r.slot))
+            .count();
+        metrics.batch(stepping as i64);
 
         // Step.
-        let stepped = catch_unwind(AssertUnwindSafe(|| {
-            let mut batch: Vec<&mut Sequence> =
-                running.iter_mut().map(|r| &mut r.sequence).collect();
-            decode_step(
-                &generator.model.llava.llm,
-                &mut batch,
-                Some(&generator.tokenizer),
-            )
-        }));
+        let stepped = catch_unwind(AssertUnwindSafe(|| batch.step(llm, tokenizer)));
         match stepped {
             Ok(Ok(next)) => {
-                for (request, id) in running.iter_mut().zip(next) {
-                    if let Some(id) = id {
-                        request.push(generator, id);
+                for (slot, id) in next {
+                    if let Some(request) = running.iter_mut().find(|r| r.slot == slot) {
+                        request.push(generator, &mut batch, id);
                     }
                 }
             }
-            Ok(Err(error)) => {
-                let error = model_error(error.into());
+            failed => {
+                let error = match failed {
+                    Ok(Err(error)) => model_error(error.into()),
+                    _ => panicked(),
+                };
+                batch.clear();
                 for request in running.drain(..) {
                     let _ = request.work.events.send(Event::Failed(error.clone()));
-                }
-            }
-            Err(_) => {
-                for request in running.drain(..) {
-                    let _ = request.work.events.send(Event::Failed(panicked()));
                 }
             }
         }
 
         // Leave.
         let (done, still): (Vec<_>, Vec<_>) =
-            running.into_iter().partition(|r| r.sequence.is_finished());
+            running.into_iter().partition(|r| batch.is_finished(r.slot));
         running = still;
         for request in done {
-            request.finish(generator, metrics);
+            request.finish(generator, &mut batch, metrics);
         }
         metrics.batch(running.len() as i64);
     }
 }
 
-/// Prepares `work` and reads its prompt: the sequence with its prompt's
-/// length, and its first token.
-fn start(
+/// Prepares `work` and reads its prompt into the batch: its slot, the
+/// prompt's length and the first token.
+fn join(
     generator: &RegionGenerator,
+    batch: &mut DecodeBatch,
     images: &mut ImageCache,
     work: &Work,
     options: &EngineOptions,
     metrics: &Metrics,
-) -> Result<((Sequence, usize), i64), ApiError> {
+) -> Result<(Slot, usize, i64), ApiError> {
     if let Some(text) = &options.panic_on {
         if work
             .job
@@ -278,41 +273,45 @@ fn start(
         }
     }
     let prepared = prepare(generator, images, &work.job, metrics)?;
-    let batch = &prepared.question.batch;
-    let (sequence, first) = Sequence::start(
-        &generator.model.llava.llm,
-        &batch.padded.embeds,
-        &batch.histories[0],
-        prepared.config,
-        Some(&generator.tokenizer),
-    )
-    .map_err(|e| model_error(e.into()))?;
-    Ok(((sequence, prepared.question.prompt_ids.len()), first))
+    let spliced = &prepared.question.batch;
+    let (slot, first) = batch
+        .join(
+            &generator.model.llava.llm,
+            &spliced.padded.embeds,
+            &spliced.histories[0],
+            prepared.config,
+            Some(&generator.tokenizer),
+        )
+        .map_err(|e| model_error(e.into()))?;
+    Ok((slot, prepared.question.prompt_ids.len(), first))
 }
 
 impl Running {
     /// Streams the text `id` completes.
-    fn push(&mut self, generator: &RegionGenerator, id: i64) {
+    fn push(&mut self, generator: &RegionGenerator, batch: &mut DecodeBatch, id: i64) {
         match self.stream.push(&generator.tokenizer, id) {
             Ok(Some(text)) => {
                 if self.work.events.send(Event::Text(text)).is_err() {
-                    self.sequence.cancel();
+                    batch.cancel(self.slot);
                 }
             }
             Ok(None) => {}
             Err(e) => {
                 let _ = self.work.events.send(Event::Failed(model_error(e.into())));
-                self.sequence.cancel();
+                batch.cancel(self.slot);
             }
         }
     }
 
-    /// Sends the rest of the text and the usage.
-    fn finish(mut self, generator: &RegionGenerator, metrics: &Metrics) {
+    /// Takes the request out of the batch and sends the rest of its text
+    /// and its usage.
+    fn finish(mut self, generator: &RegionGenerator, batch: &mut DecodeBatch, metrics: &Metrics) {
+        let Some(output) = batch.leave(self.slot) else {
+            return;
+        };
         if let Ok(Some(rest)) = self.stream.finish(&generator.tokenizer) {
             let _ = self.work.events.send(Event::Text(rest));
         }
-        let output = self.sequence.output();
         let generated = output.token_ids.len();
         let finish_reason = match output.finish_reason {
             FinishReason::Eos | FinishReason::StopString => "stop",

@@ -20,16 +20,16 @@ impl Drop for Server {
 /// `rgpt serve` on the RGPT fixture on a free loopback port, once it
 /// listens.
 pub fn serve(extra: &[&str]) -> Server {
+    serve_model("rgpt-tiny", extra)
+}
+
+/// `rgpt serve` on the fixture `tests/fixtures/NAME`, served as NAME.
+pub fn serve_model(name: &str, extra: &[&str]) -> Server {
+    let model = format!("tests/fixtures/{name}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_rgpt"))
         .current_dir(root())
-        .args([
-            "serve",
-            "--model",
-            "tests/fixtures/rgpt-tiny",
-            "--port",
-            "0",
-        ])
-        .args(["--device", "cpu", "--model-name", "rgpt-tiny"])
+        .args(["serve", "--model", &model, "--port", "0"])
+        .args(["--device", "cpu", "--model-name", name])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
