@@ -756,3 +756,94 @@ fn local_files_and_cors_are_off_unless_asked_for() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--cors-origin"));
 }
+
+/// `logprobs` and `top_logprobs` in OpenAI's shape, whole and streamed:
+/// one entry per generated token, each chosen token's log-probability
+/// among its step's, and the top ones those `rgpt generate` reports.
+#[test]
+fn logprobs_in_openai_shape() {
+    let server = serve(&[]);
+    let body = request(
+        "What is <region>?",
+        json!([{"box": [5, 4, 25, 20]}]),
+        json!({"temperature": 0, "logprobs": true, "top_logprobs": 3}),
+    );
+    let (status, reply) = post(&server, &body);
+    assert_eq!(status, 200, "{reply}");
+    let content = reply["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .unwrap();
+    assert_eq!(
+        content.len() as u64,
+        reply["usage"]["completion_tokens"].as_u64().unwrap()
+    );
+    let report: Value = serde_json::from_str(&ok(&rgpt(&[
+        "generate",
+        "--model",
+        "tests/fixtures/rgpt-tiny",
+        "--image",
+        "tests/fixtures/rgpt-tiny/image.png",
+        "--prompt",
+        "What is <region>?",
+        "--region",
+        "box:5,4,25,20",
+        "--max-new-tokens",
+        "6",
+        "--device",
+        "cpu",
+        "--top-logprobs",
+        "3",
+        "--json",
+    ])))
+    .unwrap();
+    let want = report["top_logprobs"].as_array().unwrap();
+    assert_eq!(want.len(), content.len());
+    for (entry, want) in content.iter().zip(want) {
+        let top = entry["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 3, "{entry}");
+        // Greedy: the chosen token is the most likely one.
+        let chosen = entry["logprob"].as_f64().unwrap();
+        assert!(
+            (chosen - top[0]["logprob"].as_f64().unwrap()).abs() < 1e-6,
+            "{entry}"
+        );
+        for (got, want) in top.iter().zip(want.as_array().unwrap()) {
+            assert!(
+                (got["logprob"].as_f64().unwrap() - want["logprob"].as_f64().unwrap()).abs() < 1e-4
+            );
+        }
+        let token = entry["token"].as_str().unwrap();
+        assert_eq!(entry["bytes"], json!(token.as_bytes()));
+    }
+    // Streamed, the chunks carry the same entries between them.
+    let mut streamed_body = body.clone();
+    streamed_body["stream"] = json!(true);
+    let (data, _) = stream(&server, &streamed_body);
+    let streamed: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter_map(|c| c["choices"][0]["logprobs"]["content"].as_array().cloned())
+        .flatten()
+        .collect();
+    assert_eq!(&streamed, content);
+    // Without `logprobs`, `null`; top_logprobs alone is refused.
+    let (_, plain) = post(
+        &server,
+        &request(
+            "What is <region>?",
+            json!([{"box": [5, 4, 25, 20]}]),
+            json!({"temperature": 0}),
+        ),
+    );
+    assert!(plain["choices"][0]["logprobs"].is_null(), "{plain}");
+    let (status, refused) = post(
+        &server,
+        &request(
+            "What is <region>?",
+            json!([{"box": [5, 4, 25, 20]}]),
+            json!({"top_logprobs": 2}),
+        ),
+    );
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"]["param"], "top_logprobs");
+}

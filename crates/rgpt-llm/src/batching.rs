@@ -196,15 +196,18 @@ impl Sequence {
 
     /// Chooses the next token from this sequence's `logits` [1, vocab].
     fn choose(&mut self, logits: &Tensor, tokenizer: Option<&Tokenizer>) -> Result<i64, LlmError> {
-        let (_, ids, top) = next_tokens(
+        let next = next_tokens(
             logits,
             self.seen.as_ref(),
             &self.config,
             std::slice::from_mut(&mut self.rng),
         )?;
-        let id = ids[0];
-        let top = top.and_then(|mut t| t.pop());
-        self.finished = self.output.accept(id, top, &self.config, tokenizer)?
+        let id = next.ids[0];
+        let top = next.top.and_then(|mut t| t.pop());
+        let logprob = next.chosen.map(|c| c[0]);
+        self.finished = self
+            .output
+            .accept(id, top, logprob, &self.config, tokenizer)?
             || self.output.token_ids.len() >= self.budget;
         if self.config.is_cancelled() {
             self.cancel();

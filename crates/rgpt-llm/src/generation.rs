@@ -42,6 +42,8 @@ pub struct GenerationConfig {
     pub ignore_eos: bool,
     /// How many of the most likely tokens to report per step (0: none).
     pub top_logprobs: usize,
+    /// Report the chosen token's log-probability at each step.
+    pub logprobs: bool,
     /// Fed for finished sequences and used to left-pad prompts.
     pub pad_token_id: i64,
     /// Once set (by another thread: a server whose client has gone),
@@ -61,6 +63,7 @@ impl Default for GenerationConfig {
             stop_strings: Vec::new(),
             ignore_eos: false,
             top_logprobs: 0,
+            logprobs: false,
             pad_token_id: 0,
             cancel: None,
         }
@@ -90,6 +93,9 @@ pub struct SequenceOutput {
     /// Per step, the `top_logprobs` most likely tokens under the model
     /// (log-softmax of the raw logits, before any sampling transform).
     pub top_logprobs: Vec<Vec<TokenLogprob>>,
+    /// With [`GenerationConfig::logprobs`], each chosen token's
+    /// log-probability under the model (of the raw logits, likewise).
+    pub token_logprobs: Vec<f32>,
     pub finish_reason: FinishReason,
 }
 
@@ -240,7 +246,12 @@ pub fn generate_from_embeds(
     let mut outputs: Vec<SequenceOutput> = (0..batch).map(|_| SequenceOutput::new()).collect();
     let mut finished = vec![false; batch as usize];
     for step in 0..budget {
-        let (next, next_ids, mut top) = next_tokens(&logits, seen.as_ref(), config, &mut rngs)?;
+        let NextTokens {
+            next,
+            ids: next_ids,
+            mut top,
+            chosen,
+        } = next_tokens(&logits, seen.as_ref(), config, &mut rngs)?;
         if prefill_ms.is_none() {
             prefill_ms = Some(started.elapsed().as_secs_f64() * 1e3);
             decode_started = Instant::now();
@@ -250,7 +261,8 @@ pub fn generate_from_embeds(
                 continue;
             }
             let top = top.as_mut().map(|t| std::mem::take(&mut t[row]));
-            finished[row] = outputs[row].accept(id, top, config, tokenizer)?;
+            let chosen = chosen.as_ref().map(|c| c[row]);
+            finished[row] = outputs[row].accept(id, top, chosen, config, tokenizer)?;
             on_token(row, id);
         }
         if config.is_cancelled() {
@@ -297,22 +309,25 @@ impl SequenceOutput {
         SequenceOutput {
             token_ids: Vec::new(),
             top_logprobs: Vec::new(),
+            token_logprobs: Vec::new(),
             finish_reason: FinishReason::Length,
         }
     }
 
-    /// Records the chosen `id` (with its step's `top` log-probs) and says
-    /// whether it ends the sequence: EOS unless ignored, or a stop string
-    /// in the decoded output.
+    /// Records the chosen `id` (with its step's `top` log-probs and its
+    /// own) and says whether it ends the sequence: EOS unless ignored, or a
+    /// stop string in the decoded output.
     pub(crate) fn accept(
         &mut self,
         id: i64,
         top: Option<Vec<TokenLogprob>>,
+        logprob: Option<f32>,
         config: &GenerationConfig,
         tokenizer: Option<&Tokenizer>,
     ) -> Result<bool, LlmError> {
         self.token_ids.push(id);
         self.top_logprobs.extend(top);
+        self.token_logprobs.extend(logprob);
         if !config.ignore_eos && config.eos_token_ids.contains(&id) {
             self.finish_reason = FinishReason::Eos;
             return Ok(true);
@@ -376,11 +391,19 @@ pub(crate) fn seen_tokens(
     Ok(seen)
 }
 
-/// Each row's next token from `logits` [rows, vocab] (on the device, and
-/// read back), with the rows' `top_logprobs` when asked for. Row `r` draws
-/// from `rngs[r]`.
-pub(crate) type NextTokens = (Tensor, Vec<i64>, Option<Vec<Vec<TokenLogprob>>>);
+/// Each row's next token from `logits` [rows, vocab].
+pub(crate) struct NextTokens {
+    /// [rows] on the device.
+    pub next: Tensor,
+    /// The same, read back.
+    pub ids: Vec<i64>,
+    /// Each row's `top_logprobs` most likely tokens, when asked for.
+    pub top: Option<Vec<Vec<TokenLogprob>>>,
+    /// Each row's chosen token's log-probability, when asked for.
+    pub chosen: Option<Vec<f32>>,
+}
 
+/// Chooses each row's next token; row `r` draws from `rngs[r]`.
 pub(crate) fn next_tokens(
     logits: &Tensor,
     seen: Option<&Tensor>,
@@ -397,7 +420,21 @@ pub(crate) fn next_tokens(
     };
     let next = choose(&scores, &config.sampling, rngs);
     let ids = Vec::try_from(&next)?;
-    Ok((next, ids, top))
+    let chosen = if config.logprobs {
+        let logprobs = logits
+            .log_softmax(-1, Kind::Float)
+            .gather(1, &next.unsqueeze(1), false)
+            .squeeze_dim(1);
+        Some(Vec::try_from(&logprobs.to_device(tch::Device::Cpu))?)
+    } else {
+        None
+    };
+    Ok(NextTokens {
+        next,
+        ids,
+        top,
+        chosen,
+    })
 }
 
 /// transformers' `RepetitionPenaltyLogitsProcessor`: divide positive and

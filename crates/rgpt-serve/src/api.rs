@@ -32,6 +32,12 @@ pub struct ChatRequest {
     /// vLLM's extension: keep generating after the end-of-sequence token.
     #[serde(default)]
     pub ignore_eos: bool,
+    /// Return each generated token's log-probability.
+    #[serde(default)]
+    pub logprobs: bool,
+    /// With `logprobs`, also the most likely tokens at each step (0 to 20).
+    #[serde(default)]
+    pub top_logprobs: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,7 +99,33 @@ pub struct ChatCompletion {
 pub struct Choice {
     pub index: usize,
     pub message: AssistantMessage,
+    /// `null` unless the request asked for `logprobs`.
+    pub logprobs: Option<Logprobs>,
     pub finish_reason: &'static str,
+}
+
+/// OpenAI's `choices[].logprobs`: one entry per generated token.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Logprobs {
+    pub content: Vec<TokenLogprob>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenLogprob {
+    /// The token's text.
+    pub token: String,
+    pub logprob: f32,
+    /// The token's text as UTF-8 bytes.
+    pub bytes: Vec<u8>,
+    /// The most likely tokens at this step, most likely first.
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TopLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
 }
 
 #[derive(Debug, Serialize)]
@@ -124,6 +156,9 @@ pub struct Chunk {
 pub struct ChunkChoice {
     pub index: usize,
     pub delta: Delta,
+    /// The tokens of this chunk's text, when the request asked for them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Logprobs>,
     pub finish_reason: Option<&'static str>,
 }
 

@@ -19,7 +19,7 @@ use rgpt_model::chat::RegionGenerator;
 use rgpt_model::ModelError;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::api::{ApiError, Usage};
+use crate::api::{ApiError, Logprobs, TokenLogprob, TopLogprob, Usage};
 use crate::metrics::Metrics;
 use crate::prepare::{model_error, prepare, ImageCache};
 use crate::request::Job;
@@ -27,7 +27,12 @@ use crate::request::Job;
 /// What the engine sends back for one request.
 #[derive(Debug)]
 pub enum Event {
-    Text(String),
+    /// Generated text, with its tokens' log-probabilities when the request
+    /// asked for them.
+    Text {
+        text: String,
+        logprobs: Option<Logprobs>,
+    },
     Done {
         usage: Usage,
         finish_reason: &'static str,
@@ -148,6 +153,8 @@ struct Running {
     slot: Slot,
     stream: StreamDecoder,
     prompt_tokens: usize,
+    /// With `logprobs`: the tokens whose text has not been sent yet.
+    logprobs: Option<Logprobs>,
 }
 
 /// The engine's loop, until every sender of jobs is gone.
@@ -188,11 +195,13 @@ fn serve(
             }));
             match joined {
                 Ok(Ok((slot, prompt_tokens, first))) => {
+                    let logprobs = work.job.params.logprobs.then(Logprobs::default);
                     let mut request = Running {
                         work,
                         slot,
                         stream: StreamDecoder::new(),
                         prompt_tokens,
+                        logprobs,
                     };
                     metrics.first_token(request.work.queued.elapsed());
                     request.push(generator, &mut batch, first);
@@ -289,9 +298,18 @@ fn join(
 impl Running {
     /// Streams the text `id` completes.
     fn push(&mut self, generator: &RegionGenerator, batch: &mut DecodeBatch, id: i64) {
+        if let (Some(pending), Some(output)) = (&mut self.logprobs, batch.output(self.slot)) {
+            pending.content.push(token_logprob(generator, output));
+        }
         match self.stream.push(&generator.tokenizer, id) {
             Ok(Some(text)) => {
-                if self.work.events.send(Event::Text(text)).is_err() {
+                let logprobs = self.logprobs.as_mut().map(std::mem::take);
+                if self
+                    .work
+                    .events
+                    .send(Event::Text { text, logprobs })
+                    .is_err()
+                {
                     batch.cancel(self.slot);
                 }
             }
@@ -309,8 +327,11 @@ impl Running {
         let Some(output) = batch.leave(self.slot) else {
             return;
         };
-        if let Ok(Some(rest)) = self.stream.finish(&generator.tokenizer) {
-            let _ = self.work.events.send(Event::Text(rest));
+        let rest = self.stream.finish(&generator.tokenizer).ok().flatten();
+        let logprobs = self.logprobs.take().filter(|l| !l.content.is_empty());
+        if rest.is_some() || logprobs.is_some() {
+            let text = rest.unwrap_or_default();
+            let _ = self.work.events.send(Event::Text { text, logprobs });
         }
         let generated = output.token_ids.len();
         let finish_reason = match output.finish_reason {
@@ -331,6 +352,35 @@ impl Running {
             usage,
             finish_reason,
         });
+    }
+}
+
+/// The last token of `output` in OpenAI's `logprobs` entry.
+fn token_logprob(
+    generator: &RegionGenerator,
+    output: &rgpt_llm::generation::SequenceOutput,
+) -> TokenLogprob {
+    let text = |id: i64| generator.tokenizer.decode(&[id], false).unwrap_or_default();
+    let id = output.token_ids.last().copied().unwrap_or_default();
+    let token = text(id);
+    TokenLogprob {
+        bytes: token.as_bytes().to_vec(),
+        token,
+        logprob: output.token_logprobs.last().copied().unwrap_or(f32::NAN),
+        top_logprobs: output
+            .top_logprobs
+            .get(output.token_ids.len() - 1)
+            .into_iter()
+            .flatten()
+            .map(|top| {
+                let token = text(top.id);
+                TopLogprob {
+                    bytes: token.as_bytes().to_vec(),
+                    token,
+                    logprob: top.logprob,
+                }
+            })
+            .collect(),
     }
 }
 

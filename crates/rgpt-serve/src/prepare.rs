@@ -154,6 +154,8 @@ fn generation_config(params: &Params, mut config: GenerationConfig) -> Generatio
     config.seed = params.seed;
     config.stop_strings = params.stop.clone();
     config.ignore_eos = params.ignore_eos;
+    config.logprobs = params.logprobs;
+    config.top_logprobs = params.top_logprobs;
     config
 }
 

@@ -32,6 +32,9 @@ pub struct Params {
     pub stop: Vec<String>,
     pub seed: Option<u64>,
     pub ignore_eos: bool,
+    pub logprobs: bool,
+    /// With `logprobs`: the most likely tokens to report per step.
+    pub top_logprobs: usize,
 }
 
 /// Limits a request must keep.
@@ -195,6 +198,19 @@ impl Job {
                 return invalid("top_p", format!("top_p {top_p} is not in (0, 1]"));
             }
         }
+        let top_logprobs = request.top_logprobs.unwrap_or(0);
+        if top_logprobs > 20 {
+            return invalid(
+                "top_logprobs",
+                format!("top_logprobs {top_logprobs} is not in [0, 20]"),
+            );
+        }
+        if top_logprobs > 0 && !request.logprobs {
+            return invalid(
+                "top_logprobs",
+                "top_logprobs needs `logprobs: true`".to_string(),
+            );
+        }
         let stop = match request.stop {
             None => Vec::new(),
             Some(Stop::One(s)) => vec![s],
@@ -212,6 +228,8 @@ impl Job {
                 stop,
                 seed: request.seed,
                 ignore_eos: request.ignore_eos,
+                logprobs: request.logprobs,
+                top_logprobs,
             },
         })
     }

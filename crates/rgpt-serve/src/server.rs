@@ -20,6 +20,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::api::{
     ApiError, AssistantMessage, ChatCompletion, ChatRequest, Choice, Chunk, ChunkChoice, Delta,
+    Logprobs,
 };
 use crate::engine::{Engine, Event};
 use crate::metrics::Metrics;
@@ -206,9 +207,18 @@ async fn whole_answer(
     model: String,
 ) -> Result<ChatCompletion, ApiError> {
     let mut content = String::new();
+    let mut all_logprobs: Option<Logprobs> = None;
     while let Some(event) = events.recv().await {
         match event {
-            Event::Text(text) => content.push_str(&text),
+            Event::Text { text, logprobs } => {
+                content.push_str(&text);
+                if let Some(logprobs) = logprobs {
+                    all_logprobs
+                        .get_or_insert_with(Logprobs::default)
+                        .content
+                        .extend(logprobs.content);
+                }
+            }
             Event::Failed(error) => return Err(error),
             Event::Done {
                 usage,
@@ -225,6 +235,7 @@ async fn whole_answer(
                             role: "assistant",
                             content,
                         },
+                        logprobs: all_logprobs,
                         finish_reason,
                     }],
                     usage,
@@ -247,7 +258,7 @@ fn stream_answer(
     deadline: tokio::time::Instant,
     timed_out: ApiError,
 ) -> Sse<impl tokio_stream::Stream<Item = Result<SseEvent, Infallible>>> {
-    let chunk = move |delta: Delta, finish_reason, usage| Chunk {
+    let chunk = move |delta: Delta, logprobs, finish_reason, usage| Chunk {
         id: id.clone(),
         object: "chat.completion.chunk",
         created,
@@ -255,6 +266,7 @@ fn stream_answer(
         choices: vec![ChunkChoice {
             index: 0,
             delta,
+            logprobs,
             finish_reason,
         }],
         usage,
@@ -268,20 +280,27 @@ fn stream_answer(
         },
         None,
         None,
+        None,
     ));
     let rest = UnboundedReceiverStream::new(events).map(move |event| match event {
-        Event::Text(text) => json(&chunk(
+        Event::Text { text, logprobs } => json(&chunk(
             Delta {
                 role: None,
                 content: Some(text),
             },
+            logprobs,
             None,
             None,
         )),
         Event::Done {
             usage,
             finish_reason,
-        } => json(&chunk(Delta::default(), Some(finish_reason), Some(usage))),
+        } => json(&chunk(
+            Delta::default(),
+            None,
+            Some(finish_reason),
+            Some(usage),
+        )),
         Event::Failed(error) => SseEvent::default().data(error.body().to_string()),
     });
     // The events until the last one or the deadline, whichever is first;
