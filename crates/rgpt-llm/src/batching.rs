@@ -11,12 +11,41 @@ use tch::{Kind, Tensor};
 
 use crate::generation::{
     next_tokens, seen_tokens, sequence_rngs, FinishReason, GenerationConfig, SequenceOutput,
+    TokenLogprob,
 };
 use crate::kv_cache::SlotCache;
 use crate::{Llama, LlmError, Tokenizer};
 
 /// A sequence's place in a [`DecodeBatch`].
 pub type Slot = usize;
+
+/// A prompt joining the batch: its embeddings [1, seq, hidden], the ids
+/// the repetition penalty sees, and its generation settings.
+pub struct Prompt {
+    pub embeds: Tensor,
+    pub history: Vec<i64>,
+    pub config: GenerationConfig,
+}
+
+impl Prompt {
+    /// Its length and token budget, once its settings pass
+    /// [`crate::generate_from_embeds`]'s checks.
+    fn check(
+        &self,
+        model: &Llama,
+        tokenizer: Option<&Tokenizer>,
+    ) -> Result<(i64, usize), LlmError> {
+        self.config.validate(tokenizer)?;
+        let (batch, len, hidden) = self.embeds.size3()?;
+        if batch != 1 || hidden != model.config().hidden_size as i64 || len == 0 {
+            return Err(LlmError::InvalidRequest(format!(
+                "a prompt joins as [1, seq, {}] embeddings, not [{batch}, {len}, {hidden}]",
+                model.config().hidden_size
+            )));
+        }
+        Ok((len, self.config.budget(len as usize, model)?))
+    }
+}
 
 /// One sequence of a continuous batch.
 #[derive(Debug)]
@@ -55,6 +84,16 @@ impl DecodeBatch {
         self.len() == 0
     }
 
+    /// Whether a sequence is in `slot`.
+    pub fn is_taken(&self, slot: Slot) -> bool {
+        self.sequences.get(slot).is_some_and(Option::is_some)
+    }
+
+    /// How many sequences the batch holds at most.
+    pub fn slots(&self) -> usize {
+        self.sequences.len()
+    }
+
     /// Whether another sequence can join.
     pub fn has_room(&self) -> bool {
         self.sequences.iter().any(Option::is_none)
@@ -72,42 +111,106 @@ impl DecodeBatch {
         config: GenerationConfig,
         tokenizer: Option<&Tokenizer>,
     ) -> Result<(Slot, i64), LlmError> {
-        config.validate(tokenizer)?;
-        let _guard = tch::no_grad_guard();
-        let slot = self
-            .sequences
-            .iter()
-            .position(Option::is_none)
-            .ok_or_else(|| LlmError::InvalidRequest("the batch is full".into()))?;
-        let (batch, prompt_len, _) = embeds.size3()?;
-        if batch != 1 {
-            return Err(LlmError::InvalidRequest(format!(
-                "a sequence joins with one prompt, not {batch}"
-            )));
-        }
-        let budget = config.budget(prompt_len as usize, model)?;
-        let device = model.device();
-        let seen = (config.repetition_penalty != 1.0)
-            .then(|| seen_tokens(model, std::slice::from_ref(&history.to_vec()), device))
-            .transpose()?;
-        let mut prompt = model.new_cache(1, prompt_len);
-        let mask = Tensor::ones([1, prompt_len], (Kind::Bool, device));
-        let hidden = model.forward_embeds(embeds, Some(&mask), &mut prompt)?;
-        let logits = model.logits(&hidden.select(1, -1));
-        // The last generated token is fed but never written.
-        self.cache.reserve(prompt_len + budget as i64 - 1);
-        self.cache.load(slot, &prompt)?;
-        let mut sequence = Sequence {
-            rng: sequence_rngs(config.seed, 1).remove(0),
+        let prompt = Prompt {
+            embeds: embeds.shallow_clone(),
+            history: history.to_vec(),
             config,
-            seen,
-            output: SequenceOutput::new(),
-            budget,
-            finished: false,
         };
-        let id = sequence.choose(&logits, tokenizer)?;
-        self.sequences[slot] = Some(sequence);
-        Ok((slot, id))
+        self.join_all(model, vec![prompt], tokenizer).remove(0)
+    }
+
+    /// Several sequences join at once: their prompts are read in one
+    /// left-padded forward pass (as [`crate::generate_from_embeds`] reads a
+    /// batch), then each goes to a slot of its own. Each prompt's result
+    /// is its own: one that fails its checks, or finds no free slot, does
+    /// not keep the others out.
+    pub fn join_all(
+        &mut self,
+        model: &Llama,
+        prompts: Vec<Prompt>,
+        tokenizer: Option<&Tokenizer>,
+    ) -> Vec<Result<(Slot, i64), LlmError>> {
+        let _guard = tch::no_grad_guard();
+        let mut results: Vec<Option<Result<(Slot, i64), LlmError>>> =
+            (0..prompts.len()).map(|_| None).collect();
+        // Checked, each with a budget and a free slot.
+        let mut free = (0..self.sequences.len()).filter(|&s| self.sequences[s].is_none());
+        let mut admitted = Vec::new();
+        for (i, prompt) in prompts.into_iter().enumerate() {
+            let checked = prompt.check(model, tokenizer).and_then(|(len, budget)| {
+                let slot = free
+                    .next()
+                    .ok_or_else(|| LlmError::InvalidRequest("the batch is full".into()))?;
+                Ok((len, budget, slot))
+            });
+            match checked {
+                Ok((len, budget, slot)) => admitted.push((i, prompt, len, budget, slot)),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        if !admitted.is_empty() {
+            if let Err(e) = self.prefill(model, &mut admitted, &mut results, tokenizer) {
+                let message = e.to_string();
+                for (i, ..) in &admitted {
+                    results[*i] = Some(Err(LlmError::InvalidRequest(message.clone())));
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every prompt has a result"))
+            .collect()
+    }
+
+    /// Reads the admitted prompts in one left-padded batch and puts each
+    /// in its slot with its first token.
+    fn prefill(
+        &mut self,
+        model: &Llama,
+        admitted: &mut [(usize, Prompt, i64, usize, Slot)],
+        results: &mut [Option<Result<(Slot, i64), LlmError>>],
+        tokenizer: Option<&Tokenizer>,
+    ) -> Result<(), LlmError> {
+        let device = model.device();
+        let rows = admitted.len() as i64;
+        let longest = admitted.iter().map(|a| a.2).max().unwrap_or(0);
+        let hidden_size = model.config().hidden_size as i64;
+        let embeds = Tensor::zeros([rows, longest, hidden_size], (model.kind(), device));
+        let mask = Tensor::zeros([rows, longest], (Kind::Bool, device));
+        for (row, (_, prompt, len, ..)) in admitted.iter().enumerate() {
+            let pad = longest - len;
+            embeds
+                .get(row as i64)
+                .narrow(0, pad, *len)
+                .copy_(&prompt.embeds.get(0).to_kind(model.kind()));
+            let _ = mask.get(row as i64).narrow(0, pad, *len).fill_(1);
+        }
+        let mut cache = model.new_cache(rows, longest);
+        let hidden = model.forward_embeds(&embeds, Some(&mask), &mut cache)?;
+        let logits = model.logits(&hidden.select(1, -1));
+        for (row, (i, prompt, len, budget, slot)) in admitted.iter_mut().enumerate() {
+            // The last generated token is fed but never written.
+            self.cache.reserve(*len + *budget as i64 - 1);
+            self.cache.load(*slot, &cache, row as i64)?;
+            let seen = (prompt.config.repetition_penalty != 1.0)
+                .then(|| seen_tokens(model, std::slice::from_ref(&prompt.history), device))
+                .transpose()?;
+            let mut sequence = Sequence {
+                rng: sequence_rngs(prompt.config.seed, 1).remove(0),
+                config: std::mem::take(&mut prompt.config),
+                seen,
+                output: SequenceOutput::new(),
+                budget: *budget,
+                finished: false,
+            };
+            results[*i] = Some(
+                sequence
+                    .choose(&logits.narrow(0, row as i64, 1), tokenizer)
+                    .map(|id| (*slot, id)),
+            );
+            self.sequences[*slot] = Some(sequence);
+        }
+        Ok(())
     }
 
     /// One decode step for every unfinished sequence: each is fed its last
@@ -135,13 +238,48 @@ impl DecodeBatch {
             let _span = tracing::trace_span!("decode_step", rows = slots.len()).entered();
             model.forward_slots(&fed, &slots, &mut self.cache)?
         };
-        let mut next = Vec::with_capacity(slots.len());
+        // Rows that choose alike (the same sampling and reports, no
+        // repetition penalty) choose together, each with its own generator.
+        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
         for (row, &slot) in slots.iter().enumerate() {
-            let sequence = self.sequences[slot]
-                .as_mut()
-                .expect("a stepped slot is taken");
-            let id = sequence.choose(&logits.narrow(0, row as i64, 1), tokenizer)?;
-            next.push((slot, id));
+            let config = &self.sequences[slot]
+                .as_ref()
+                .expect("a stepped slot is taken")
+                .config;
+            let key = (config.repetition_penalty == 1.0).then(|| {
+                format!(
+                    "{:?}|{}|{}",
+                    config.sampling, config.top_logprobs, config.logprobs
+                )
+            });
+            match groups.iter_mut().find(|(k, _)| key.as_ref() == Some(k)) {
+                Some((_, rows)) => rows.push(row),
+                None => groups.push((key.unwrap_or_default(), vec![row])),
+            }
+        }
+        let mut next = vec![(0, 0); slots.len()];
+        for (_, rows) in groups {
+            let index: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+            let group_logits = if rows.len() == slots.len() {
+                logits.shallow_clone()
+            } else {
+                logits.index_select(0, &Tensor::from_slice(&index).to_device(logits.device()))
+            };
+            let mut group: Vec<Sequence> = rows
+                .iter()
+                .map(|&r| {
+                    self.sequences[slots[r]]
+                        .take()
+                        .expect("a stepped slot is taken")
+                })
+                .collect();
+            let chosen = choose_together(&mut group, &group_logits, tokenizer);
+            for (&row, sequence) in rows.iter().zip(group) {
+                self.sequences[slots[row]] = Some(sequence);
+            }
+            for (&row, id) in rows.iter().zip(chosen?) {
+                next[row] = (slots[row], id);
+            }
         }
         Ok(next)
     }
@@ -186,6 +324,27 @@ impl DecodeBatch {
     }
 }
 
+/// The next token of each sequence of `group` (which choose alike: see
+/// [`DecodeBatch::step`]) from its row of `logits`, in one pass.
+fn choose_together(
+    group: &mut [Sequence],
+    logits: &Tensor,
+    tokenizer: Option<&Tokenizer>,
+) -> Result<Vec<i64>, LlmError> {
+    if let [sequence] = group {
+        return Ok(vec![sequence.choose(logits, tokenizer)?]);
+    }
+    let mut rngs: Vec<ChaCha8Rng> = group.iter().map(|s| s.rng.clone()).collect();
+    let next = next_tokens(logits, None, &group[0].config, &mut rngs)?;
+    for (row, (sequence, rng)) in group.iter_mut().zip(rngs).enumerate() {
+        sequence.rng = rng;
+        let top = next.top.as_ref().map(|t| t[row].clone());
+        let logprob = next.chosen.as_ref().map(|c| c[row]);
+        sequence.accept(next.ids[row], top, logprob, tokenizer)?;
+    }
+    Ok(next.ids)
+}
+
 impl Sequence {
     fn cancel(&mut self) {
         if !self.finished {
@@ -205,6 +364,18 @@ impl Sequence {
         let id = next.ids[0];
         let top = next.top.and_then(|mut t| t.pop());
         let logprob = next.chosen.map(|c| c[0]);
+        self.accept(id, top, logprob, tokenizer)?;
+        Ok(id)
+    }
+
+    /// Records the chosen token: finished or not, and the tokens seen.
+    fn accept(
+        &mut self,
+        id: i64,
+        top: Option<Vec<TokenLogprob>>,
+        logprob: Option<f32>,
+        tokenizer: Option<&Tokenizer>,
+    ) -> Result<(), LlmError> {
         self.finished = self
             .output
             .accept(id, top, logprob, &self.config, tokenizer)?
@@ -216,6 +387,6 @@ impl Sequence {
             let index = Tensor::from_slice(&[id]).to_device(seen.device());
             let _ = seen.f_index_fill_(1, &index, 1)?;
         }
-        Ok(id)
+        Ok(())
     }
 }

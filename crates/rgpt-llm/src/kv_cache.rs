@@ -305,23 +305,27 @@ impl SlotCache {
         }
     }
 
-    /// Puts the prompt `prefix` (a one-sequence cache without padding)
-    /// into `slot`, which must have room for it ([`SlotCache::reserve`]).
-    pub fn load(&mut self, slot: usize, prefix: &KvCache) -> Result<(), LlmError> {
-        let tokens = prefix.len();
-        if prefix.batch_size() != 1 || prefix.padded || tokens > self.capacity() {
+    /// Puts the prompt of row `row` of `prefix` into `slot`, which must
+    /// have room for it ([`SlotCache::reserve`]): its real tokens only,
+    /// packed from the slot's start (their keys were rotated by their
+    /// positions among the real tokens, which are the same).
+    pub fn load(&mut self, slot: usize, prefix: &KvCache, row: i64) -> Result<(), LlmError> {
+        let real: Vec<bool> = Vec::try_from(&prefix.mask.get(row).narrow(0, 0, prefix.len))?;
+        let first = real.iter().position(|&r| r).unwrap_or(real.len()) as i64;
+        let tokens = prefix.len - first;
+        if real[first as usize..].iter().any(|&r| !r) || tokens > self.capacity() {
             return Err(LlmError::InvalidRequest(format!(
-                "a slot takes one unpadded sequence of at most {} tokens",
+                "a slot takes one left-padded sequence of at most {} tokens",
                 self.capacity()
             )));
         }
         for ((k, v), (pk, pv)) in self.layers.iter_mut().zip(&prefix.layers) {
             k.get(slot as i64)
                 .narrow(1, 0, tokens)
-                .copy_(&pk.get(0).narrow(1, 0, tokens));
+                .copy_(&pk.get(row).narrow(1, first, tokens));
             v.get(slot as i64)
                 .narrow(1, 0, tokens)
-                .copy_(&pv.get(0).narrow(1, 0, tokens));
+                .copy_(&pv.get(row).narrow(1, first, tokens));
         }
         self.lens[slot] = tokens;
         Ok(())

@@ -169,3 +169,75 @@ fn a_cancelled_sequence_leaves_and_the_rest_go_on() {
         alone.sequences[0].token_ids
     );
 }
+
+/// Prompts of different lengths read in one left-padded prefill still get
+/// their own answers; one with a bad setting fails alone, and one that
+/// finds the batch full is told so while the rest join.
+#[test]
+fn prompts_joining_together_are_read_in_one_prefill() {
+    use rgpt_llm::batching::Prompt;
+    let _guard = tch::no_grad_guard();
+    let name = "llama-gqa-theta";
+    let (model, _vs) = Llama::from_pretrained(&fixture(name), Device::Cpu, Kind::Float).unwrap();
+    let cases = &expected(name).cases;
+    let configs = configs();
+    let prompts: Vec<Vec<i64>> = (0..3)
+        .map(|i| {
+            let ids = &cases[i % cases.len()].prompt_ids;
+            ids[..ids.len() - i.min(ids.len() - 1)].to_vec()
+        })
+        .collect();
+    assert!(prompts[0].len() != prompts[2].len());
+    let mut bad = configs[0].clone();
+    bad.max_new_tokens = 0;
+    let joining = |ids: &Vec<i64>, config: GenerationConfig| Prompt {
+        embeds: model.embed(&Tensor::from_slice(ids).unsqueeze(0)),
+        history: ids.clone(),
+        config,
+    };
+    let mut batch = DecodeBatch::new(&model, 3);
+    let results = batch.join_all(
+        &model,
+        vec![
+            joining(&prompts[0], configs[0].clone()),
+            joining(&prompts[1], bad),
+            joining(&prompts[1], configs[1].clone()),
+            joining(&prompts[2], configs[4].clone()),
+            joining(&prompts[0], configs[0].clone()),
+        ],
+        None,
+    );
+    assert!(results[1]
+        .as_ref()
+        .unwrap_err()
+        .to_string()
+        .contains("max_new_tokens"));
+    assert!(results[4]
+        .as_ref()
+        .unwrap_err()
+        .to_string()
+        .contains("full"));
+    let joined: Vec<(usize, usize)> = [(0, 0), (2, 1), (3, 2)]
+        .iter()
+        .map(|&(r, p)| (results[r].as_ref().unwrap().0, p))
+        .collect();
+    while joined.iter().any(|&(slot, _)| !batch.is_finished(slot)) {
+        batch.step(&model, None).unwrap();
+    }
+    for (slot, p) in joined {
+        let config = [&configs[0], &configs[1], &configs[4]][p];
+        let alone = generate(
+            &model,
+            std::slice::from_ref(&prompts[p]),
+            config,
+            None,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(
+            batch.output(slot).unwrap().token_ids,
+            alone.sequences[0].token_ids,
+            "prompt {p}"
+        );
+    }
+}

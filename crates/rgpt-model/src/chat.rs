@@ -76,19 +76,36 @@ impl RegionGenerator {
     /// Encodes `image` for [`RegionChat::with_image`]: preprocessing, the
     /// tower, the refiner and the image tokens.
     pub fn encode_image(&self, image: &RgbImage) -> Result<EncodedImage, ModelError> {
+        let mut encoded = self.encode_images(&[image])?;
+        Ok(encoded.remove(0))
+    }
+
+    /// [`RegionGenerator::encode_image`] for several images in one batch
+    /// through the tower and the refiner (one preprocessor gives every
+    /// image the same size).
+    pub fn encode_images(&self, images: &[&RgbImage]) -> Result<Vec<EncodedImage>, ModelError> {
         let _guard = tch::no_grad_guard();
-        let processed = self.preprocessor.preprocess(image)?;
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
         let model = &self.model;
-        let pixel_values = processed
-            .pixel_values
-            .unsqueeze(0)
-            .to_device(model.device());
+        let processed = images
+            .iter()
+            .map(|image| self.preprocessor.preprocess(image))
+            .collect::<Result<Vec<_>, _>>()?;
+        let pixels: Vec<&Tensor> = processed.iter().map(|p| &p.pixel_values).collect();
+        let pixel_values = Tensor::f_stack(&pixels, 0)?.to_device(model.device());
         let (refined, tokens) = model.encode_image(&pixel_values)?;
-        Ok(EncodedImage {
-            tokens: model.embed_image_tokens(&tokens).get(0),
-            refined,
-            transform: processed.transform,
-        })
+        let tokens = model.embed_image_tokens(&tokens);
+        Ok(processed
+            .iter()
+            .enumerate()
+            .map(|(i, p)| EncodedImage {
+                refined: refined.narrow(0, i as i64, 1),
+                tokens: tokens.get(i as i64),
+                transform: p.transform,
+            })
+            .collect())
     }
 
     /// Answers `question` about `image` and `regions` (one `<region>` in the

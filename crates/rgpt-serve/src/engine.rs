@@ -12,7 +12,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendE
 use std::sync::Arc;
 use std::time::Instant;
 
-use rgpt_llm::batching::{DecodeBatch, Slot};
+use rgpt_llm::batching::{DecodeBatch, Prompt, Slot};
 use rgpt_llm::generation::FinishReason;
 use rgpt_llm::StreamDecoder;
 use rgpt_model::chat::RegionGenerator;
@@ -21,7 +21,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::api::{ApiError, Logprobs, TokenLogprob, TopLogprob, Usage};
 use crate::metrics::Metrics;
-use crate::prepare::{model_error, prepare, ImageCache};
+use crate::prepare::{model_error, prepare, ImageCache, Prepared};
 use crate::request::Job;
 
 /// What the engine sends back for one request.
@@ -185,33 +185,36 @@ fn serve(
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
-        for work in arrived {
-            metrics.queued(-1);
-            if work.events.is_closed() {
-                continue; // the client left while it waited
-            }
-            let joined = catch_unwind(AssertUnwindSafe(|| {
-                join(generator, &mut batch, &mut images, &work, options, metrics)
-            }));
-            match joined {
-                Ok(Ok((slot, prompt_tokens, first))) => {
-                    let logprobs = work.job.params.logprobs.then(Logprobs::default);
-                    let mut request = Running {
-                        work,
-                        slot,
-                        stream: StreamDecoder::new(),
-                        prompt_tokens,
-                        logprobs,
-                    };
-                    metrics.first_token(request.work.queued.elapsed());
-                    request.push(generator, &mut batch, first);
-                    running.push(request);
-                }
-                Ok(Err(error)) => {
-                    let _ = work.events.send(Event::Failed(error));
-                }
-                Err(_) => {
-                    let _ = work.events.send(Event::Failed(panicked()));
+        metrics.queued(-(arrived.len() as i64));
+        // The client left while it waited.
+        arrived.retain(|work| !work.events.is_closed());
+        if !arrived.is_empty() {
+            let joined = join_all(
+                generator,
+                &mut batch,
+                &mut images,
+                &arrived,
+                options,
+                metrics,
+            );
+            for (work, joined) in arrived.into_iter().zip(joined) {
+                match joined {
+                    Ok((slot, prompt_tokens, first)) => {
+                        let logprobs = work.job.params.logprobs.then(Logprobs::default);
+                        let mut request = Running {
+                            work,
+                            slot,
+                            stream: StreamDecoder::new(),
+                            prompt_tokens,
+                            logprobs,
+                        };
+                        metrics.first_token(request.work.queued.elapsed());
+                        request.push(generator, &mut batch, first);
+                        running.push(request);
+                    }
+                    Err(error) => {
+                        let _ = work.events.send(Event::Failed(error));
+                    }
                 }
             }
         }
@@ -261,38 +264,85 @@ fn serve(
     }
 }
 
-/// Prepares `work` and reads its prompt into the batch: its slot, the
-/// prompt's length and the first token.
-fn join(
+/// Prepares the requests that arrived together and reads their prompts
+/// into the batch: their images encoded in one batch (those not in the
+/// cache), their prompts read in one prefill. Per request, its slot, its
+/// prompt's length and its first token, or why it failed; a panic fails
+/// only the requests it happened in.
+fn join_all(
     generator: &RegionGenerator,
     batch: &mut DecodeBatch,
     images: &mut ImageCache,
-    work: &Work,
+    arrived: &[Work],
     options: &EngineOptions,
     metrics: &Metrics,
-) -> Result<(Slot, usize, i64), ApiError> {
-    if let Some(text) = &options.panic_on {
-        if work
-            .job
-            .turns
-            .iter()
-            .any(|(q, _)| q.contains(text.as_str()))
-        {
-            panic!("a question contains the engine's test trigger {text:?}");
+) -> Vec<Result<(Slot, usize, i64), ApiError>> {
+    let bytes: Vec<&[u8]> = arrived.iter().map(|w| w.job.image.as_slice()).collect();
+    let fetched = catch_unwind(AssertUnwindSafe(|| {
+        images.fetch_all(&bytes, generator, metrics)
+    }))
+    .unwrap_or_else(|_| arrived.iter().map(|_| Err(panicked())).collect());
+    let prepared: Vec<Result<Prepared, ApiError>> = arrived
+        .iter()
+        .zip(fetched)
+        .map(|(work, image)| {
+            let image = image?;
+            catch_unwind(AssertUnwindSafe(|| {
+                if let Some(text) = &options.panic_on {
+                    if work
+                        .job
+                        .turns
+                        .iter()
+                        .any(|(q, _)| q.contains(text.as_str()))
+                    {
+                        panic!("a question contains the engine's test trigger {text:?}");
+                    }
+                }
+                prepare(generator, image, &work.job)
+            }))
+            .unwrap_or_else(|_| Err(panicked()))
+        })
+        .collect();
+    let mut results: Vec<Result<(Slot, usize, i64), ApiError>> = Vec::new();
+    let mut prompts = Vec::new();
+    let mut lengths = Vec::new();
+    for prepared in prepared {
+        match prepared {
+            Ok(prepared) => {
+                let spliced = &prepared.question.batch;
+                lengths.push((results.len(), prepared.question.prompt_ids.len()));
+                prompts.push(Prompt {
+                    embeds: spliced.padded.embeds.shallow_clone(),
+                    history: spliced.histories[0].clone(),
+                    config: prepared.config,
+                });
+                results.push(Err(panicked())); // until joined
+            }
+            Err(error) => results.push(Err(error)),
         }
     }
-    let prepared = prepare(generator, images, &work.job, metrics)?;
-    let spliced = &prepared.question.batch;
-    let (slot, first) = batch
-        .join(
-            &generator.model.llava.llm,
-            &spliced.padded.embeds,
-            &spliced.histories[0],
-            prepared.config,
-            Some(&generator.tokenizer),
-        )
-        .map_err(|e| model_error(e.into()))?;
-    Ok((slot, prepared.question.prompt_ids.len(), first))
+    let llm = &generator.model.llava.llm;
+    let free: Vec<Slot> = (0..batch.slots()).filter(|&s| !batch.is_taken(s)).collect();
+    let joined = catch_unwind(AssertUnwindSafe(|| {
+        batch.join_all(llm, prompts, Some(&generator.tokenizer))
+    }));
+    match joined {
+        Ok(joined) => {
+            for ((at, prompt_tokens), joined) in lengths.into_iter().zip(joined) {
+                results[at] = joined
+                    .map(|(slot, first)| (slot, prompt_tokens, first))
+                    .map_err(|e| model_error(e.into()));
+            }
+        }
+        Err(_) => {
+            // Take out any that got in before the panic; the requests
+            // already running go on.
+            for slot in free {
+                batch.leave(slot);
+            }
+        }
+    }
+    results
 }
 
 impl Running {

@@ -23,7 +23,7 @@ pub struct Prepared {
 /// An image the engine has encoded, with what requests about it need
 /// besides the features.
 #[derive(Clone)]
-struct CachedImage {
+pub struct CachedImage {
     bytes: Vec<u8>,
     encoded: EncodedImage,
     width: u32,
@@ -50,56 +50,111 @@ impl ImageCache {
         }
     }
 
-    fn get_or_encode(
+    /// The images of several requests: those seen before from the cache,
+    /// the rest decoded and encoded together in one batch through the
+    /// tower (an image sent twice among them is encoded once).
+    pub fn fetch_all(
         &mut self,
-        bytes: &[u8],
+        images: &[&[u8]],
         generator: &RegionGenerator,
         metrics: &Metrics,
-    ) -> Result<CachedImage, ApiError> {
-        let mut hasher = DefaultHasher::new();
-        bytes.hash(&mut hasher);
-        let key = hasher.finish();
-        if let Some(at) = self
+    ) -> Vec<Result<CachedImage, ApiError>> {
+        let keys: Vec<u64> = images
+            .iter()
+            .map(|bytes| {
+                let mut hasher = DefaultHasher::new();
+                bytes.hash(&mut hasher);
+                hasher.finish()
+            })
+            .collect();
+        let mut results: Vec<Option<Result<CachedImage, ApiError>>> = Vec::new();
+        // Decoded images to encode, each with the requests that sent it.
+        let mut misses: Vec<(u64, image::DynamicImage, Vec<usize>)> = Vec::new();
+        for (i, (&bytes, &key)) in images.iter().zip(&keys).enumerate() {
+            results.push(None);
+            if let Some(image) = self.get(key, bytes) {
+                metrics.image_encoded(true);
+                results[i] = Some(Ok(image));
+            } else if let Some(miss) = misses
+                .iter_mut()
+                .find(|(k, _, users)| *k == key && images[users[0]] == bytes)
+            {
+                metrics.image_encoded(true);
+                miss.2.push(i);
+            } else {
+                match image::load_from_memory(bytes) {
+                    Ok(decoded) => misses.push((key, decoded, vec![i])),
+                    Err(e) => {
+                        results[i] = Some(Err(ApiError::invalid(
+                            Some("messages"),
+                            format!("image_url: {e}"),
+                        )))
+                    }
+                }
+            }
+        }
+        let rgb: Vec<image::RgbImage> = misses.iter().map(|(_, d, _)| d.to_rgb8()).collect();
+        let refs: Vec<&image::RgbImage> = rgb.iter().collect();
+        match generator.encode_images(&refs) {
+            Ok(encoded) => {
+                for ((key, decoded, users), encoded) in misses.into_iter().zip(encoded) {
+                    metrics.image_encoded(false);
+                    let image = CachedImage {
+                        bytes: images[users[0]].to_vec(),
+                        encoded,
+                        width: decoded.width(),
+                        height: decoded.height(),
+                        alpha: alpha_region(&decoded),
+                    };
+                    for &user in &users {
+                        results[user] = Some(Ok(image.clone()));
+                    }
+                    self.insert(key, image);
+                }
+            }
+            Err(e) => {
+                let error = model_error(e);
+                for user in misses.into_iter().flat_map(|(_, _, users)| users) {
+                    results[user] = Some(Err(error.clone()));
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every image has a result"))
+            .collect()
+    }
+
+    /// The cached image with these bytes, now the most recently used.
+    fn get(&mut self, key: u64, bytes: &[u8]) -> Option<CachedImage> {
+        let at = self
             .entries
             .iter()
-            .position(|(k, image)| *k == key && image.bytes == bytes)
-        {
-            let entry = self.entries.remove(at);
-            let image = entry.1.clone();
-            self.entries.push(entry);
-            metrics.image_encoded(true);
-            return Ok(image);
+            .position(|(k, image)| *k == key && image.bytes == bytes)?;
+        let entry = self.entries.remove(at);
+        let image = entry.1.clone();
+        self.entries.push(entry);
+        Some(image)
+    }
+
+    fn insert(&mut self, key: u64, image: CachedImage) {
+        if self.capacity == 0 {
+            return;
         }
-        let decoded = image::load_from_memory(bytes)
-            .map_err(|e| ApiError::invalid(Some("messages"), format!("image_url: {e}")))?;
-        let rgb = decoded.to_rgb8();
-        let encoded = generator.encode_image(&rgb).map_err(model_error)?;
-        metrics.image_encoded(false);
-        let image = CachedImage {
-            bytes: bytes.to_vec(),
-            encoded,
-            width: rgb.width(),
-            height: rgb.height(),
-            alpha: alpha_region(&decoded),
-        };
-        if self.capacity > 0 {
-            if self.entries.len() >= self.capacity {
-                self.entries.remove(0);
-            }
-            self.entries.push((key, image.clone()));
+        if self.entries.len() >= self.capacity {
+            self.entries.remove(0);
         }
-        Ok(image)
+        self.entries.push((key, image));
     }
 }
 
-/// Replays `job`'s conversation and prepares its last question.
+/// Replays `job`'s conversation about its `image` and prepares its last
+/// question.
 pub fn prepare(
     generator: &RegionGenerator,
-    images: &mut ImageCache,
+    image: CachedImage,
     job: &Job,
-    metrics: &Metrics,
 ) -> Result<Prepared, ApiError> {
-    let image = images.get_or_encode(&job.image, generator, metrics)?;
     // Describe Anything's convention: with one placeholder and no
     // `regions`, the region is where the image is opaque.
     let alpha = if job.regions.is_empty() && job.alpha_region {
