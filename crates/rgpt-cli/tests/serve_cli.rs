@@ -236,7 +236,12 @@ fn bad_requests_get_openai_errors_and_the_server_goes_on() {
     error(status, &malformed.json().unwrap(), "not a chat request");
 
     let box_region = json!([{"box": [5, 4, 25, 20]}]);
+    let long_question = format!("What is <region>? {}", "Tell me more. ".repeat(200));
     let cases: Vec<(Value, &str)> = vec![
+        (
+            request(&long_question, box_region.clone(), json!({})),
+            "max_position_embeddings",
+        ),
         (
             request(
                 "Is <region> left of <region>?",

@@ -291,7 +291,9 @@ pub fn model_error(error: ModelError) -> ApiError {
         | ModelError::Splice(_)
         | ModelError::TooManyRegions { .. }
         | ModelError::Preprocess(_)
-        | ModelError::Llm(rgpt_llm::LlmError::InvalidRequest(_)) => {
+        | ModelError::Llm(
+            rgpt_llm::LlmError::InvalidRequest(_) | rgpt_llm::LlmError::PromptTooLong { .. },
+        ) => {
             ApiError::invalid(None, error.to_string())
         }
         _ => ApiError::internal(error.to_string()),
