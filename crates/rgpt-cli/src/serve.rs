@@ -57,7 +57,8 @@ pub struct ServeArgs {
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     cors_origins: Vec<String>,
     /// For tests of the engine's recovery: the engine panics on a question
-    /// containing this text.
+    /// containing this text followed by `join` (while it joins the batch)
+    /// or `step` (in the first decode step it shares with another request).
     #[arg(long, hide = true)]
     test_panic_on: Option<String>,
     /// Require `Authorization: Bearer KEY` on the `/v1/` routes.

@@ -217,7 +217,7 @@ fn a_conversation_sent_whole_goes_on() {
 
 #[test]
 fn bad_requests_get_openai_errors_and_the_server_goes_on() {
-    let server = serve(&["--max-image-pixels", "10000"]);
+    let server = serve(&["--max-image-pixels", "10000", "--max-image-bytes", "100000"]);
     let client = reqwest::blocking::Client::new();
     let url = format!("{}/v1/chat/completions", server.url);
     let error = |status: u16, reply: &Value, says: &str| {
@@ -324,6 +324,12 @@ fn bad_requests_get_openai_errors_and_the_server_goes_on() {
     let (status, reply) = post(&server, &body);
     assert_eq!(status, 413, "{reply}");
     error(status, &reply, "400x300, over this server's 10000 pixels");
+    // A body over the limit (an image of --max-image-bytes as base64 and a
+    // MiB of text) is refused before it is read whole.
+    let long = request(&"x".repeat(2 << 20), box_region.clone(), json!({}));
+    let (status, reply) = post(&server, &long);
+    assert_eq!(status, 413, "{reply}");
+    error(status, &reply, "the request body is over this server's");
     // Still serving: a good request after the bad ones is answered (200).
     answer(
         &server,
@@ -664,32 +670,46 @@ fn a_follow_up_turn_reuses_the_encoded_image() {
     assert_eq!(answer(&fresh, &follow_up), cached);
 }
 
-/// A panic inside the engine fails that request with a 500 in OpenAI's
-/// shape; the requests around it are served and the server lives on.
+/// A panic inside the engine fails the requests it touched with a 500 in
+/// OpenAI's shape, and the engine goes on: a panic while a request joins
+/// fails that request alone, the requests around it are answered; a panic
+/// in a decode step fails every request in flight, whole or streamed, and
+/// the next requests are answered as before.
 #[test]
 fn an_engine_panic_is_a_500_and_the_engine_recovers() {
-    let server = serve(&["--test-panic-on", "BOOM"]);
+    let server = serve(&["--test-panic-on", "BOOM-"]);
     let good = request(
         "What is <region>?",
         json!([{"box": [5, 4, 25, 20]}]),
         json!({"temperature": 0, "max_tokens": 40, "ignore_eos": true}),
     );
-    let bad = request("BOOM <region>", json!([{"box": [5, 4, 25, 20]}]), json!({}));
+    let failing = |when: &str| {
+        request(
+            &format!("BOOM-{when} <region>"),
+            json!([{"box": [5, 4, 25, 20]}]),
+            json!({}),
+        )
+    };
     let want = answer(&server, &good);
     let url = format!("{}/v1/chat/completions", server.url);
+    let send = |body: &Value| {
+        let response = reqwest::blocking::Client::new()
+            .post(&url)
+            .json(body)
+            .send()
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json::<Value>().unwrap(),
+        )
+    };
+    let bad = failing("join");
     let replies: Vec<(u16, Value)> = std::thread::scope(|scope| {
         let handles: Vec<_> = [&good, &bad, &good]
             .into_iter()
             .map(|body| {
-                let url = &url;
-                scope.spawn(move || {
-                    let response = reqwest::blocking::Client::new()
-                        .post(url)
-                        .json(body)
-                        .send()
-                        .unwrap();
-                    (response.status().as_u16(), response.json().unwrap())
-                })
+                let send = &send;
+                scope.spawn(move || send(body))
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -704,7 +724,58 @@ fn an_engine_panic_is_a_500_and_the_engine_recovers() {
         assert_eq!(*status, 200, "{reply}");
         assert_eq!(reply["choices"][0]["message"]["content"], want.as_str());
     }
+
+    // A long streamed answer in flight when a request comes whose first
+    // shared decode step fails. Should the answer be done before that
+    // request joins (it is then answered alone, 200), try again.
+    use std::io::Read;
+    let mut streamed = good.clone();
+    streamed["stream"] = json!(true);
+    streamed["max_tokens"] = json!(200);
+    let mut overlapped = false;
+    for _ in 0..5 {
+        let mut response = reqwest::blocking::Client::new()
+            .post(&url)
+            .json(&streamed)
+            .send()
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut buffer = [0u8; 256];
+        while !String::from_utf8_lossy(&seen).contains("\"content\"") {
+            let n = response.read(&mut buffer).unwrap();
+            assert!(n > 0, "the stream ended first");
+            seen.extend_from_slice(&buffer[..n]);
+        }
+        let (status, reply) = send(&failing("step"));
+        let mut rest = String::new();
+        response.read_to_string(&mut rest).unwrap();
+        assert!(rest.trim_end().ends_with("data: [DONE]"), "{rest}");
+        if status == 200 {
+            assert!(!rest.contains("\"error\""), "{rest}");
+            continue;
+        }
+        assert_eq!(status, 500, "{reply}");
+        assert!(
+            rest.contains("the engine failed"),
+            "{reply} / {}",
+            &rest[rest.len().saturating_sub(700)..]
+        );
+        overlapped = true;
+        break;
+    }
+    assert!(
+        overlapped,
+        "the failing request never shared a step with the stream"
+    );
     assert_eq!(answer(&server, &good), want);
+    let metrics = reqwest::blocking::get(format!("{}/metrics", server.url))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "rgpt_batch_size 0"),
+        "{metrics}"
+    );
 }
 
 /// Local files only with `--allow-local-files`; CORS headers only for the

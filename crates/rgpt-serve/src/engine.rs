@@ -56,7 +56,8 @@ pub struct EngineOptions {
     /// Encoded images kept for follow-up turns (0: none).
     pub image_cache: usize,
     /// For tests of the engine's recovery: a question containing this text
-    /// makes the engine panic while preparing it.
+    /// followed by `join` makes the engine panic while it joins the batch,
+    /// followed by `step` in the first decode step it shares with another.
     pub panic_on: Option<String>,
 }
 
@@ -232,7 +233,16 @@ fn serve(
         metrics.batch(stepping as i64);
 
         // Step.
-        let stepped = catch_unwind(AssertUnwindSafe(|| batch.step(llm, tokenizer)));
+        let fault = running.len() > 1
+            && running
+                .iter()
+                .any(|r| r.work.job.asks(options.panic_on.as_deref()) == Some(Fault::Step));
+        let stepped = catch_unwind(AssertUnwindSafe(|| {
+            if fault {
+                panic!("a question asks the engine to fail in a decode step");
+            }
+            batch.step(llm, tokenizer)
+        }));
         match stepped {
             Ok(Ok(next)) => {
                 for (slot, id) in next {
@@ -247,6 +257,7 @@ fn serve(
                     _ => panicked(),
                 };
                 batch.clear();
+                metrics.batch(0);
                 for request in running.drain(..) {
                     let _ = request.work.events.send(Event::Failed(error.clone()));
                 }
@@ -257,10 +268,12 @@ fn serve(
         let (done, still): (Vec<_>, Vec<_>) =
             running.into_iter().partition(|r| batch.is_finished(r.slot));
         running = still;
+        // Counted before the answers go, so a client that has its answer
+        // reads a batch without it.
+        metrics.batch(running.len() as i64);
         for request in done {
             request.finish(generator, &mut batch, metrics);
         }
-        metrics.batch(running.len() as i64);
     }
 }
 
@@ -288,15 +301,8 @@ fn join_all(
         .map(|(work, image)| {
             let image = image?;
             catch_unwind(AssertUnwindSafe(|| {
-                if let Some(text) = &options.panic_on {
-                    if work
-                        .job
-                        .turns
-                        .iter()
-                        .any(|(q, _)| q.contains(text.as_str()))
-                    {
-                        panic!("a question contains the engine's test trigger {text:?}");
-                    }
+                if work.job.asks(options.panic_on.as_deref()) == Some(Fault::Join) {
+                    panic!("a question asks the engine to fail while joining");
                 }
                 prepare(generator, image, &work.job)
             }))
@@ -431,6 +437,29 @@ fn token_logprob(
                 }
             })
             .collect(),
+    }
+}
+
+/// Where a test asks the engine to fail ([`EngineOptions::panic_on`]).
+#[derive(Debug, PartialEq)]
+enum Fault {
+    Join,
+    Step,
+}
+
+impl Job {
+    fn asks(&self, trigger: Option<&str>) -> Option<Fault> {
+        let trigger = trigger?;
+        self.turns.iter().find_map(|(question, _)| {
+            let after = &question[question.find(trigger)? + trigger.len()..];
+            if after.starts_with("join") {
+                Some(Fault::Join)
+            } else if after.starts_with("step") {
+                Some(Fault::Step)
+            } else {
+                None
+            }
+        })
     }
 }
 

@@ -293,9 +293,7 @@ pub fn model_error(error: ModelError) -> ApiError {
         | ModelError::Preprocess(_)
         | ModelError::Llm(
             rgpt_llm::LlmError::InvalidRequest(_) | rgpt_llm::LlmError::PromptTooLong { .. },
-        ) => {
-            ApiError::invalid(None, error.to_string())
-        }
+        ) => ApiError::invalid(None, error.to_string()),
         _ => ApiError::internal(error.to_string()),
     }
 }

@@ -49,6 +49,14 @@ pub struct Limits {
     pub allow_local_files: bool,
 }
 
+impl Limits {
+    /// The largest request body: the image as base64 (4/3 of its bytes)
+    /// and a MiB for the text.
+    pub fn body_limit(&self) -> usize {
+        self.max_image_bytes / 3 * 4 + (1 << 20)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

@@ -47,8 +47,7 @@ pub struct ServerState {
 
 /// The API's routes over `state`.
 pub fn router(state: Arc<ServerState>) -> Router {
-    // The body holds the image as base64 (4/3 of its bytes) and the text.
-    let body_limit = state.limits.max_image_bytes / 3 * 4 + (1 << 20);
+    let body_limit = state.limits.body_limit();
     let api = Router::new()
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat_completions))
@@ -142,12 +141,17 @@ async fn answer(
     state: Arc<ServerState>,
     request: Result<Json<ChatRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let body_limit = state.limits.body_limit();
     let Json(request) = request.map_err(|rejection| {
-        ApiError::invalid(
-            None,
-            format!("the body is not a chat request: {}", rejection.body_text()),
-        )
-        .with_status(rejection.status())
+        let message = if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            format!(
+                "the request body is over this server's {body_limit} bytes: send a smaller \
+                 image (the server takes images up to --max-image-bytes)"
+            )
+        } else {
+            format!("the body is not a chat request: {}", rejection.body_text())
+        };
+        ApiError::invalid(None, message).with_status(rejection.status())
     })?;
     if let Some(model) = &request.model {
         if model != &state.model_name {
