@@ -4,13 +4,12 @@
 //! error, not a hang, when a rank dies or the ranks disagree.
 mod common;
 
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ok, rgpt};
+use common::{free_port, ok, rgpt};
 use tch::Tensor;
 
 /// A directory with a 16-image synthetic world plus text-only
@@ -79,14 +78,6 @@ fn config(dir: &Path, name: &str, micro_batch: usize, tail: &str) -> PathBuf {
     )
     .unwrap();
     path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn command(args: &[&str]) -> Command {

@@ -71,6 +71,18 @@ fn answer(server: &Server, body: &Value) -> String {
         .to_string()
 }
 
+/// Reads a streamed answer until its first generated text.
+fn read_until_text(response: &mut reqwest::blocking::Response) {
+    use std::io::Read;
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("\"content\"") {
+        let n = response.read(&mut buffer).unwrap();
+        assert!(n > 0, "the stream ended first");
+        seen.extend_from_slice(&buffer[..n]);
+    }
+}
+
 /// What `rgpt generate` answers with these flags.
 fn generate(prompt: &str, regions: &[&str], extra: &[&str]) -> String {
     let mut args = vec![
@@ -468,7 +480,6 @@ fn metrics_and_a_full_queue() {
 /// done, `rgpt_cancelled_total` counts it, and the next request is served.
 #[test]
 fn a_client_that_leaves_frees_the_engine() {
-    use std::io::Read;
     let server = serve(&[]);
     let body = request(
         "What is <region>?",
@@ -481,13 +492,7 @@ fn a_client_that_leaves_frees_the_engine() {
         .send()
         .unwrap();
     // Read until the first generated text, then hang up.
-    let mut seen = Vec::new();
-    let mut buffer = [0u8; 256];
-    while !String::from_utf8_lossy(&seen).contains("\"content\"") {
-        let n = response.read(&mut buffer).unwrap();
-        assert!(n > 0, "the stream ended first");
-        seen.extend_from_slice(&buffer[..n]);
-    }
+    read_until_text(&mut response);
     drop(response);
     let metrics = || {
         reqwest::blocking::get(format!("{}/metrics", server.url))
@@ -739,13 +744,7 @@ fn an_engine_panic_is_a_500_and_the_engine_recovers() {
             .json(&streamed)
             .send()
             .unwrap();
-        let mut seen = Vec::new();
-        let mut buffer = [0u8; 256];
-        while !String::from_utf8_lossy(&seen).contains("\"content\"") {
-            let n = response.read(&mut buffer).unwrap();
-            assert!(n > 0, "the stream ended first");
-            seen.extend_from_slice(&buffer[..n]);
-        }
+        read_until_text(&mut response);
         let (status, reply) = send(&failing("step"));
         let mut rest = String::new();
         response.read_to_string(&mut rest).unwrap();

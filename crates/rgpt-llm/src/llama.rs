@@ -153,7 +153,8 @@ impl Attention {
             Some(cache) => cache.update(layer, step.layout.start, &k, &v),
             None => (k, v),
         };
-        let out = self.attend(&q, &k, &v, &step.layout);
+        let layout = &step.layout;
+        let out = self.attend(&q, &k, &v, layout.attn_mask.as_ref(), layout.is_causal);
         self.output(&out)
     }
 
@@ -169,17 +170,7 @@ impl Attention {
     ) -> Tensor {
         let (q, k, v) = self.project(x, &step.cos, &step.sin);
         let (k, v) = cache.update(layer, &step.layout, &k, &v);
-        let gqa = self.num_heads != self.num_kv_heads;
-        let out = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            Some(&step.layout.attn_mask),
-            0.0,
-            false,
-            None,
-            gqa,
-        );
+        let out = self.attend(&q, &k, &v, Some(&step.layout.attn_mask), false);
         self.output(&out)
     }
 
@@ -194,18 +185,17 @@ impl Attention {
         (apply_rotary(&q, cos, sin), apply_rotary(&k, cos, sin), v)
     }
 
-    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, layout: &StepLayout) -> Tensor {
+    /// SDPA, grouped-query when the heads say so.
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+        is_causal: bool,
+    ) -> Tensor {
         let gqa = self.num_heads != self.num_kv_heads;
-        Tensor::scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            layout.attn_mask.as_ref(),
-            0.0,
-            layout.is_causal,
-            None,
-            gqa,
-        )
+        Tensor::scaled_dot_product_attention(q, k, v, mask, 0.0, is_causal, None, gqa)
     }
 
     /// `o_proj` over the heads' outputs [batch, heads, seq, head_dim].

@@ -7,9 +7,17 @@ mod common;
 
 use common::{expected, fixture};
 use rgpt_llm::batching::DecodeBatch;
-use rgpt_llm::generation::{FinishReason, GenerationConfig, Sampling};
+use rgpt_llm::generation::{FinishReason, GenerationConfig, Sampling, SequenceOutput};
 use rgpt_llm::{generate, Llama};
 use tch::{Device, Kind, Tensor};
+
+/// What `generate` gives `prompt` alone.
+fn alone(model: &Llama, prompt: &[i64], config: &GenerationConfig) -> SequenceOutput {
+    generate(model, &[prompt.to_vec()], config, None, &mut |_, _| {})
+        .unwrap()
+        .sequences
+        .remove(0)
+}
 
 fn configs() -> Vec<GenerationConfig> {
     let sampled = |seed| GenerationConfig {
@@ -60,21 +68,10 @@ fn sequences_joining_and_leaving_a_batch_get_their_own_answers() {
             })
             .collect();
         let configs = configs();
-        let alone: Vec<_> = prompts
+        let alone_outputs: Vec<_> = prompts
             .iter()
             .zip(&configs)
-            .map(|(prompt, config)| {
-                generate(
-                    &model,
-                    std::slice::from_ref(prompt),
-                    config,
-                    None,
-                    &mut |_, _| {},
-                )
-                .unwrap()
-                .sequences
-                .remove(0)
-            })
+            .map(|(prompt, config)| alone(&model, prompt, config))
             .collect();
 
         // Sequence i joins before step 2 * i, into a batch of three: the
@@ -105,7 +102,12 @@ fn sequences_joining_and_leaving_a_batch_get_their_own_answers() {
             step += 1;
         }
         assert!(batch.is_empty());
-        for (i, (got, want)) in done.into_iter().map(Option::unwrap).zip(&alone).enumerate() {
+        for (i, (got, want)) in done
+            .into_iter()
+            .map(Option::unwrap)
+            .zip(&alone_outputs)
+            .enumerate()
+        {
             assert_eq!(got.token_ids, want.token_ids, "{name}: sequence {i}");
             assert_eq!(
                 got.finish_reason,
@@ -156,17 +158,9 @@ fn a_cancelled_sequence_leaves_and_the_rest_go_on() {
     while !batch.is_finished(b) {
         batch.step(&model, None).unwrap();
     }
-    let alone = generate(
-        &model,
-        std::slice::from_ref(prompt),
-        &config,
-        None,
-        &mut |_, _| {},
-    )
-    .unwrap();
     assert_eq!(
         batch.output(b).unwrap().token_ids,
-        alone.sequences[0].token_ids
+        alone(&model, prompt, &config).token_ids
     );
 }
 
@@ -226,17 +220,9 @@ fn prompts_joining_together_are_read_in_one_prefill() {
     }
     for (slot, p) in joined {
         let config = [&configs[0], &configs[1], &configs[4]][p];
-        let alone = generate(
-            &model,
-            std::slice::from_ref(&prompts[p]),
-            config,
-            None,
-            &mut |_, _| {},
-        )
-        .unwrap();
         assert_eq!(
             batch.output(slot).unwrap().token_ids,
-            alone.sequences[0].token_ids,
+            alone(&model, &prompts[p], config).token_ids,
             "prompt {p}"
         );
     }

@@ -55,3 +55,12 @@ pub fn chat(model: &Path, args: &[&str], script: impl AsRef<[u8]>) -> Output {
         .expect("rgpt reads its stdin");
     child.wait_with_output().expect("rgpt ends")
 }
+
+/// A loopback port free right now (for a process told to listen on it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
