@@ -454,10 +454,7 @@ fn metrics_and_a_full_queue() {
         .iter()
         .filter(|(status, ..)| *status == 429)
         .all(|(_, retry, _)| retry.as_deref() == Some("1")));
-    let text = reqwest::blocking::get(format!("{}/metrics", server.url))
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = server.metrics();
     let value = |name: &str| -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
@@ -494,15 +491,9 @@ fn a_client_that_leaves_frees_the_engine() {
     // Read until the first generated text, then hang up.
     read_until_text(&mut response);
     drop(response);
-    let metrics = || {
-        reqwest::blocking::get(format!("{}/metrics", server.url))
-            .unwrap()
-            .text()
-            .unwrap()
-    };
     let started = std::time::Instant::now();
     loop {
-        let text = metrics();
+        let text = server.metrics();
         if text.lines().any(|l| l == "rgpt_cancelled_total 1") {
             assert!(text.lines().any(|l| l == "rgpt_batch_size 0"), "{text}");
             break;
@@ -659,10 +650,7 @@ fn a_follow_up_turn_reuses_the_encoded_image() {
     ]);
     follow_up["regions"] = json!([{"box": [5, 4, 25, 20]}, {"box": [0, 0, 12, 12]}]);
     let cached = answer(&server, &follow_up);
-    let text = reqwest::blocking::get(format!("{}/metrics", server.url))
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = server.metrics();
     assert!(
         text.lines().any(|l| l == "rgpt_images_encoded_total 1"),
         "{text}"
@@ -767,10 +755,7 @@ fn an_engine_panic_is_a_500_and_the_engine_recovers() {
         "the failing request never shared a step with the stream"
     );
     assert_eq!(answer(&server, &good), want);
-    let metrics = reqwest::blocking::get(format!("{}/metrics", server.url))
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = server.metrics();
     assert!(
         metrics.lines().any(|l| l == "rgpt_batch_size 0"),
         "{metrics}"

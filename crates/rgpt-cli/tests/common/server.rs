@@ -10,6 +10,16 @@ pub struct Server {
     pub url: String,
 }
 
+impl Server {
+    /// `GET /metrics`'s text.
+    pub fn metrics(&self) -> String {
+        reqwest::blocking::get(format!("{}/metrics", self.url))
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
