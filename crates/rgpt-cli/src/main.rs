@@ -1,5 +1,6 @@
 //! `rgpt`: the RGPT-rs command line. Each subcommand parses its arguments,
 //! calls one library function and formats the result.
+mod bench;
 mod data;
 mod demo;
 mod eval;
@@ -54,6 +55,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Serve a model over HTTP: an OpenAI-compatible chat API with regions.
     Serve(serve::ServeArgs),
+    /// Time decode, prefill or mask pooling against the memory-traffic bound.
+    Bench(bench::BenchArgs),
     /// Start this machine's ranks of a distributed run, as torchrun does:
     /// `rgpt launch --nproc 2 -- train --config F`.
     Launch(launch::LaunchArgs),
@@ -212,6 +215,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Launch(args) => launch::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Region { command } => match command {
             RegionCommand::Stats { annotations, json } => region_stats(&annotations, json),

@@ -29,6 +29,7 @@ const LAYERS: &[(&str, &[&str], &[&str])] = &[
             "rgpt-eval",
             "rgpt-data",
             "rgpt-serve",
+            "rgpt-bench",
             "rgpt-dist",
             "rgpt-model",
         ],
@@ -41,6 +42,7 @@ const LAYERS: &[(&str, &[&str], &[&str])] = &[
     ),
     ("rgpt-train", &["rgpt-data", "rgpt-model", "rgpt-dist"], &[]),
     ("rgpt-serve", &["rgpt-model"], &[]),
+    ("rgpt-bench", &["rgpt-model"], &[]),
     ("rgpt-eval", &["rgpt-region"], &["rgpt-model", "rgpt-data"]),
     ("rgpt-data", &["rgpt-region"], &[]),
     (

@@ -1,0 +1,183 @@
+//! `rgpt bench decode|prefill|mask-pool (--model DIR | --random-init SPEC)`.
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use rgpt_bench::bandwidth::{self, Bandwidth};
+use rgpt_bench::decode::{self, DecodeOptions};
+use rgpt_bench::mask_pool::{self, MaskPoolOptions};
+use rgpt_bench::ModelSpec;
+
+use crate::runtime::RuntimeArgs;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Decode tokens/s after a prompt, against the memory-traffic bound.
+    Decode(ModelArgs),
+    /// Prompt tokens/s read in one prefill.
+    Prefill(ModelArgs),
+    /// Mask pooling over a refined feature map, against the memory-traffic bound.
+    MaskPool(MaskPoolArgs),
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// A LLaMA, LLaVA or RGPT checkpoint directory (its decoder is timed).
+    #[arg(long, conflicts_with = "random_init")]
+    model: Option<PathBuf>,
+    /// A shape with random weights: llama-7b (Vicuna-7B's), llama-1b
+    /// (TinyLlama's) or a LLaMA config.json.
+    #[arg(long, value_name = "SPEC")]
+    random_init: Option<String>,
+    /// Sequences decoded together.
+    #[arg(long, default_value_t = 1)]
+    batch: i64,
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: i64,
+    #[arg(long, default_value_t = 64)]
+    new_tokens: i64,
+    /// Timed runs, after one untimed.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+#[derive(Args)]
+struct MaskPoolArgs {
+    /// Images.
+    #[arg(long, default_value_t = 1)]
+    batch: i64,
+    #[arg(long, default_value_t = 1024)]
+    channels: i64,
+    /// The feature grid's side (96: CLIP ViT-L/14-336's 24 refined 4x).
+    #[arg(long, default_value_t = 96)]
+    grid: i64,
+    /// Regions per image.
+    #[arg(long, default_value_t = 3)]
+    regions: i64,
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+/// The copy the bandwidth is measured with: 256 MiB, larger than any cache.
+const BANDWIDTH_BYTES: u64 = 256 << 20;
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.what {
+        Bench::Decode(args) => run_decode(args, false),
+        Bench::Prefill(args) => run_decode(args, true),
+        Bench::MaskPool(args) => run_mask_pool(args),
+    }
+}
+
+fn measure_bandwidth(device: tch::Device) -> anyhow::Result<Bandwidth> {
+    bandwidth::measure(device, BANDWIDTH_BYTES, 5).context("while measuring the bandwidth")
+}
+
+fn run_decode(args: ModelArgs, prefill_only: bool) -> anyhow::Result<()> {
+    let (device, kind) = args.runtime.apply()?;
+    let spec = match (&args.model, &args.random_init) {
+        (Some(dir), _) => ModelSpec::Dir(dir.clone()),
+        (None, Some(spec)) => ModelSpec::random(spec)?,
+        (None, None) => anyhow::bail!(
+            "give the model: --model DIR, or --random-init llama-7b|llama-1b|CONFIG.json"
+        ),
+    };
+    let bandwidth = measure_bandwidth(device)?;
+    let (model, vs) = spec
+        .llama(device, kind)
+        .with_context(|| format!("while building {}", spec.name()))?;
+    let options = DecodeOptions {
+        batch: args.batch,
+        prompt_tokens: args.prompt_tokens,
+        // A prefill alone still decodes the two tokens a run needs.
+        new_tokens: if prefill_only { 2 } else { args.new_tokens },
+        runs: args.runs,
+    };
+    let report = decode::run(&model, &vs, &options, &bandwidth)?;
+    let what = if prefill_only { "prefill" } else { "decode" };
+    if args.json {
+        let mut value = serde_json::to_value(&report)?;
+        value["bench"] = what.into();
+        value["model"] = spec.name().into();
+        value["device"] = format!("{device:?}").into();
+        value["dtype"] = args.runtime.dtype.clone().into();
+        println!("{value}");
+    } else if prefill_only {
+        println!(
+            "prefill {} on {device:?} {}: batch {} x {} tokens in {:.2} ms, {:.0} tokens/s",
+            spec.name(),
+            args.runtime.dtype,
+            report.batch,
+            report.prompt_tokens,
+            report.prefill_ms,
+            report.prefill_tokens_per_s
+        );
+    } else {
+        println!(
+            "decode {} on {device:?} {}: batch {}, {:.2} ms a step, {:.1} tokens/s; a step reads \
+             {:.2} GB at {:.1} GB/s: bound {:.1} tokens/s, {:.1}% of it",
+            spec.name(),
+            args.runtime.dtype,
+            report.batch,
+            report.decode_ms_per_step,
+            report.decode_tokens_per_s,
+            (report.weight_bytes + report.kv_bytes_per_step) as f64 / 1e9,
+            report.bandwidth_bytes_per_s / 1e9,
+            report.bound_tokens_per_s,
+            report.bound_fraction * 100.0
+        );
+    }
+    Ok(())
+}
+
+fn run_mask_pool(args: MaskPoolArgs) -> anyhow::Result<()> {
+    let (device, kind) = args.runtime.apply()?;
+    let bandwidth = measure_bandwidth(device)?;
+    let options = MaskPoolOptions {
+        batch: args.batch,
+        channels: args.channels,
+        grid: args.grid,
+        regions: args.regions,
+        runs: args.runs,
+    };
+    let report = mask_pool::run(device, kind, &options, &bandwidth)?;
+    if args.json {
+        let mut value = serde_json::to_value(&report)?;
+        value["bench"] = "mask-pool".into();
+        value["device"] = format!("{device:?}").into();
+        value["dtype"] = args.runtime.dtype.clone().into();
+        println!("{value}");
+    } else {
+        println!(
+            "mask-pool on {device:?} {}: {} x {} channels on {}x{}, {} regions each: {:.3} ms; \
+             {:.1} MB at {:.1} GB/s: bound {:.3} ms, {:.1}% of it",
+            args.runtime.dtype,
+            report.batch,
+            report.channels,
+            report.grid,
+            report.grid,
+            report.regions,
+            report.ms,
+            report.bytes as f64 / 1e6,
+            report.bandwidth_bytes_per_s / 1e9,
+            report.bound_ms,
+            report.bound_fraction * 100.0
+        );
+    }
+    Ok(())
+}
