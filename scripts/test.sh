@@ -7,6 +7,10 @@ scripts/setup.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+# The CUDA kernels: built with the `cuda` feature, and every kernel source
+# compiled by NVRTC to PTX for compute_80 and compute_90 (no GPU needed).
+cargo clippy -p rgpt-region --features cuda --all-targets -- -D warnings
+cargo test -p rgpt-region --features cuda --test cuda_kernels
 # Crates that stand alone: the region geometry and the metrics build, lint and
 # pass their tests without their default features, and then pull in neither
 # libtorch nor a model crate (docs/architecture.md).

@@ -164,6 +164,8 @@ pub enum RegionError {
          preprocessing): check its coordinates"
     )]
     EmptyRegion { region: usize },
+    #[error("the CUDA mask-pool kernel: {0}")]
+    Kernel(String),
     /// Only with the feature `tch` (the geometry needs no libtorch).
     #[cfg(feature = "tch")]
     #[error("torch error while pooling: {0}")]

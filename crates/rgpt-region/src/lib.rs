@@ -1,6 +1,10 @@
 #![doc = include_str!("../README.md")]
 
 pub mod coco_json;
+#[cfg(feature = "tch")]
+pub mod csr;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod error;
 pub mod iou;
 #[cfg(feature = "tch")]

@@ -22,11 +22,14 @@
 //!   followed the reference; the demo's from-scratch model is trained with
 //!   it.
 //!
-//! Two CPU-capable implementations sit behind [`mask_pool`]: a dense one
-//! (normalised masks `[n, HW] x [HW, C]` per image, one matmul) and a sparse
-//! one (gather the covered cells, weighted `index_add`), which wins when
-//! regions cover little of the grid. A CUDA kernel can slot in as a third
-//! [`PoolStrategy`] without changing callers.
+//! Three implementations sit behind [`mask_pool`]: a dense one (normalised
+//! masks `[n, HW] x [HW, C]` per image, one matmul), a sparse one (gather
+//! the covered cells, weighted `index_add`), which wins when regions cover
+//! little of the grid, and, with the `cuda` feature, the CUDA kernel over
+//! a CSR of covered cells (`crate::cuda`, `crate::csr`) for CUDA tensors
+//! that need no gradient. [`resolve_strategy`] picks; the dense and sparse
+//! forms are differentiable (libtorch's autograd), so training takes one of
+//! them.
 //!
 //! Everything here needs libtorch (the crate's `tch` feature).
 use serde::{Deserialize, Serialize};
@@ -67,6 +70,41 @@ pub enum PoolStrategy {
     Auto,
     Dense,
     Sparse,
+    /// The CUDA kernel: CUDA tensors, a build with the `cuda` feature, and
+    /// features that need no gradient.
+    Kernel,
+}
+
+/// Which implementation [`mask_pool`] runs for `strategy` on features on
+/// a CUDA device or not, needing a gradient or not, with the regions
+/// covering `covered_fraction` of one image's grid (only read for the CPU
+/// choice). `Auto` takes the kernel whenever it applies, else sparse up to
+/// [`SPARSE_MAX_CELLS_PER_GRID`] of the grid and dense beyond; asking for
+/// the kernel where it does not apply is an error that says why.
+pub fn resolve_strategy(
+    strategy: PoolStrategy,
+    on_cuda: bool,
+    needs_grad: bool,
+    covered_fraction: impl FnOnce() -> Result<f64, RegionError>,
+) -> Result<PoolStrategy, RegionError> {
+    let kernel = if !cfg!(feature = "cuda") {
+        Err("this build has no CUDA kernel: build rgpt-region with the `cuda` feature")
+    } else if !on_cuda {
+        Err("it pools CUDA tensors only: move the features to a CUDA device")
+    } else if needs_grad {
+        Err("it has no backward: the features need a gradient, use the dense or sparse form")
+    } else {
+        Ok(PoolStrategy::Kernel)
+    };
+    match strategy {
+        PoolStrategy::Kernel => kernel.map_err(|why| RegionError::Kernel(why.into())),
+        PoolStrategy::Auto => match kernel {
+            Ok(kernel) => Ok(kernel),
+            Err(_) if covered_fraction()? <= SPARSE_MAX_CELLS_PER_GRID => Ok(PoolStrategy::Sparse),
+            Err(_) => Ok(PoolStrategy::Dense),
+        },
+        chosen => Ok(chosen),
+    }
 }
 
 /// The sparse pass (gather + serial `index_add`) costs far more per covered
@@ -74,7 +112,7 @@ pub enum PoolStrategy {
 /// regions together cover a small part of one image's grid: measured in
 /// `benches/mask_pool.rs` (docs/benchmarks.md), sparse is ahead up to about
 /// 1/16 of the grid (one small region) and 2-100x behind beyond it.
-const SPARSE_MAX_CELLS_PER_GRID: f64 = 1.0 / 16.0;
+pub const SPARSE_MAX_CELLS_PER_GRID: f64 = 1.0 / 16.0;
 
 /// Pools `features` [B, C, H, W] inside `masks` [N, H, W] (non-negative
 /// weights; region `i` belongs to image `image_index[i]`). Returns [N, C] in
@@ -108,6 +146,19 @@ pub fn mask_pool(
     }
     check_image_index(image_index, batch)?;
     let device = features.device();
+    let covered = || -> Result<f64, RegionError> {
+        let cells = masks.f_gt(0.0)?.f_sum(Kind::Float)?;
+        Ok(f64::try_from(cells)? / (height * width) as f64)
+    };
+    let strategy = resolve_strategy(
+        strategy,
+        device.is_cuda(),
+        features.requires_grad(),
+        covered,
+    )?;
+    if strategy == PoolStrategy::Kernel {
+        return kernel(features, masks, image_index);
+    }
     let weights = masks
         .f_to_kind(Kind::Float)?
         .f_to_device(device)?
@@ -123,22 +174,23 @@ pub fn mask_pool(
     let flat = features
         .f_view([batch, channels, height * width])?
         .f_transpose(1, 2)?;
-    let strategy = match strategy {
-        PoolStrategy::Auto => {
-            let covered = f64::try_from(weights.f_gt(0.0)?.f_sum(Kind::Float)?)?;
-            if covered <= SPARSE_MAX_CELLS_PER_GRID * (height * width) as f64 {
-                PoolStrategy::Sparse
-            } else {
-                PoolStrategy::Dense
-            }
-        }
-        chosen => chosen,
-    };
     let pooled = match strategy {
         PoolStrategy::Sparse => pool_sparse(&flat, &normalised, image_index)?,
         _ => pool_dense(&flat, &normalised, image_index)?,
     };
     Ok(pooled.f_to_kind(features.kind())?)
+}
+
+/// The CUDA kernel over the masks' CSR.
+#[cfg(feature = "cuda")]
+fn kernel(features: &Tensor, masks: &Tensor, image_index: &[i64]) -> Result<Tensor, RegionError> {
+    let csr = crate::csr::RegionCsr::from_masks(masks, image_index)?;
+    Ok(crate::cuda::pool(features, &csr)?.f_to_kind(features.kind())?)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn kernel(_: &Tensor, _: &Tensor, _: &[i64]) -> Result<Tensor, RegionError> {
+    Err(RegionError::Kernel("this build has no CUDA kernel".into()))
 }
 
 /// One matmul per image over the regions of that image.

@@ -211,3 +211,137 @@ fn a_rasterised_box_projects_like_its_pixels() {
     let projected = project_bitmap(&bitmap, &GridGeometry::identity(16, 16, 4, 4), 0).unwrap();
     assert_eq!(grid(&projected)[0], vec![0.5, 1.0, 0.5, 0.0]);
 }
+
+/// The CSR the CUDA kernel reads: per region its covered cells with
+/// weights normalised as `mask_pool` normalises them, so pooling it (the
+/// kernel's arithmetic, on the CPU in f64) gives `mask_pool`'s answer; a
+/// full rectangle of equal weights is a box, anything else is not.
+#[test]
+fn the_kernel_csr_pools_like_mask_pool() {
+    use rgpt_region::csr::RegionCsr;
+    let _guard = tch::no_grad_guard();
+    tch::manual_seed(5);
+    let features = Tensor::randn([2, 6, 7, 9], (Kind::Float, Device::Cpu));
+    let masks = Tensor::zeros([4, 7, 9], (Kind::Float, Device::Cpu));
+    let _ = masks.get(0).narrow(0, 1, 3).narrow(1, 2, 4).fill_(1.0); // a box
+    let _ = masks.get(1).narrow(0, 0, 7).narrow(1, 0, 9).fill_(0.5); // the whole grid
+    let _ = masks.get(2).narrow(0, 2, 2).narrow(1, 2, 2).fill_(1.0); // a box, then not:
+    let _ = masks.get(2).get(2).get(2).fill_(0.25); // uneven weights
+    let _ = masks.get(3).get(0).get(0).fill_(1.0); // an L of three cells
+    let _ = masks.get(3).get(1).get(0).fill_(1.0);
+    let _ = masks.get(3).get(1).get(1).fill_(1.0);
+    let image_index = [0, 1, 1, 0];
+    let csr = RegionCsr::from_masks(&masks, &image_index).unwrap();
+    assert_eq!(csr.row_ptr, vec![0, 12, 75, 79, 82]);
+    for r in 0..4 {
+        let (_, weights) = csr.row(r);
+        assert!((weights.iter().map(|&w| f64::from(w)).sum::<f64>() - 1.0).abs() < 1e-6);
+    }
+    assert_eq!(csr.as_box(0), Some([1, 4, 2, 6]));
+    assert_eq!(csr.as_box(1), Some([0, 7, 0, 9]));
+    assert_eq!(csr.as_box(2), None);
+    assert_eq!(csr.as_box(3), None);
+    assert_eq!(csr.boxes(), None);
+    let from_csr = csr.pool_on_cpu(&features).unwrap();
+    for strategy in [PoolStrategy::Dense, PoolStrategy::Sparse] {
+        let pooled = mask_pool(&features, &masks, &image_index, strategy).unwrap();
+        assert_close(&pooled, &from_csr, &format!("{strategy:?} against the CSR"));
+    }
+    // An empty region is refused by name, as mask_pool refuses it.
+    let _ = masks.get(3).zero_();
+    assert!(matches!(
+        RegionCsr::from_masks(&masks, &image_index),
+        Err(rgpt_region::RegionError::EmptyRegion { region: 3 })
+    ));
+}
+
+/// Which implementation runs: the kernel for CUDA tensors without a
+/// gradient in a `cuda` build, else sparse or dense by coverage; asking
+/// for the kernel where it cannot run says why.
+#[test]
+fn the_strategy_is_resolved_by_device_gradient_and_coverage() {
+    use rgpt_region::pool::{resolve_strategy, SPARSE_MAX_CELLS_PER_GRID};
+    let covered = |fraction: f64| move || Ok(fraction);
+    let resolve =
+        |strategy, cuda, grad, fraction| resolve_strategy(strategy, cuda, grad, covered(fraction));
+    let little = SPARSE_MAX_CELLS_PER_GRID / 2.0;
+    let much = SPARSE_MAX_CELLS_PER_GRID * 2.0;
+    assert_eq!(
+        resolve(PoolStrategy::Auto, false, false, little).unwrap(),
+        PoolStrategy::Sparse
+    );
+    assert_eq!(
+        resolve(PoolStrategy::Auto, false, true, much).unwrap(),
+        PoolStrategy::Dense
+    );
+    assert_eq!(
+        resolve(PoolStrategy::Dense, true, false, little).unwrap(),
+        PoolStrategy::Dense
+    );
+    // A CUDA tensor that needs a gradient takes a differentiable form.
+    assert_eq!(
+        resolve(PoolStrategy::Auto, true, true, much).unwrap(),
+        PoolStrategy::Dense
+    );
+    let on_cpu = resolve(PoolStrategy::Kernel, false, false, much)
+        .unwrap_err()
+        .to_string();
+    let with_grad = resolve(PoolStrategy::Kernel, true, true, much)
+        .unwrap_err()
+        .to_string();
+    if cfg!(feature = "cuda") {
+        assert_eq!(
+            resolve(PoolStrategy::Auto, true, false, much).unwrap(),
+            PoolStrategy::Kernel
+        );
+        assert_eq!(
+            resolve(PoolStrategy::Kernel, true, false, much).unwrap(),
+            PoolStrategy::Kernel
+        );
+        assert!(on_cpu.contains("CUDA tensors only"), "{on_cpu}");
+        assert!(with_grad.contains("no backward"), "{with_grad}");
+    } else {
+        assert_eq!(
+            resolve(PoolStrategy::Auto, true, false, much).unwrap(),
+            PoolStrategy::Dense
+        );
+        for error in [on_cpu, with_grad] {
+            assert!(error.contains("`cuda` feature"), "{error}");
+        }
+    }
+    // The coverage is only read for the CPU choice.
+    let unread = || -> Result<f64, rgpt_region::RegionError> { panic!("coverage read") };
+    if cfg!(feature = "cuda") {
+        resolve_strategy(PoolStrategy::Auto, true, false, unread).unwrap();
+    }
+    resolve_strategy(PoolStrategy::Dense, false, false, unread).unwrap();
+}
+
+/// The dense and sparse forms, which training takes, give the features
+/// the same gradient (the kernel has no backward; this is the path a
+/// gradient takes on every device).
+#[test]
+fn dense_and_sparse_pooling_have_the_same_gradient() {
+    tch::manual_seed(6);
+    let masks = Tensor::rand([3, 5, 5], (Kind::Float, Device::Cpu))
+        .gt(0.6)
+        .to_kind(Kind::Float);
+    let _ = masks.get(0).get(0).get(0).fill_(1.0);
+    let _ = masks.get(1).get(4).get(4).fill_(1.0);
+    let _ = masks.get(2).get(2).get(2).fill_(1.0);
+    let weights = Tensor::randn([3, 4], (Kind::Float, Device::Cpu));
+    let grads: Vec<Tensor> = [PoolStrategy::Dense, PoolStrategy::Sparse]
+        .into_iter()
+        .map(|strategy| {
+            tch::manual_seed(7);
+            let features =
+                Tensor::randn([2, 4, 5, 5], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+            let pooled = mask_pool(&features, &masks, &[0, 1, 1], strategy).unwrap();
+            (pooled * &weights).sum(Kind::Float).backward();
+            features.grad()
+        })
+        .collect();
+    let diff = f64::try_from((&grads[0] - &grads[1]).abs().max()).unwrap();
+    assert!(diff < 1e-6, "gradients differ by {diff}");
+    assert!(f64::try_from(grads[0].abs().sum(Kind::Float)).unwrap() > 0.0);
+}
