@@ -15,8 +15,13 @@ fn main() {
             .expect("torch-sys did not say where libtorch is (DEP_TCH_LIBTORCH_LIB)"),
     );
     // The integration tests check that the NCCL path was built wherever
-    // libtorch has CUDA.
+    // libtorch has CUDA (decided here, where the test binary is built: it
+    // may run on another machine).
     println!("cargo:rustc-env=RGPT_DIST_LIBTORCH_LIB={}", lib.display());
+    println!(
+        "cargo:rustc-env=RGPT_DIST_LIBTORCH_HAS_CUDA={}",
+        lib.join("libtorch_cuda.so").is_file()
+    );
     let torch = lib
         .parent()
         .expect("libtorch's lib has a parent")

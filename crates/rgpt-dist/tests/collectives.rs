@@ -34,6 +34,27 @@ fn main() {
         ("no rendezvous server", no_rendezvous_server),
         ("the NCCL path is built", nccl_is_built),
     ];
+    // On a GPU machine (scripts/gpu_check.sh sets RGPT_NCCL_GPUS to the
+    // GPUs present): every collective over NCCL, one rank per GPU.
+    let gpus: Option<usize> = std::env::var("RGPT_NCCL_GPUS").ok().map(|n| {
+        n.parse()
+            .ok()
+            .filter(|&n| n >= 1)
+            .expect("RGPT_NCCL_GPUS is the number of GPUs to use, at least 1")
+    });
+    let nccl: Vec<(&str, Box<dyn Fn()>)> = gpus
+        .map(|n| {
+            vec![(
+                "every collective over NCCL, one rank per GPU",
+                Box::new(move || collectives_on("collectives-nccl", n)) as Box<dyn Fn()>,
+            )]
+        })
+        .unwrap_or_default();
+    let tests: Vec<(&str, Box<dyn Fn()>)> = tests
+        .iter()
+        .map(|&(name, test)| (name, Box::new(test) as Box<dyn Fn()>))
+        .chain(nccl)
+        .collect();
     for (name, test) in tests {
         let started = Instant::now();
         test();
@@ -78,7 +99,11 @@ fn stderr(output: &Output) -> String {
 }
 
 fn collectives(world: usize) {
-    for (rank, output) in run_ranks("collectives", world).iter().enumerate() {
+    collectives_on("collectives", world)
+}
+
+fn collectives_on(case: &str, world: usize) {
+    for (rank, output) in run_ranks(case, world).iter().enumerate() {
         assert!(
             output.status.success(),
             "rank {rank} of {world}: {}",
@@ -160,12 +185,14 @@ fn no_rendezvous_server() {
 fn nccl_is_built() {
     // Where libtorch has CUDA (the PyPI wheel does), the NCCL path must
     // have compiled: CI has no GPU, but compiles it.
-    let lib = std::path::Path::new(env!("RGPT_DIST_LIBTORCH_LIB"));
+    // (Whether the libtorch built against has CUDA is recorded at build
+    // time: this binary also runs on the GPU machine.)
     assert_eq!(
         rgpt_dist::NCCL_BUILT,
-        lib.join("libtorch_cuda.so").is_file(),
-        "NCCL built: {}",
-        rgpt_dist::NCCL_BUILT
+        env!("RGPT_DIST_LIBTORCH_HAS_CUDA") == "true",
+        "NCCL built: {} (libtorch at {})",
+        rgpt_dist::NCCL_BUILT,
+        env!("RGPT_DIST_LIBTORCH_LIB")
     );
 }
 
@@ -173,11 +200,15 @@ fn nccl_is_built() {
 
 fn rank(case: &str, env: &DistEnv) -> Result<(), String> {
     let timeout = Duration::from_secs(if case == "hangs" { 3 } else { 60 });
-    let group = ProcessGroup::init(env, Backend::Gloo, timeout).map_err(|e| e.to_string())?;
+    let (backend, device) = match case {
+        "collectives-nccl" => (Backend::Nccl, Device::Cuda(env.local_rank)),
+        _ => (Backend::Gloo, Device::Cpu),
+    };
+    let group = ProcessGroup::init(env, backend, timeout).map_err(|e| e.to_string())?;
     match case {
-        "collectives" => {
+        "collectives" | "collectives-nccl" => {
             for kind in [Kind::Float, Kind::BFloat16, Kind::Int64] {
-                every_collective(&group, kind).map_err(|e| format!("{kind:?}: {e}"))?;
+                every_collective(&group, kind, device).map_err(|e| format!("{kind:?}: {e}"))?;
             }
             Ok(())
         }
@@ -199,9 +230,9 @@ fn rank(case: &str, env: &DistEnv) -> Result<(), String> {
     }
 }
 
-fn every_collective(group: &ProcessGroup, kind: Kind) -> Result<(), String> {
+fn every_collective(group: &ProcessGroup, kind: Kind, device: Device) -> Result<(), String> {
     let (rank, world) = (group.rank() as i64, group.world_size() as i64);
-    let options = (kind, Device::Cpu);
+    let options = (kind, device);
     let base = Tensor::arange(6, options).view([2, 3]);
     let expect = |what: &str, got: &Tensor, want: &Tensor| -> Result<(), String> {
         if got.kind() != kind || got.size() != want.size() || !got.equal(want) {

@@ -191,7 +191,9 @@ pub fn pool(features: &Tensor, csr: &RegionCsr) -> Result<Tensor, RegionError> {
     let device = features.device();
     let features = features.f_contiguous()?;
     let regions = csr.regions() as i64;
-    let out = Tensor::f_zeros([regions, channels], (Kind::Float, device))?;
+    // NaN until written: an element the kernel missed cannot pass for a
+    // pooled zero (crates/rgpt-region/tests/cuda_pool.rs).
+    let out = Tensor::f_full([regions, channels], f64::NAN, (Kind::Float, device))?;
     if regions == 0 {
         return Ok(out);
     }
