@@ -42,27 +42,23 @@ fn main() {
             .filter(|&n| n >= 1)
             .expect("RGPT_NCCL_GPUS is the number of GPUs to use, at least 1")
     });
-    let nccl: Vec<(&str, Box<dyn Fn()>)> = gpus
-        .map(|n| {
-            vec![(
-                "every collective over NCCL, one rank per GPU",
-                Box::new(move || collectives_on("collectives-nccl", n)) as Box<dyn Fn()>,
-            )]
-        })
-        .unwrap_or_default();
-    let tests: Vec<(&str, Box<dyn Fn()>)> = tests
-        .iter()
-        .map(|&(name, test)| (name, Box::new(test) as Box<dyn Fn()>))
-        .chain(nccl)
-        .collect();
     for (name, test) in tests {
-        let started = Instant::now();
-        test();
-        println!(
-            "test {name} ... ok ({:.1} s)",
-            started.elapsed().as_secs_f64()
-        );
+        run(name, test);
     }
+    if let Some(gpus) = gpus {
+        run("every collective over NCCL, one rank per GPU", || {
+            collectives_on("collectives-nccl", gpus)
+        });
+    }
+}
+
+fn run(name: &str, test: impl Fn()) {
+    let started = Instant::now();
+    test();
+    println!(
+        "test {name} ... ok ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 fn free_port() -> u16 {
