@@ -100,10 +100,16 @@ impl RegionGenerator {
         Ok(processed
             .iter()
             .enumerate()
-            .map(|(i, p)| EncodedImage {
-                refined: refined.narrow(0, i as i64, 1),
-                tokens: tokens.get(i as i64),
-                transform: p.transform,
+            .map(|(i, p)| {
+                let (refined, tokens) = (refined.narrow(0, i as i64, 1), tokens.get(i as i64));
+                // One image of a batch gets tensors of its own, so that
+                // keeping it (a server's cache) does not keep the batch.
+                let own = |t: Tensor| if processed.len() > 1 { t.copy() } else { t };
+                EncodedImage {
+                    refined: own(refined),
+                    tokens: own(tokens),
+                    transform: p.transform,
+                }
             })
             .collect())
     }
