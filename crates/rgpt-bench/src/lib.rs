@@ -7,12 +7,15 @@
 //!   the bytes a step must read (every weight once, and the KV cache), and
 //!   prefill throughput.
 //! - [`mask_pool`]: mask pooling over a refined feature map.
+//! - [`e2e`]: an RGPT answering about a 336 px image and three regions:
+//!   time to the first token and decode tokens per second.
 //!
 //! Models come from a checkpoint or from a named shape with random
 //! weights ([`spec`]), so a check needs no weights. Timings are medians of
 //! repeated runs after a warm-up, with device synchronisation around each.
 pub mod bandwidth;
 pub mod decode;
+pub mod e2e;
 pub mod mask_pool;
 pub mod spec;
 
@@ -29,6 +32,8 @@ pub enum BenchError {
     Llm(#[from] rgpt_llm::LlmError),
     #[error(transparent)]
     Region(#[from] rgpt_region::RegionError),
+    #[error(transparent)]
+    Model(#[from] rgpt_model::ModelError),
     #[error("{0}")]
     Invalid(String),
 }

@@ -1,11 +1,13 @@
-//! `rgpt bench decode|prefill|mask-pool (--model DIR | --random-init SPEC)`.
+//! `rgpt bench decode|prefill|mask-pool|e2e (--model DIR | --random-init SPEC)`.
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use rgpt_bench::bandwidth::{self, Bandwidth};
 use rgpt_bench::decode::{self, DecodeOptions};
+use rgpt_bench::e2e::{self, E2eOptions};
 use rgpt_bench::mask_pool::{self, MaskPoolOptions};
+use rgpt_bench::spec::E2eModel;
 use rgpt_bench::ModelSpec;
 
 use crate::runtime::RuntimeArgs;
@@ -24,6 +26,32 @@ enum Bench {
     Prefill(ModelArgs),
     /// Mask pooling over a refined feature map, against the memory-traffic bound.
     MaskPool(MaskPoolArgs),
+    /// An RGPT answering about a 336 px image and 3 regions: time to first
+    /// token and decode tokens/s.
+    E2e(E2eArgs),
+}
+
+#[derive(Args)]
+struct E2eArgs {
+    /// An RGPT checkpoint directory (its tokenizer templates the question).
+    #[arg(long, conflicts_with = "random_init")]
+    model: Option<PathBuf>,
+    /// A shape with random weights: rgpt-7b (CLIP ViT-L/14-336 and
+    /// Vicuna-7B) or an RGPT config.json.
+    #[arg(long, value_name = "SPEC")]
+    random_init: Option<String>,
+    /// The image's side in pixels.
+    #[arg(long, default_value_t = 336)]
+    image_size: u32,
+    #[arg(long, default_value_t = 64)]
+    new_tokens: usize,
+    /// Timed runs, after one untimed.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
 }
 
 #[derive(Args)]
@@ -81,7 +109,56 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Bench::Decode(args) => run_decode(args, false),
         Bench::Prefill(args) => run_decode(args, true),
         Bench::MaskPool(args) => run_mask_pool(args),
+        Bench::E2e(args) => run_e2e(args),
     }
+}
+
+fn run_e2e(args: E2eArgs) -> anyhow::Result<()> {
+    let (device, kind) = args.runtime.apply()?;
+    let loaded = E2eModel::load(
+        args.model.as_deref(),
+        args.random_init.as_deref(),
+        device,
+        kind,
+    )?;
+    let options = E2eOptions {
+        image_size: args.image_size,
+        new_tokens: args.new_tokens,
+        runs: args.runs,
+    };
+    let report = e2e::run(
+        &loaded.model,
+        &loaded.preprocessor,
+        &loaded.prompt,
+        &options,
+    )?;
+    let name = match (&args.model, &args.random_init) {
+        (Some(dir), _) => dir.display().to_string(),
+        (None, Some(spec)) => format!("{spec} (random)"),
+        (None, None) => String::new(),
+    };
+    if args.json {
+        let mut value = serde_json::to_value(&report)?;
+        value["bench"] = "e2e".into();
+        value["model"] = name.into();
+        value["device"] = format!("{device:?}").into();
+        value["dtype"] = args.runtime.dtype.clone().into();
+        println!("{value}");
+    } else {
+        println!(
+            "e2e {name} on {device:?} {}: a {}px image, {} regions, {} prompt ids: first token \
+             after {:.1} ms, then {:.1} tokens/s ({} tokens in {:.1} ms)",
+            args.runtime.dtype,
+            report.image_size,
+            report.regions,
+            report.prompt_ids,
+            report.ttft_ms,
+            report.decode_tokens_per_s,
+            report.new_tokens,
+            report.total_ms
+        );
+    }
+    Ok(())
 }
 
 fn measure_bandwidth(device: tch::Device) -> anyhow::Result<Bandwidth> {

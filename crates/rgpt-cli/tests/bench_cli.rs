@@ -138,3 +138,49 @@ fn bad_bench_requests_say_what_to_fix() {
         "over the model's 256 positions",
     );
 }
+
+/// e2e on the RGPT fixture (its tokenizer templates the question) and on
+/// random weights of the fixture's config (a synthetic prompt): three
+/// regions, the tokens asked for, the first token before the last.
+#[test]
+fn e2e_times_the_first_token_and_the_rest() {
+    for source in [
+        ["--model", "tests/fixtures/rgpt-tiny"],
+        ["--random-init", "tests/fixtures/rgpt-tiny/config.json"],
+    ] {
+        let mut args = vec![
+            "bench",
+            "e2e",
+            "--device",
+            "cpu",
+            "--new-tokens",
+            "12",
+            "--runs",
+            "1",
+        ];
+        args.extend(source);
+        args.extend(["--image-size", "64", "--json"]);
+        let e2e = report(&args);
+        assert_eq!(e2e["bench"], "e2e", "{e2e}");
+        assert_eq!(e2e["regions"], 3);
+        assert_eq!(e2e["new_tokens"], 12);
+        assert!(e2e["prompt_ids"].as_u64().unwrap() > 20, "{e2e}");
+        let (ttft, total) = (
+            e2e["ttft_ms"].as_f64().unwrap(),
+            e2e["total_ms"].as_f64().unwrap(),
+        );
+        assert!(ttft > 0.0 && ttft < total, "{e2e}");
+        assert!(e2e["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+    }
+    // A LLaVA checkpoint has no region token: e2e says so.
+    let out = rgpt(&[
+        "bench",
+        "e2e",
+        "--model",
+        "tests/fixtures/llava-tiny",
+        "--device",
+        "cpu",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no `<region>` token"));
+}

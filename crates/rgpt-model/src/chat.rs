@@ -47,6 +47,12 @@ impl RegionGenerator {
         })
     }
 
+    /// The model with the store that owns its weights, and the
+    /// preprocessing: for a caller that runs the model itself.
+    pub fn into_parts(self) -> ((RegionGpt, nn::VarStore), PreprocessorConfig) {
+        ((self.model, self._vs), self.preprocessor)
+    }
+
     /// The id of the region placeholder in this model's prompts, or why
     /// it has none.
     pub fn region_token_id(&self) -> Result<i64, ModelError> {
