@@ -8,7 +8,7 @@
 # Points the loader at this machine's torch and NVIDIA libraries, then runs:
 # the CUDA mask-pool kernel against the CPU (every dtype, many shapes,
 # poisoned outputs, gradients), rgpt-dist's collectives (NCCL over every GPU
-# present), and `rgpt bench` mask-pool, decode and prefill. Full logs go to
+# present), and `rgpt bench` mask-pool, decode, prefill and e2e. Full logs go to
 # OUT_DIR; a short table is printed last. Exits non-zero if a check fails.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -42,6 +42,7 @@ check "bench mask-pool f32" bench-mask-pool-f32.json bench mask-pool --dtype f32
 check "bench mask-pool bf16" bench-mask-pool-bf16.json bench mask-pool --dtype bf16
 check "bench decode llama-7b bf16" bench-decode-7b.json bench decode --random-init llama-7b --dtype bf16
 check "bench prefill llama-7b bf16" bench-prefill-7b.json bench prefill --random-init llama-7b --dtype bf16 --prompt-tokens 512
+check "bench e2e rgpt-7b bf16" bench-e2e-7b.json bench e2e --random-init rgpt-7b --dtype bf16
 echo
 echo "GPU check on $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1) x $gpus, logs in $out"
 printf '%s\n' "${rows[@]}"

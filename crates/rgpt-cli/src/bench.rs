@@ -31,15 +31,34 @@ enum Bench {
     E2e(E2eArgs),
 }
 
+/// The model a benchmark runs.
 #[derive(Args)]
-struct E2eArgs {
-    /// An RGPT checkpoint directory (its tokenizer templates the question).
+struct Source {
+    /// A checkpoint directory: LLaMA, LLaVA or RGPT for decode and
+    /// prefill (its decoder is timed), RGPT for e2e.
     #[arg(long, conflicts_with = "random_init")]
     model: Option<PathBuf>,
-    /// A shape with random weights: rgpt-7b (CLIP ViT-L/14-336 and
-    /// Vicuna-7B) or an RGPT config.json.
+    /// A shape with random weights: llama-7b (Vicuna-7B's) or llama-1b
+    /// (TinyLlama's) for decode and prefill, rgpt-7b (CLIP ViT-L/14-336
+    /// and Vicuna-7B) for e2e, or a config.json of the kind.
     #[arg(long, value_name = "SPEC")]
     random_init: Option<String>,
+}
+
+impl Source {
+    fn name(&self) -> String {
+        match (&self.model, &self.random_init) {
+            (Some(dir), _) => dir.display().to_string(),
+            (None, Some(spec)) => format!("{spec} (random)"),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+#[derive(Args)]
+struct E2eArgs {
+    #[command(flatten)]
+    source: Source,
     /// The image's side in pixels.
     #[arg(long, default_value_t = 336)]
     image_size: u32,
@@ -56,13 +75,8 @@ struct E2eArgs {
 
 #[derive(Args)]
 struct ModelArgs {
-    /// A LLaMA, LLaVA or RGPT checkpoint directory (its decoder is timed).
-    #[arg(long, conflicts_with = "random_init")]
-    model: Option<PathBuf>,
-    /// A shape with random weights: llama-7b (Vicuna-7B's), llama-1b
-    /// (TinyLlama's) or a LLaMA config.json.
-    #[arg(long, value_name = "SPEC")]
-    random_init: Option<String>,
+    #[command(flatten)]
+    source: Source,
     /// Sequences decoded together.
     #[arg(long, default_value_t = 1)]
     batch: i64,
@@ -116,8 +130,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 fn run_e2e(args: E2eArgs) -> anyhow::Result<()> {
     let (device, kind) = args.runtime.apply()?;
     let loaded = E2eModel::load(
-        args.model.as_deref(),
-        args.random_init.as_deref(),
+        args.source.model.as_deref(),
+        args.source.random_init.as_deref(),
         device,
         kind,
     )?;
@@ -132,11 +146,7 @@ fn run_e2e(args: E2eArgs) -> anyhow::Result<()> {
         &loaded.prompt,
         &options,
     )?;
-    let name = match (&args.model, &args.random_init) {
-        (Some(dir), _) => dir.display().to_string(),
-        (None, Some(spec)) => format!("{spec} (random)"),
-        (None, None) => String::new(),
-    };
+    let name = args.source.name();
     if args.json {
         let mut value = serde_json::to_value(&report)?;
         value["bench"] = "e2e".into();
@@ -167,7 +177,7 @@ fn measure_bandwidth(device: tch::Device) -> anyhow::Result<Bandwidth> {
 
 fn run_decode(args: ModelArgs, prefill_only: bool) -> anyhow::Result<()> {
     let (device, kind) = args.runtime.apply()?;
-    let spec = match (&args.model, &args.random_init) {
+    let spec = match (&args.source.model, &args.source.random_init) {
         (Some(dir), _) => ModelSpec::Dir(dir.clone()),
         (None, Some(spec)) => ModelSpec::random(spec)?,
         (None, None) => anyhow::bail!(

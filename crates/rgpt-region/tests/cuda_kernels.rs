@@ -16,29 +16,35 @@ fn cuda_dir() -> PathBuf {
     PathBuf::from(torch).join("../nvidia/cu13")
 }
 
+/// Runs the test `name` again in a child process whose loader path holds
+/// NVRTC's folder, and says whether this is that child (which goes on to
+/// run the test's body); the parent asserts the child passed.
+fn in_child_with_nvrtc(name: &str) -> bool {
+    if std::env::var_os("RGPT_NVRTC_CHILD").is_some() {
+        return true;
+    }
+    let cuda = cuda_dir();
+    assert!(
+        cuda.join("lib/libnvrtc.so.13").is_file(),
+        "no libnvrtc.so.13 under {}: scripts/setup.sh installs the torch wheel",
+        cuda.display()
+    );
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture"])
+        .env("RGPT_NVRTC_CHILD", "1")
+        .env("LD_LIBRARY_PATH", cuda.join("lib"))
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "the NVRTC check failed (its output is above)"
+    );
+    false
+}
+
 #[test]
 fn every_kernel_compiles_to_ptx_for_compute_80_and_90() {
-    if std::env::var_os("RGPT_NVRTC_CHILD").is_none() {
-        let cuda = cuda_dir();
-        assert!(
-            cuda.join("lib/libnvrtc.so.13").is_file(),
-            "no libnvrtc.so.13 under {}: scripts/setup.sh installs the torch wheel",
-            cuda.display()
-        );
-        let status = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "every_kernel_compiles_to_ptx_for_compute_80_and_90",
-                "--nocapture",
-            ])
-            .env("RGPT_NVRTC_CHILD", "1")
-            .env("LD_LIBRARY_PATH", cuda.join("lib"))
-            .status()
-            .unwrap();
-        assert!(
-            status.success(),
-            "the NVRTC check failed (its output is above)"
-        );
+    if !in_child_with_nvrtc("every_kernel_compiles_to_ptx_for_compute_80_and_90") {
         return;
     }
     let include = cuda_dir().join("include").display().to_string();
@@ -64,17 +70,7 @@ fn every_kernel_compiles_to_ptx_for_compute_80_and_90() {
 /// above would catch one in ours.
 #[test]
 fn a_warning_fails_the_compile() {
-    if std::env::var_os("RGPT_NVRTC_CHILD").is_none() {
-        let status = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "a_warning_fails_the_compile", "--nocapture"])
-            .env("RGPT_NVRTC_CHILD", "1")
-            .env("LD_LIBRARY_PATH", cuda_dir().join("lib"))
-            .status()
-            .unwrap();
-        assert!(
-            status.success(),
-            "the NVRTC check failed (its output is above)"
-        );
+    if !in_child_with_nvrtc("a_warning_fails_the_compile") {
         return;
     }
     let clean = "extern \"C\" __global__ void k(float* x) { x[0] = 1.0f; }";
