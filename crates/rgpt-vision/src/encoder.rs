@@ -157,7 +157,8 @@ impl LayerNorm {
     }
 }
 
-/// `CLIPAttention` / `SiglipAttention`: bidirectional multi-head attention.
+/// `CLIPAttention` / `SiglipAttention`: multi-head attention, bidirectional
+/// unless a mask says otherwise (CLIP's text tower is causal).
 #[derive(Debug)]
 struct Attention {
     q_proj: Linear,
@@ -180,7 +181,8 @@ impl Attention {
         }
     }
 
-    fn forward(&self, x: &Tensor) -> Tensor {
+    /// `mask` [batch, 1, seq, seq] bool: which keys each query may see.
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Tensor {
         let size = x.size(); // [batch, seq, hidden]
         let (b, t) = (size[0], size[1]);
         // [batch, heads, seq, head_dim]
@@ -192,16 +194,7 @@ impl Attention {
         let k = heads(self.k_proj.forward(x));
         let v = heads(self.v_proj.forward(x));
         // Default scale 1/sqrt(head_dim), as HF's `self.scale`.
-        let out = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            None::<&Tensor>,
-            0.0,
-            false,
-            None,
-            false,
-        );
+        let out = Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, false, None, false);
         let out = out
             .transpose(1, 2)
             .reshape([b, t, self.num_heads * self.head_dim]);
@@ -283,8 +276,8 @@ impl EncoderLayer {
         }
     }
 
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let h = x + self.self_attn.forward(&self.layer_norm1.forward(x));
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Tensor {
+        let h = x + self.self_attn.forward(&self.layer_norm1.forward(x), mask);
         &h + self.mlp.forward(&self.layer_norm2.forward(&h))
     }
 }
@@ -330,6 +323,12 @@ impl Encoder {
     /// Runs every layer over `x`; returns `x` followed by each layer's
     /// output, as HF's `output_hidden_states`.
     pub(crate) fn forward(&self, x: Tensor) -> Vec<Tensor> {
+        self.forward_masked(x, None)
+    }
+
+    /// [`Encoder::forward`] with attention limited by `mask` [batch, 1,
+    /// seq, seq] (bool, true where a query may see a key).
+    pub(crate) fn forward_masked(&self, x: Tensor, mask: Option<&Tensor>) -> Vec<Tensor> {
         let mut states = Vec::with_capacity(self.layers.len() + 1);
         states.push(x);
         for layer in &self.layers {
@@ -338,9 +337,10 @@ impl Encoder {
             // backward to save memory for.
             let next = if self.activation_checkpointing && (x.requires_grad() || layer.trains()) {
                 let layer = layer.shallow_clone();
-                rgpt_autograd::checkpoint(x, move |x| layer.forward(x))
+                let mask = mask.map(Tensor::shallow_clone);
+                rgpt_autograd::checkpoint(x, move |x| layer.forward(x, mask.as_ref()))
             } else {
-                layer.forward(x)
+                layer.forward(x, mask)
             };
             states.push(next);
         }

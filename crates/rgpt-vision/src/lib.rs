@@ -5,6 +5,7 @@
 //! Encoders load Hugging Face checkpoints as they are, through `rgpt-weights`.
 
 pub mod clip;
+pub mod clip_text;
 mod encoder;
 pub mod error;
 mod hf_config;
