@@ -1,6 +1,7 @@
 //! `rgpt`: the RGPT-rs command line. Each subcommand parses its arguments,
 //! calls one library function and formats the result.
 mod bench;
+mod clip_score;
 mod data;
 mod demo;
 mod eval;
@@ -57,6 +58,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Time decode, prefill or mask pooling against the memory-traffic bound.
     Bench(bench::BenchArgs),
+    /// CLIP's score of an image (or a region's crop) against texts.
+    ClipScore(clip_score::ClipScoreArgs),
     /// Start this machine's ranks of a distributed run, as torchrun does:
     /// `rgpt launch --nproc 2 -- train --config F`.
     Launch(launch::LaunchArgs),
@@ -216,6 +219,7 @@ fn main() -> ExitCode {
         Command::Launch(args) => launch::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::ClipScore(args) => clip_score::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Region { command } => match command {
             RegionCommand::Stats { annotations, json } => region_stats(&annotations, json),

@@ -227,6 +227,28 @@ impl RegionSpec {
     pub fn bbox(&self, height: u32, width: u32) -> Result<[f64; 4], RegionError> {
         Ok(self.to_rle(height, width)?.to_bbox())
     }
+
+    /// The pixels to crop around the region: its tight box grown on each
+    /// side by `margin` times its width (left and right) and height (top
+    /// and bottom), clamped to the image, as `[x0, y0, x1, y1)` in whole
+    /// pixels (the grown box's floor and ceiling).
+    pub fn crop_box(&self, height: u32, width: u32, margin: f64) -> Result<[u32; 4], RegionError> {
+        if !(margin.is_finite() && margin >= 0.0) {
+            return Err(RegionError::Spec {
+                spec: format!("{self:?}"),
+                reason: format!("the crop margin {margin} must be a non-negative number"),
+            });
+        }
+        let [x, y, w, h] = self.bbox(height, width)?;
+        let (dx, dy) = (w * margin, h * margin);
+        let clamp = |v: f64, max: u32| v.clamp(0.0, f64::from(max)) as u32;
+        Ok([
+            clamp((x - dx).floor(), width),
+            clamp((y - dy).floor(), height),
+            clamp((x + w + dx).ceil(), width),
+            clamp((y + h + dy).ceil(), height),
+        ])
+    }
 }
 
 /// Pixels whose centre is within `r` of (cx, cy), plus the pixel holding the

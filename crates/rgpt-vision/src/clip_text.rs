@@ -45,6 +45,9 @@ pub struct ClipTextConfig {
     /// row", which is the end-of-text token of CLIP's vocabulary.
     #[serde(default = "default_eos")]
     pub eos_token_id: i64,
+    /// Padding; CLIP pads with its end-of-text token.
+    #[serde(default)]
+    pub pad_token_id: Option<i64>,
 }
 
 fn default_vocab() -> usize {

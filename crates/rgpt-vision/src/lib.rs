@@ -6,6 +6,7 @@
 
 pub mod clip;
 pub mod clip_text;
+pub mod clip_tokenizer;
 mod encoder;
 pub mod error;
 mod hf_config;

@@ -111,3 +111,41 @@ fn texts_past_the_context_and_a_vision_only_checkpoint_are_refused() {
         .to_string();
     assert!(error.contains("whole CLIPModel"), "{error}");
 }
+
+/// CLIP's tokenizer from `tokenizer.json` gives transformers 5.23.0's ids
+/// (`CLIPTokenizer`, `truncation=True, max_length=77`) on punctuation,
+/// capitals, repeated spaces, tabs and newlines, non-ASCII, and a text
+/// past 77 tokens (tests/fixtures/clip-score-tiny, made by
+/// scripts/fixtures/clip_score.py).
+#[test]
+fn the_clip_tokenizer_gives_transformers_ids() {
+    use rgpt_vision::clip_tokenizer::ClipTokenizer;
+    let dir = fixture().join("../clip-score-tiny");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let eos = 529; // <|endoftext|>: the fixture's last id
+    let tokenizer = ClipTokenizer::from_dir(&dir, 77, eos).unwrap();
+    let texts = expected["texts"].as_array().unwrap();
+    let ids = expected["input_ids"].as_array().unwrap();
+    assert_eq!(texts.len(), ids.len());
+    for (text, want) in texts.iter().zip(ids) {
+        let want: Vec<i64> = serde_json::from_value(want.clone()).unwrap();
+        let got = tokenizer.encode(text.as_str().unwrap()).unwrap();
+        assert_eq!(got, want, "{text}");
+    }
+    assert_eq!(
+        tokenizer.encode(texts[4].as_str().unwrap()).unwrap().len(),
+        77
+    );
+    // A batch is padded to its longest with the end-of-text id, masked.
+    let batch: Vec<String> = texts[..2]
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    let (ids, mask) = tokenizer.encode_batch(&batch, Device::Cpu).unwrap();
+    assert_eq!(ids.size(), [2, 9]);
+    let first: Vec<i64> = Vec::try_from(ids.get(0)).unwrap();
+    let first_mask: Vec<i64> = Vec::try_from(mask.get(0)).unwrap();
+    assert_eq!(&first[6..], &[eos, eos, eos]);
+    assert_eq!(first_mask, vec![1, 1, 1, 1, 1, 1, 0, 0, 0]);
+}
