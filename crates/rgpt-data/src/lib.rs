@@ -11,6 +11,7 @@ mod error;
 pub mod format;
 pub mod prompts;
 pub mod readers;
+pub mod recap;
 pub mod skips;
 pub mod stats;
 pub mod synth;

@@ -32,7 +32,7 @@ enum Entry {
 
 /// The project's `configs/prompts/*.yaml`, embedded at build time, by file
 /// name (a unit test checks that they equal the files on disk).
-pub const BUILTIN_FILES: [(&str, &str); 4] = [
+pub const BUILTIN_FILES: [(&str, &str); 5] = [
     (
         "captions.yaml",
         include_str!("../../../configs/prompts/captions.yaml"),
@@ -48,6 +48,10 @@ pub const BUILTIN_FILES: [(&str, &str); 4] = [
     (
         "rec.yaml",
         include_str!("../../../configs/prompts/rec.yaml"),
+    ),
+    (
+        "recap.yaml",
+        include_str!("../../../configs/prompts/recap.yaml"),
     ),
 ];
 
