@@ -31,8 +31,10 @@ pub const MASK_POOL_KERNELS: &[&str] = &[
 
 /// Why a kernel could not be compiled.
 #[derive(Debug, thiserror::Error)]
-#[error("NVRTC could not compile the mask-pool kernels for {arch}: {message}")]
+#[error("NVRTC could not compile {source_name} for {arch}: {message}")]
 pub struct CompileError {
+    /// The source's name (`mask_pool.cu`).
+    pub source_name: String,
     pub arch: String,
     pub message: String,
 }
@@ -54,6 +56,7 @@ pub fn compile(
     include_paths: &[String],
 ) -> Result<Ptx, CompileError> {
     let fail = |message: String| CompileError {
+        source_name: name.to_string(),
         arch: arch.to_string(),
         message,
     };
