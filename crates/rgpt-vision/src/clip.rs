@@ -98,10 +98,10 @@ fn default_image_size() -> usize {
 fn default_patch_size() -> usize {
     32
 }
-fn default_hidden_act() -> String {
+pub(crate) fn default_hidden_act() -> String {
     "quick_gelu".into()
 }
-fn default_layer_norm_eps() -> f64 {
+pub(crate) fn default_layer_norm_eps() -> f64 {
     1e-5
 }
 fn default_initializer_range() -> f64 {

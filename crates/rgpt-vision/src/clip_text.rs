@@ -36,9 +36,9 @@ pub struct ClipTextConfig {
     /// The context: 77 for OpenAI's CLIP.
     #[serde(default = "default_positions")]
     pub max_position_embeddings: usize,
-    #[serde(default = "default_act")]
+    #[serde(default = "crate::clip::default_hidden_act")]
     pub hidden_act: String,
-    #[serde(default = "default_eps")]
+    #[serde(default = "crate::clip::default_layer_norm_eps")]
     pub layer_norm_eps: f64,
     /// The end-of-text id whose hidden state is pooled; 2 (the old
     /// default, kept by OpenAI's checkpoints) means "the largest id in the
@@ -67,12 +67,6 @@ fn default_heads() -> usize {
 }
 fn default_positions() -> usize {
     77
-}
-fn default_act() -> String {
-    "quick_gelu".into()
-}
-fn default_eps() -> f64 {
-    1e-5
 }
 fn default_eos() -> i64 {
     2
