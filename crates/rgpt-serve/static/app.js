@@ -499,9 +499,10 @@ $("ask").addEventListener("submit", async (e) => {
       }
     }
     answer.classList.remove("streaming");
-    renderAnswer(answer, text_so_far);
+    // This turn's regions count before the answer is read for `Region [k]`.
     state.messages = request.messages.concat([{ role: "assistant", content: text_so_far }]);
     state.sent = sent;
+    renderAnswer(answer, text_so_far);
     answer.dataset.done = "true";
   } catch (error) {
     answer.remove();
