@@ -238,47 +238,44 @@ impl DecodeBatch {
             let _span = tracing::trace_span!("decode_step", rows = slots.len()).entered();
             model.forward_slots(&fed, &slots, &mut self.cache)?
         };
-        // Rows that choose alike (the same sampling and reports, no
-        // repetition penalty) choose together, each with its own generator.
-        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
-        for (row, &slot) in slots.iter().enumerate() {
-            let config = &self.sequences[slot]
+        // Rows that choose alike choose together, each with its own
+        // generator.
+        let config = |row: usize| {
+            &self.sequences[slots[row]]
                 .as_ref()
                 .expect("a stepped slot is taken")
-                .config;
-            let key = (config.repetition_penalty == 1.0).then(|| {
-                format!(
-                    "{:?}|{}|{}",
-                    config.sampling, config.top_logprobs, config.logprobs
-                )
-            });
-            match groups.iter_mut().find(|(k, _)| key.as_ref() == Some(k)) {
-                Some((_, rows)) => rows.push(row),
-                None => groups.push((key.unwrap_or_default(), vec![row])),
+                .config
+        };
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for row in 0..slots.len() {
+            match groups
+                .iter_mut()
+                .find(|rows| config(rows[0]).chooses_like(config(row)))
+            {
+                Some(rows) => rows.push(row),
+                None => groups.push(vec![row]),
             }
         }
         let mut next = vec![(0, 0); slots.len()];
-        for (_, rows) in groups {
-            let index: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        for rows in groups {
             let group_logits = if rows.len() == slots.len() {
                 logits.shallow_clone()
             } else {
+                let index: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
                 logits.index_select(0, &Tensor::from_slice(&index).to_device(logits.device()))
             };
-            let mut group: Vec<Sequence> = rows
-                .iter()
-                .map(|&r| {
-                    self.sequences[slots[r]]
-                        .take()
-                        .expect("a stepped slot is taken")
-                })
+            // The group's sequences in row order (rows, like slots, ascend).
+            let group_slots: Vec<Slot> = rows.iter().map(|&r| slots[r]).collect();
+            let mut group: Vec<&mut Sequence> = self
+                .sequences
+                .iter_mut()
+                .enumerate()
+                .filter(|(slot, _)| group_slots.contains(slot))
+                .map(|(_, s)| s.as_mut().expect("a stepped slot is taken"))
                 .collect();
-            let chosen = choose_together(&mut group, &group_logits, tokenizer);
-            for (&row, sequence) in rows.iter().zip(group) {
-                self.sequences[slots[row]] = Some(sequence);
-            }
-            for (&row, id) in rows.iter().zip(chosen?) {
-                next[row] = (slots[row], id);
+            let chosen = choose_together(&mut group, &group_logits, tokenizer)?;
+            for ((&row, &slot), id) in rows.iter().zip(&group_slots).zip(chosen) {
+                next[row] = (slot, id);
             }
         }
         Ok(next)
@@ -327,7 +324,7 @@ impl DecodeBatch {
 /// The next token of each sequence of `group` (which choose alike: see
 /// [`DecodeBatch::step`]) from its row of `logits`, in one pass.
 fn choose_together(
-    group: &mut [Sequence],
+    group: &mut [&mut Sequence],
     logits: &Tensor,
     tokenizer: Option<&Tokenizer>,
 ) -> Result<Vec<i64>, LlmError> {

@@ -348,6 +348,17 @@ impl SequenceOutput {
 }
 
 impl GenerationConfig {
+    /// Whether rows generated with `self` and `other` can choose their
+    /// tokens in one pass: the same sampling and reports, and no
+    /// repetition penalty (which reads each row's own history).
+    pub(crate) fn chooses_like(&self, other: &GenerationConfig) -> bool {
+        self.repetition_penalty == 1.0
+            && other.repetition_penalty == 1.0
+            && self.sampling == other.sampling
+            && self.top_logprobs == other.top_logprobs
+            && self.logprobs == other.logprobs
+    }
+
     /// Whether [`GenerationConfig::cancel`] has been set.
     pub(crate) fn is_cancelled(&self) -> bool {
         self.cancel

@@ -250,25 +250,24 @@ pub struct SlotStep {
 
 impl SlotCache {
     pub fn new(config: &LlamaConfig, slots: i64, kind: Kind, device: Device) -> Self {
-        let mut cache = SlotCache {
-            layers: Vec::new(),
+        // Empty along the length axis until `reserve`.
+        let shape = [
+            slots,
+            config.num_key_value_heads() as i64,
+            0,
+            config.head_dim() as i64,
+        ];
+        SlotCache {
+            layers: (0..config.num_hidden_layers)
+                .map(|_| {
+                    (
+                        Tensor::zeros(shape, (kind, device)),
+                        Tensor::zeros(shape, (kind, device)),
+                    )
+                })
+                .collect(),
             lens: vec![0; slots as usize],
-        };
-        cache.layers = (0..config.num_hidden_layers)
-            .map(|_| {
-                let shape = [
-                    slots,
-                    config.num_key_value_heads() as i64,
-                    0,
-                    config.head_dim() as i64,
-                ];
-                (
-                    Tensor::zeros(shape, (kind, device)),
-                    Tensor::zeros(shape, (kind, device)),
-                )
-            })
-            .collect();
-        cache
+        }
     }
 
     pub fn slots(&self) -> usize {
