@@ -3,7 +3,7 @@
 //! errors for a bad model, a bad shape and a run past the context.
 mod common;
 
-use common::{ok, rgpt, root};
+use common::{fails, ok, rgpt, root};
 use serde_json::Value;
 
 fn report(args: &[&str]) -> Value {
@@ -104,12 +104,6 @@ fn mask_pool_reports_the_bytes_it_must_move() {
 
 #[test]
 fn bad_bench_requests_say_what_to_fix() {
-    let fails = |args: &[&str], says: &str| {
-        let out = rgpt(args);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(says), "{says:?} not in {stderr}");
-    };
     fails(
         &[
             "bench",
@@ -173,14 +167,15 @@ fn e2e_times_the_first_token_and_the_rest() {
         assert!(e2e["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
     }
     // A LLaVA checkpoint has no region token: e2e says so.
-    let out = rgpt(&[
-        "bench",
-        "e2e",
-        "--model",
-        "tests/fixtures/llava-tiny",
-        "--device",
-        "cpu",
-    ]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no `<region>` token"));
+    fails(
+        &[
+            "bench",
+            "e2e",
+            "--model",
+            "tests/fixtures/llava-tiny",
+            "--device",
+            "cpu",
+        ],
+        "no `<region>` token",
+    );
 }

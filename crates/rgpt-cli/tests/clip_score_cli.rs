@@ -7,7 +7,7 @@
 //! box is the whole image.
 mod common;
 
-use common::{ok, rgpt};
+use common::{fails, ok, rgpt};
 use serde_json::Value;
 
 const DIR: &str = "tests/fixtures/clip-score-tiny";
@@ -96,12 +96,6 @@ fn clip_score_matches_transformers() {
 
 #[test]
 fn bad_clip_score_requests_say_what_to_fix() {
-    let fails = |args: &[&str], says: &str| {
-        let out = rgpt(args);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(says), "{says:?} not in {stderr}");
-    };
     let image = format!("{DIR}/image.png");
     fails(
         &[

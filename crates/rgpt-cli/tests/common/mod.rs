@@ -32,6 +32,14 @@ pub fn ok(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).expect("stdout is UTF-8")
 }
 
+/// Runs `rgpt ARGS...`, asserts it fails, and that its stderr says `says`.
+pub fn fails(args: &[&str], says: &str) {
+    let out = rgpt(args);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(says), "{says:?} not in {stderr}");
+}
+
 /// Runs `rgpt chat --model MODEL --image MODEL/image.png ARGS...` with
 /// `script` typed on its stdin.
 pub fn chat(model: &Path, args: &[&str], script: impl AsRef<[u8]>) -> Output {
