@@ -57,14 +57,6 @@ impl ModelSpec {
         })
     }
 
-    /// What reports call it.
-    pub fn name(&self) -> String {
-        match self {
-            ModelSpec::Dir(dir) => dir.display().to_string(),
-            ModelSpec::Random { name, .. } => format!("{name} (random)"),
-        }
-    }
-
     /// The decoder, in `kind` on `device`.
     pub fn llama(&self, device: Device, kind: Kind) -> Result<(Llama, nn::VarStore), BenchError> {
         match self {

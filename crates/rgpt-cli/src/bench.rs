@@ -148,12 +148,7 @@ fn run_e2e(args: E2eArgs) -> anyhow::Result<()> {
     )?;
     let name = args.source.name();
     if args.json {
-        let mut value = serde_json::to_value(&report)?;
-        value["bench"] = "e2e".into();
-        value["model"] = name.into();
-        value["device"] = format!("{device:?}").into();
-        value["dtype"] = args.runtime.dtype.clone().into();
-        println!("{value}");
+        print_json(&report, "e2e", Some(name), &args.runtime, device)?;
     } else {
         println!(
             "e2e {name} on {device:?} {}: a {}px image, {} regions, {} prompt ids: first token \
@@ -171,12 +166,33 @@ fn run_e2e(args: E2eArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints `report` as one JSON object, with which bench ran, on what model
+/// (when it has one), device and dtype.
+fn print_json(
+    report: &impl serde::Serialize,
+    bench: &str,
+    model: Option<String>,
+    runtime: &RuntimeArgs,
+    device: tch::Device,
+) -> anyhow::Result<()> {
+    let mut value = serde_json::to_value(report)?;
+    value["bench"] = bench.into();
+    if let Some(model) = model {
+        value["model"] = model.into();
+    }
+    value["device"] = format!("{device:?}").into();
+    value["dtype"] = runtime.dtype.clone().into();
+    println!("{value}");
+    Ok(())
+}
+
 fn measure_bandwidth(device: tch::Device) -> anyhow::Result<Bandwidth> {
     bandwidth::measure(device, BANDWIDTH_BYTES, 5).context("while measuring the bandwidth")
 }
 
 fn run_decode(args: ModelArgs, prefill_only: bool) -> anyhow::Result<()> {
     let (device, kind) = args.runtime.apply()?;
+    let name = args.source.name();
     let spec = match (&args.source.model, &args.source.random_init) {
         (Some(dir), _) => ModelSpec::Dir(dir.clone()),
         (None, Some(spec)) => ModelSpec::random(spec)?,
@@ -187,7 +203,7 @@ fn run_decode(args: ModelArgs, prefill_only: bool) -> anyhow::Result<()> {
     let bandwidth = measure_bandwidth(device)?;
     let (model, vs) = spec
         .llama(device, kind)
-        .with_context(|| format!("while building {}", spec.name()))?;
+        .with_context(|| format!("while building {name}"))?;
     let options = DecodeOptions {
         batch: args.batch,
         prompt_tokens: args.prompt_tokens,
@@ -198,16 +214,11 @@ fn run_decode(args: ModelArgs, prefill_only: bool) -> anyhow::Result<()> {
     let report = decode::run(&model, &vs, &options, &bandwidth)?;
     let what = if prefill_only { "prefill" } else { "decode" };
     if args.json {
-        let mut value = serde_json::to_value(&report)?;
-        value["bench"] = what.into();
-        value["model"] = spec.name().into();
-        value["device"] = format!("{device:?}").into();
-        value["dtype"] = args.runtime.dtype.clone().into();
-        println!("{value}");
+        print_json(&report, what, Some(name), &args.runtime, device)?;
     } else if prefill_only {
         println!(
             "prefill {} on {device:?} {}: batch {} x {} tokens in {:.2} ms, {:.0} tokens/s",
-            spec.name(),
+            name,
             args.runtime.dtype,
             report.batch,
             report.prompt_tokens,
@@ -218,7 +229,7 @@ fn run_decode(args: ModelArgs, prefill_only: bool) -> anyhow::Result<()> {
         println!(
             "decode {} on {device:?} {}: batch {}, {:.2} ms a step, {:.1} tokens/s; a step reads \
              {:.2} GB at {:.1} GB/s: bound {:.1} tokens/s, {:.1}% of it",
-            spec.name(),
+            name,
             args.runtime.dtype,
             report.batch,
             report.decode_ms_per_step,
@@ -244,11 +255,7 @@ fn run_mask_pool(args: MaskPoolArgs) -> anyhow::Result<()> {
     };
     let report = mask_pool::run(device, kind, &options, &bandwidth)?;
     if args.json {
-        let mut value = serde_json::to_value(&report)?;
-        value["bench"] = "mask-pool".into();
-        value["device"] = format!("{device:?}").into();
-        value["dtype"] = args.runtime.dtype.clone().into();
-        println!("{value}");
+        print_json(&report, "mask-pool", None, &args.runtime, device)?;
     } else {
         println!(
             "mask-pool on {device:?} {}: {} x {} channels on {}x{}, {} regions each: {:.3} ms; \
