@@ -310,14 +310,10 @@ impl DecodeBatch {
     }
 
     /// Takes every sequence out (after a failed step).
-    pub fn clear(&mut self) -> Vec<Slot> {
-        let slots: Vec<Slot> = (0..self.sequences.len())
-            .filter(|&s| self.sequences[s].is_some())
-            .collect();
-        for &slot in &slots {
+    pub fn clear(&mut self) {
+        for slot in 0..self.sequences.len() {
             self.leave(slot);
         }
-        slots
     }
 }
 

@@ -61,17 +61,6 @@ pub struct EngineOptions {
     pub panic_on: Option<String>,
 }
 
-impl Default for EngineOptions {
-    fn default() -> Self {
-        EngineOptions {
-            queue: 64,
-            max_batch: 16,
-            image_cache: 16,
-            panic_on: None,
-        }
-    }
-}
-
 #[derive(Clone)]
 pub struct Engine {
     queue: SyncSender<Work>,
